@@ -1,0 +1,3 @@
+//! backpressure
+//!
+//! SKELETON.

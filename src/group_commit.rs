@@ -1,0 +1,3 @@
+//! group_commit
+//!
+//! SKELETON.

@@ -1,0 +1,3 @@
+//! gzip
+//!
+//! SKELETON.

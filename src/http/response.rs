@@ -1,0 +1,3 @@
+//! Response bytes and the one error → status mapping.
+//!
+//! SKELETON (issue 2).

@@ -1,0 +1,3 @@
+//! ingest
+//!
+//! SKELETON.

@@ -1,0 +1,49 @@
+//! ringest: a durable, InfluxDB-compatible line-protocol ingest server.
+//!
+//! A `204` from ringest means the points of the request are on stable storage
+//! (an `fdatasync` covering every one of them has returned) and visible to
+//! queries. Everything else is in service of making that promise fast.
+//!
+//! # The write path, in the order the bytes travel
+//!
+//! | step | module | what happens |
+//! |---|---|---|
+//! | socket | [`server`], [`connection`] | one glommio executor per core, each with its own `SO_REUSEPORT` listener |
+//! | HTTP | [`http::request`], [`http::body`] | request head parsed from borrowed bytes; `Content-Length` / chunked framing |
+//! | admission | [`backpressure`], [`auth`] | refuse at once (429/503) when a bound is reached; check the credential |
+//! | gunzip | [`gzip`] | libdeflate into a per-shard buffer whose size is the limit |
+//! | line protocol | [`line_protocol`] | lines → borrowed points with series hash; per-line errors |
+//! | schema | [`catalog`] | column kinds checked against one catalog shared by all shards |
+//! | route | [`route`], [`batch`] | points split by series hash into per-shard sub-batches (the WAL payload) |
+//! | WAL | [`wal`] | each shard appends its sub-batch to its own segment file |
+//! | fsync | [`group_commit`] | one `fdatasync` per batch of concurrent writers |
+//! | store | [`store`] | the synced rows enter the in-memory columnar store |
+//! | 204 | [`http::response`] | only after every involved shard synced and applied |
+//!
+//! [`ingest`] is the one short function that calls these stages in order.
+//! [`query`] answers InfluxQL on `/query` by fanning out to every shard.
+//!
+//! # Module map
+//!
+//! - [`config`]: the `Config` built once at start, profiles, limits.
+//! - [`clock`]: the only source of time.
+//! - [`metrics`]: per-shard counters and histograms, Prometheus export.
+
+pub mod auth;
+pub mod backpressure;
+pub mod batch;
+pub mod catalog;
+pub mod clock;
+pub mod config;
+pub mod connection;
+pub mod group_commit;
+pub mod gzip;
+pub mod http;
+pub mod ingest;
+pub mod line_protocol;
+pub mod metrics;
+pub mod query;
+pub mod route;
+pub mod server;
+pub mod store;
+pub mod wal;

@@ -1,0 +1,1 @@
+//! InfluxQL `/query`. SKELETON (issue 6).

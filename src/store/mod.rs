@@ -1,0 +1,1 @@
+//! Per-shard columnar in-memory store. SKELETON (issue 6).

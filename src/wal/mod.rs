@@ -1,0 +1,1 @@
+//! Write-ahead log. SKELETON (issue 5).
