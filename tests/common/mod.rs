@@ -1,0 +1,275 @@
+//! Shared test support: run the real `ringest` binary on 127.0.0.1 with its
+//! own temporary data directory, and talk to it over real sockets.
+//!
+//! The server prints one line `ringest: ready on <addr> (<n> shards)` to
+//! stdout once every shard listens; `Server::start` waits for that line, so
+//! no test ever sleeps to order events.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A temporary directory removed on drop.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!(
+            "ringest-test-{label}-{}-{unique}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A running `ringest serve` process.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    extra_args: Vec<String>,
+    child: Option<Child>,
+    /// Keeps the data directory alive as long as the server (when owned).
+    _owned_dir: Option<TempDir>,
+}
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ringest"))
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind :0");
+    listener.local_addr().expect("local addr").port()
+}
+
+impl Server {
+    /// Starts with a fresh data directory and the given extra arguments
+    /// (e.g. `["--shards", "2"]`).
+    pub fn start(extra_args: &[&str]) -> Server {
+        let dir = TempDir::new("server");
+        let data_dir = dir.path.join("data");
+        let mut server = Server::start_in(&data_dir, extra_args);
+        server._owned_dir = Some(dir);
+        server
+    }
+
+    /// Starts on an existing data directory (for restart and crash tests).
+    pub fn start_in(data_dir: &Path, extra_args: &[&str]) -> Server {
+        let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        let (child, addr) = spawn(data_dir, &extra_args);
+        Server {
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            extra_args,
+            child: Some(child),
+            _owned_dir: None,
+        }
+    }
+
+    /// SIGKILL, as a crash: nothing gets to flush.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server running");
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        child.wait().expect("wait for server")
+    }
+
+    /// Starts again on the same data directory and arguments.
+    pub fn restart(&mut self) {
+        self.kill9();
+        let (child, addr) = spawn(&self.data_dir, &self.extra_args);
+        self.child = Some(child);
+        self.addr = addr;
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.addr).expect("connect to server");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("set timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        stream
+    }
+
+    /// One request on a new connection (`Connection: close`); the whole response.
+    pub fn request(&self, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+        let mut stream = self.connect();
+        let mut head = format!("{method} {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+        stream.write_all(head.as_bytes()).expect("send head");
+        stream.write_all(body).expect("send body");
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).expect("read response");
+        Response::parse(&raw).expect("one complete response")
+    }
+
+    pub fn write_v1(&self, query: &str, body: &str) -> Response {
+        self.request("POST", &format!("/write?{query}"), &[], body.as_bytes())
+    }
+
+    pub fn write_v2(&self, query: &str, body: &str) -> Response {
+        self.request("POST", &format!("/api/v2/write?{query}"), &[], body.as_bytes())
+    }
+
+    /// `GET /query?q=…&…`; `query` is already URL-encoded.
+    pub fn query(&self, query: &str) -> Response {
+        self.request("GET", &format!("/query?{query}"), &[], b"")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn spawn(data_dir: &Path, extra_args: &[String]) -> (Child, SocketAddr) {
+    let port = free_port();
+    let mut child = Command::new(binary())
+        .arg("serve")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(extra_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn ringest");
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(rest) = line.strip_prefix("ringest: ready on ") {
+                    let addr = rest.split_whitespace().next().expect("address after ready");
+                    break addr.parse::<SocketAddr>().expect("socket address");
+                }
+            }
+            _ => {
+                let status = child.wait().expect("wait");
+                panic!("ringest exited before ready: {status}");
+            }
+        }
+    };
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+/// A parsed HTTP response (possibly preceded by `100 Continue`).
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// Parses one response from the start of `raw`; `None` if incomplete.
+    pub fn parse(raw: &[u8]) -> Option<Response> {
+        Response::parse_prefix(raw).map(|(response, _)| response)
+    }
+
+    /// Parses one response; also returns the bytes it used. Handles
+    /// Content-Length, chunked, and read-to-close bodies.
+    pub fn parse_prefix(raw: &[u8]) -> Option<(Response, usize)> {
+        let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+        let head = std::str::from_utf8(&raw[..head_end]).ok()?;
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next()?;
+        let status: u16 = status_line.split_whitespace().nth(1)?.parse().ok()?;
+        let headers: Vec<(String, String)> = lines
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                Some((name.trim().to_ascii_lowercase(), value.trim().to_string()))
+            })
+            .collect();
+        let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+        let (body, used) = if let Some(length) = header("content-length") {
+            let length: usize = length.parse().ok()?;
+            if raw.len() < head_end + length {
+                return None;
+            }
+            (raw[head_end..head_end + length].to_vec(), head_end + length)
+        } else if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+            let mut body = Vec::new();
+            let mut at = head_end;
+            loop {
+                let line_end = raw[at..].windows(2).position(|w| w == b"\r\n")? + at;
+                let size_text = std::str::from_utf8(&raw[at..line_end]).ok()?;
+                let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+                at = line_end + 2;
+                if size == 0 {
+                    let trailer_end = raw[at..].windows(2).position(|w| w == b"\r\n")? + at;
+                    at = trailer_end + 2;
+                    break;
+                }
+                if raw.len() < at + size + 2 {
+                    return None;
+                }
+                body.extend_from_slice(&raw[at..at + size]);
+                at += size + 2;
+            }
+            (body, at)
+        } else if status == 204 || status == 304 || (100..200).contains(&status) {
+            (Vec::new(), head_end)
+        } else {
+            (raw[head_end..].to_vec(), raw.len())
+        };
+        Some((Response { status, headers, body }, used))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Percent-encodes a query-string value.
+pub fn encode(value: &str) -> String {
+    let mut out = String::new();
+    for byte in value.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(byte as char),
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
