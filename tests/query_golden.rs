@@ -7,7 +7,8 @@
 //! `{name, method, params, form, status, body}` in capture order. Only
 //! `capture.py` in that directory writes them, from a real server.
 //!
-//! Comparison: both bodies are parsed as JSON and compared as values, so key
+//! Comparison: both bodies are parsed as JSON (a `chunked=true` answer as its
+//! sequence of newline-separated documents) and compared as values, so key
 //! order and whitespace do not matter. Numbers are compared exactly: two
 //! integer literals must be the same integer (no float rounding of i64), a
 //! number with a fraction or exponent must be the same `f64`, and an integer
@@ -359,8 +360,18 @@ fn golden_fixture_is_complete() {
             "duplicate case name {}",
             case.name
         );
-        let body = json::parse(&case.body)
+        let documents = json::parse_documents(&case.body)
             .unwrap_or_else(|e| panic!("case {}: body is not JSON: {e}", case.name));
+        let chunked = case
+            .params
+            .iter()
+            .any(|(k, v)| k == "chunked" && v == "true");
+        assert!(
+            chunked || documents.len() == 1,
+            "case {}: several documents without chunked=true",
+            case.name
+        );
+        let body = &documents[0];
         match case.status {
             200 => assert!(
                 body.get("results").is_some(),
@@ -529,15 +540,33 @@ fn compare(case: &Case, response: &Response) -> Option<String> {
             case.status, response.status
         ));
     }
-    let expected = match json::parse(&case.body) {
-        Ok(value) => value,
+    let expected = match json::parse_documents(&case.body) {
+        Ok(documents) => documents,
         Err(e) => return Some(format!("fixture body is not JSON: {e}")),
     };
-    let actual = match json::parse(&response.text()) {
-        Ok(value) => value,
+    let actual = match json::parse_documents(&response.text()) {
+        Ok(documents) => documents,
         Err(e) => return Some(format!("response body is not JSON: {e}")),
     };
-    compare_json(&expected, &actual, "$").map(|d| format!("first difference at {d}"))
+    // One document, or one per line with `chunked=true`.
+    for (i, (e, a)) in expected.iter().zip(actual.iter()).enumerate() {
+        let path = if expected.len() == 1 {
+            "$".to_string()
+        } else {
+            format!("document {i}: $")
+        };
+        if let Some(d) = compare_json(e, a, &path) {
+            return Some(format!("first difference at {d}"));
+        }
+    }
+    if expected.len() != actual.len() {
+        return Some(format!(
+            "expected {} JSON documents, got {}",
+            expected.len(),
+            actual.len()
+        ));
+    }
+    None
 }
 
 /// The path of the first difference and both values there, or `None`.
@@ -721,6 +750,22 @@ mod json {
                 Error::TrailingData { at } => write!(f, "trailing data at {at}"),
             }
         }
+    }
+
+    /// A sequence of documents separated by whitespace (a `chunked=true`
+    /// answer has one per line); at least one.
+    pub fn parse_documents(text: &str) -> Result<Vec<Value>, Error> {
+        let mut reader = Reader {
+            bytes: text.as_bytes(),
+            at: 0,
+        };
+        let mut documents = vec![reader.value(0)?];
+        reader.skip_whitespace();
+        while reader.at != reader.bytes.len() {
+            documents.push(reader.value(0)?);
+            reader.skip_whitespace();
+        }
+        Ok(documents)
     }
 
     pub fn parse(text: &str) -> Result<Value, Error> {
