@@ -109,6 +109,20 @@ impl BatchEncoder {
         self.row_count += 1;
     }
 
+    /// Copies one row of another batch (re-routing on replay, moving a row
+    /// whose schema was just confirmed).
+    pub fn push_row(&mut self, row: &Row<'_>) {
+        let bytes = &mut self.bytes;
+        put_str(bytes, row.table);
+        bytes.extend_from_slice(&row.series_hash.to_le_bytes());
+        bytes.extend_from_slice(&row.time_ns.to_le_bytes());
+        bytes.extend_from_slice(&row.tag_count.to_le_bytes());
+        bytes.extend_from_slice(row.tags);
+        bytes.extend_from_slice(&row.field_count.to_le_bytes());
+        bytes.extend_from_slice(row.fields);
+        self.row_count += 1;
+    }
+
     /// The finished payload; the encoder starts over for `database`.
     pub fn take(&mut self, database: &str) -> Vec<u8> {
         let offset = row_count_offset(self.database_name_len_checked());
@@ -434,6 +448,19 @@ mod tests {
         );
         assert_eq!(rows[1].time_ns, i64::MAX);
 
+        encoder.push(&point("disk", &[], 1));
+        let copy_source = BatchReader::new(&payload).expect("valid");
+        encoder.push_row(&copy_source.rows().next().expect("a row"));
+        let copied = encoder.take("db2");
+        let reader = BatchReader::new(&copied).expect("valid");
+        assert_eq!(reader.database(), "db2");
+        assert_eq!(reader.row_count(), 2);
+        let rows: Vec<Row> = reader.rows().collect();
+        assert_eq!(
+            rows[1].tags().collect::<Vec<_>>(),
+            vec![("host", "a"), ("region", "eu")]
+        );
+        assert_eq!(rows[1].fields().count(), 5);
         encoder.push(&point("disk", &[], 1));
         let second = encoder.take("db2");
         let reader = BatchReader::new(&second).expect("valid");

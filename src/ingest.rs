@@ -1,3 +1,523 @@
-//! ingest
+//! The write path, one stage after another:
 //!
-//! SKELETON.
+//! ```text
+//! prepare: parameters (400) → credentials (401/403) → encoding (415)   [from the head]
+//! write:   gunzip (400/413) → UTF-8 (400) → line protocol → schema → route
+//!          → unknown schema? ask the catalog owner (durable before 204)
+//!          → every involved shard: WAL append → fdatasync → store → reply
+//!          → 204, or 400 naming the rejected lines (the others are written)
+//! ```
+//!
+//! Each stage lives in its own module; this file only calls them in order
+//! and turns their outcomes into a [`Refusal`] or success.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use futures_channel::oneshot;
+
+use crate::auth::{self, Access, AuthError};
+use crate::batch::{BatchEncoder, BatchReader};
+use crate::catalog::{self, Catalog, ColumnKind, Decision, FieldType, Limit, Proposal};
+use crate::clock;
+use crate::http::form;
+use crate::http::response::{Dialect, Refusal};
+use crate::line_protocol::{LineError, Lines, ParseOptions, Point, Precision};
+use crate::metrics::ShardMetrics;
+use crate::route::{self, Message, RemoteError};
+use crate::shard::Shard;
+
+/// A write request whose head has been accepted.
+#[derive(Clone, Debug)]
+pub struct WriteRequest {
+    pub dialect: Dialect,
+    pub database: String,
+    pub precision: Precision,
+    pub gzip: bool,
+}
+
+/// Checks everything that can be checked from the head, in the documented
+/// order: parameters, credentials, content encoding.
+pub fn prepare(
+    shard: &Shard,
+    dialect: Dialect,
+    query: &str,
+    authorization: Option<&[u8]>,
+    content_encoding: Option<&[u8]>,
+) -> Result<WriteRequest, Refusal> {
+    let database = match dialect {
+        Dialect::V2 => {
+            let bucket = form::get(query, "bucket").unwrap_or_default();
+            if bucket.is_empty() {
+                return Err(Refusal::MissingBucket);
+            }
+            bucket.into_owned()
+        }
+        _ => {
+            let db = form::get(query, "db").unwrap_or_default();
+            if db.is_empty() {
+                return Err(Refusal::MissingDatabase);
+            }
+            let rp = form::get(query, "rp")
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            match rp.as_str() {
+                "" | "autogen" | "default" | "''" => db.into_owned(),
+                rp => format!("{db}/{rp}"),
+            }
+        }
+    };
+    catalog::validate_database_name(&database).map_err(|e| Refusal::BadDatabaseName {
+        name: database.clone(),
+        detail: e.to_string(),
+    })?;
+    let precision = match form::get(query, "precision") {
+        None => Precision::Nanoseconds,
+        Some(value) => {
+            let parsed = match dialect {
+                Dialect::V2 => Precision::from_v2(&value),
+                _ => Precision::from_v1(&value),
+            };
+            parsed.ok_or_else(|| Refusal::BadPrecision {
+                value: value.into_owned(),
+                dialect,
+            })?
+        }
+    };
+    let p = match dialect {
+        Dialect::V2 => None,
+        _ => form::get(query, "p"),
+    };
+    let secret = auth::extract(authorization, p);
+    shard
+        .authorizer
+        .check(secret.as_deref(), Access::Write, &database)
+        .map_err(|e| match e {
+            AuthError::Missing | AuthError::Unknown => Refusal::Unauthorized,
+            AuthError::Forbidden => Refusal::Forbidden {
+                database: database.clone(),
+            },
+        })?;
+    let gzip = match content_encoding.map(<[u8]>::trim_ascii) {
+        None | Some(b"") => false,
+        Some(value) if value.eq_ignore_ascii_case(b"identity") => false,
+        Some(value)
+            if value.eq_ignore_ascii_case(b"gzip") || value.eq_ignore_ascii_case(b"x-gzip") =>
+        {
+            true
+        }
+        Some(value) => {
+            return Err(Refusal::UnsupportedEncoding {
+                encoding: String::from_utf8_lossy(value).into_owned(),
+            })
+        }
+    };
+    Ok(WriteRequest {
+        dialect,
+        database,
+        precision,
+        gzip,
+    })
+}
+
+/// One rejected line, with its message in both dialects' wording.
+struct Rejected {
+    line_number: u32,
+    /// `line N: reason`.
+    message: String,
+    /// InfluxDB 1.x wording (`unable to parse '…': reason`).
+    v1_message: String,
+}
+
+/// What the synchronous stages produced: sub-batches per shard, rows
+/// waiting for catalog decisions, and rejected lines.
+struct Routed {
+    per_shard: Vec<BatchEncoder>,
+    pending: BatchEncoder,
+    pending_lines: Vec<u32>,
+    proposals: Vec<Proposal>,
+    rejected: Vec<Rejected>,
+    lines_accepted: usize,
+}
+
+/// Writes the body of an accepted head. `Ok` means durable, applied, 204.
+pub async fn write(shard: &Rc<Shard>, request: &WriteRequest, body: &[u8]) -> Result<(), Refusal> {
+    ShardMetrics::add(&shard.metrics.wire_bytes, body.len() as u64);
+    let now_ns = clock::now_ns();
+    let mut routed = {
+        let mut gunzip = shard.gunzip.borrow_mut();
+        let text: &[u8] = if request.gzip {
+            gunzip.decompress(body).map_err(|e| match e {
+                crate::gzip::GzipError::TooLarge { limit } => Refusal::BodyTooLarge { limit },
+                other => Refusal::Gzip {
+                    detail: other.to_string(),
+                },
+            })?
+        } else {
+            body
+        };
+        ShardMetrics::add(&shard.metrics.decompressed_bytes, text.len() as u64);
+        let text = std::str::from_utf8(text).map_err(|e| Refusal::NotUtf8 {
+            offset: e.valid_up_to(),
+        })?;
+        let catalog = shard.catalog.borrow();
+        route_lines(shard, request, text, now_ns, &catalog)
+    };
+    if !routed.proposals.is_empty() {
+        resolve_schema(shard, request, &mut routed).await?;
+    }
+    ShardMetrics::add(&shard.metrics.lines_rejected, routed.rejected.len() as u64);
+    if !routed.rejected.is_empty() && !shard.config.line_protocol.accept_partial {
+        routed.lines_accepted = 0;
+        return Err(lines_refusal(shard, request, &routed.rejected, 0));
+    }
+    dispatch(shard, request, &mut routed.per_shard, body.len()).await?;
+    if routed.rejected.is_empty() {
+        Ok(())
+    } else {
+        Err(lines_refusal(
+            shard,
+            request,
+            &routed.rejected,
+            routed.lines_accepted,
+        ))
+    }
+}
+
+/// Parses every line, checks it against the catalog replica, and encodes it
+/// for its shard — or for the catalog owner's decision, or as rejected.
+fn route_lines(
+    shard: &Shard,
+    request: &WriteRequest,
+    text: &str,
+    now_ns: i64,
+    catalog: &Catalog,
+) -> Routed {
+    let config = &shard.config.line_protocol;
+    let options = ParseOptions {
+        precision: request.precision,
+        default_time_ns: request.precision.truncate(now_ns),
+        name_bytes_max: config.name_bytes_max,
+        string_bytes_max: config.string_bytes_max,
+        tags_per_line_max: config.tags_per_line_max,
+        fields_per_line_max: config.fields_per_line_max,
+    };
+    let database = &request.database;
+    let mut routed = Routed {
+        per_shard: (0..shard.count)
+            .map(|_| BatchEncoder::new(database))
+            .collect(),
+        pending: BatchEncoder::new(database),
+        pending_lines: Vec::new(),
+        proposals: Vec::new(),
+        rejected: Vec::new(),
+        lines_accepted: 0,
+    };
+    let known_database = catalog.database(database);
+    if known_database.is_none() {
+        routed.proposals.push(Proposal::Database {
+            name: database.clone(),
+            create: shard.config.schema.auto_create_databases,
+        });
+    }
+    // Columns proposed by earlier lines of this request: within a batch,
+    // the first line wins.
+    let mut proposed: HashMap<String, HashMap<String, ColumnKind>> = HashMap::new();
+    let mut lines = Lines::new(text, options);
+    let mut point = Point::default();
+    while let Some(result) = lines.next_into(&mut point) {
+        if let Err(error) = result {
+            routed.rejected.push(parse_rejection(text, &error));
+            continue;
+        }
+        let table = known_database.and_then(|db| db.tables.get(point.measurement.as_ref()));
+        let mut needs_owner = false;
+        let mut conflict = None;
+        let columns = point
+            .tags
+            .iter()
+            .map(|(key, _)| (key, ColumnKind::Tag))
+            .chain(
+                point
+                    .fields
+                    .iter()
+                    .map(|(key, value)| (key, ColumnKind::Field(FieldType::of(value)))),
+            );
+        for (key, wanted) in columns {
+            match table.and_then(|t| t.columns.get(key.as_ref())) {
+                Some(existing) if *existing == wanted => {}
+                Some(existing) => {
+                    conflict = Some(conflict_message(&point.measurement, key, wanted, *existing));
+                    break;
+                }
+                None => {
+                    let in_request = proposed
+                        .get(point.measurement.as_ref())
+                        .and_then(|t| t.get(key.as_ref()));
+                    match in_request {
+                        Some(existing) if *existing == wanted => needs_owner = true,
+                        Some(existing) => {
+                            conflict =
+                                Some(conflict_message(&point.measurement, key, wanted, *existing));
+                            break;
+                        }
+                        None => {
+                            proposed
+                                .entry(point.measurement.to_string())
+                                .or_default()
+                                .insert(key.to_string(), wanted);
+                            routed.proposals.push(Proposal::Column {
+                                database: database.clone(),
+                                table: point.measurement.to_string(),
+                                column: key.to_string(),
+                                kind: wanted,
+                            });
+                            needs_owner = true;
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(message) = conflict {
+            routed
+                .rejected
+                .push(schema_rejection(point.line_number, message));
+        } else if needs_owner {
+            routed.pending.push(&point);
+            routed.pending_lines.push(point.line_number);
+        } else {
+            routed.per_shard[route::owner(point.series_hash, shard.count)].push(&point);
+            routed.lines_accepted += 1;
+        }
+    }
+    routed
+}
+
+fn kind_words(kind: ColumnKind) -> String {
+    match kind {
+        ColumnKind::Tag => "a tag".to_string(),
+        ColumnKind::Field(t) => format!("a field of type {}", t.name()),
+    }
+}
+
+fn conflict_message(table: &str, column: &str, wanted: ColumnKind, existing: ColumnKind) -> String {
+    match (wanted, existing) {
+        (ColumnKind::Field(new), ColumnKind::Field(old)) => format!(
+            "field type conflict: input field \"{column}\" on measurement \"{table}\" is type {}, already exists as type {}",
+            new.name(),
+            old.name()
+        ),
+        _ => format!(
+            "column type conflict: \"{column}\" on measurement \"{table}\" is written as {}, already exists as {}",
+            kind_words(wanted),
+            kind_words(existing)
+        ),
+    }
+}
+
+fn schema_rejection(line_number: u32, message: String) -> Rejected {
+    Rejected {
+        line_number,
+        v1_message: message.clone(),
+        message: format!("line {line_number}: {message}"),
+    }
+}
+
+fn parse_rejection(text: &str, error: &LineError) -> Rejected {
+    let reason = error.to_string();
+    let excerpt = physical_line(text, error.line_number);
+    Rejected {
+        line_number: error.line_number,
+        v1_message: format!("unable to parse '{excerpt}': {reason}"),
+        message: format!("line {}: {reason}", error.line_number),
+    }
+}
+
+/// The text of physical line `number` (1-based), cut to 128 bytes, for
+/// InfluxDB-style messages. Only called on the error path.
+fn physical_line(text: &str, number: u32) -> String {
+    let line = text
+        .split('\n')
+        .nth(number.saturating_sub(1) as usize)
+        .unwrap_or("");
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    let mut end = line.len().min(128);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    line[..end].to_string()
+}
+
+/// Asks the catalog owner about every new entry, then moves the rows that
+/// waited for it to their shards (or rejects them, naming the conflict).
+async fn resolve_schema(
+    shard: &Rc<Shard>,
+    request: &WriteRequest,
+    routed: &mut Routed,
+) -> Result<(), Refusal> {
+    let proposals = std::mem::take(&mut routed.proposals);
+    let decisions = shard
+        .propose(proposals.clone())
+        .await
+        .map_err(|e| remote_refusal(shard, e, 0))?;
+    let mut limits: HashMap<(&str, &str), Limit> = HashMap::new();
+    for (proposal, decision) in proposals.iter().zip(&decisions) {
+        match (proposal, decision) {
+            (Proposal::Database { name, .. }, Decision::NoDatabase) => {
+                return Err(Refusal::DatabaseNotFound { name: name.clone() })
+            }
+            (Proposal::Database { .. }, Decision::LimitReached(limit)) => {
+                return Err(Refusal::BadParameter {
+                    name: "db",
+                    value: limit.to_string(),
+                })
+            }
+            (Proposal::Column { table, column, .. }, Decision::LimitReached(limit)) => {
+                limits.insert((table.as_str(), column.as_str()), *limit);
+            }
+            _ => {}
+        }
+    }
+    let pending = routed.pending.take(&request.database);
+    let reader = BatchReader::new(&pending).expect("pending rows are encoded by this request");
+    let catalog = shard.catalog.borrow();
+    for (row, line_number) in reader.rows().zip(routed.pending_lines.iter().copied()) {
+        let columns = row.tags().map(|(key, _)| (key, ColumnKind::Tag)).chain(
+            row.fields()
+                .map(|(key, value)| (key, ColumnKind::Field(FieldType::of(&value)))),
+        );
+        let mut problem = None;
+        for (key, wanted) in columns {
+            match catalog.column(&request.database, row.table, key) {
+                Some(existing) if existing == wanted => {}
+                Some(existing) => {
+                    problem = Some(conflict_message(row.table, key, wanted, existing));
+                    break;
+                }
+                None => {
+                    let limit = limits.get(&(row.table, key)).map(|l| l.to_string());
+                    problem =
+                        Some(limit.unwrap_or_else(|| format!("column \"{key}\" was not created")));
+                    break;
+                }
+            }
+        }
+        match problem {
+            None => {
+                routed.per_shard[route::owner(row.series_hash, shard.count)].push_row(&row);
+                routed.lines_accepted += 1;
+            }
+            Some(message) => routed.rejected.push(schema_rejection(line_number, message)),
+        }
+    }
+    routed.rejected.sort_by_key(|r| r.line_number);
+    Ok(())
+}
+
+/// Sends every non-empty sub-batch to its shard and waits for all of them.
+async fn dispatch(
+    shard: &Rc<Shard>,
+    request: &WriteRequest,
+    per_shard: &mut [BatchEncoder],
+    body_bytes: usize,
+) -> Result<(), Refusal> {
+    let mut local = None;
+    let mut answers = Vec::new();
+    let mut first_error = None;
+    for (target, encoder) in per_shard.iter_mut().enumerate() {
+        if encoder.is_empty() {
+            continue;
+        }
+        let payload = encoder.take(&request.database);
+        if target == shard.id {
+            local = Some(payload);
+            continue;
+        }
+        let (reply, answer) = oneshot::channel();
+        match shard
+            .peers
+            .try_send(target, Message::Write { payload, reply })
+        {
+            Ok(()) => answers.push(answer),
+            Err(error) => {
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    if let Some(payload) = local {
+        if let Err(error) = shard.write_local(payload).await {
+            first_error.get_or_insert(error);
+        }
+    }
+    for answer in answers {
+        if let Err(error) = route::reply(answer).await {
+            first_error.get_or_insert(error);
+        }
+    }
+    match first_error {
+        None => Ok(()),
+        Some(error) => Err(remote_refusal(shard, error, body_bytes)),
+    }
+}
+
+fn remote_refusal(shard: &Shard, error: RemoteError, bytes: usize) -> Refusal {
+    match error {
+        RemoteError::Overloaded { cause } => Refusal::Overloaded {
+            retry_after_s: shard.admission.refusal(cause, bytes).retry_after_s,
+            cause,
+        },
+        RemoteError::NoSpace => Refusal::Unavailable {
+            cause: "no space left on the WAL device".to_string(),
+        },
+        RemoteError::Failed { cause } => Refusal::Internal { cause },
+        RemoteError::Unhealthy { cause } => Refusal::Unavailable { cause },
+        RemoteError::Gone => Refusal::ShuttingDown,
+    }
+}
+
+fn lines_refusal(
+    shard: &Shard,
+    request: &WriteRequest,
+    rejected: &[Rejected],
+    accepted: usize,
+) -> Refusal {
+    let limit = shard.config.line_protocol.errors_reported_max;
+    let listed: Vec<&str> = rejected
+        .iter()
+        .take(limit)
+        .map(|r| r.message.as_str())
+        .collect();
+    let more = rejected.len().saturating_sub(limit);
+    let mut message = if accepted > 0 {
+        String::from("partial write has occurred, errors encountered on line(s): ")
+    } else {
+        String::from("no data written, errors encountered on line(s): ")
+    };
+    message.push_str(&listed.join("\n"));
+    if more > 0 {
+        message.push_str(&format!("\n… and {more} more"));
+    }
+    let v1_listed: Vec<&str> = rejected
+        .iter()
+        .take(limit)
+        .map(|r| r.v1_message.as_str())
+        .collect();
+    let v1_error = format!(
+        "{}{} dropped={}",
+        if accepted > 0 { "partial write: " } else { "" },
+        v1_listed.join("\n"),
+        rejected.len()
+    );
+    let _ = request;
+    Refusal::Lines {
+        first_line: rejected.first().map_or(0, |r| r.line_number),
+        message,
+        v1_error,
+    }
+}
+
+/// `Cow` helper for callers that hold raw query strings.
+pub fn query_value<'a>(query: &'a str, key: &str) -> Option<Cow<'a, str>> {
+    form::get(query, key)
+}

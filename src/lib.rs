@@ -45,5 +45,6 @@ pub mod metrics;
 pub mod query;
 pub mod route;
 pub mod server;
+pub mod shard;
 pub mod store;
 pub mod wal;

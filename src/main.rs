@@ -1,1 +1,172 @@
-fn main() {}
+//! `ringest`: command line, configuration, start the server, exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use ringest::config::{Config, Overrides};
+
+#[derive(Parser)]
+#[command(
+    name = "ringest",
+    version,
+    about = "Durable InfluxDB-compatible line-protocol ingest"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (with no flags: the embedded default, 127.0.0.1:8086, ./ringest-data).
+    Serve(ConfigArgs),
+    /// Print the effective configuration, or every validation error.
+    CheckConfig(ConfigArgs),
+    /// Token management.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Write-ahead log tools.
+    Wal {
+        #[command(subcommand)]
+        command: WalCommand,
+    },
+}
+
+#[derive(Args, Clone)]
+struct ConfigArgs {
+    /// TOML configuration file (only the keys it changes).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Tuning profile: default, throughput, low-latency, small-vm.
+    #[arg(long)]
+    profile: Option<String>,
+    /// Listen address (overrides the configuration).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Data directory (overrides the configuration).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Number of shards; 0 = one per CPU (overrides the configuration).
+    #[arg(long)]
+    shards: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a new random token and the configuration lines that grant it.
+    Create {
+        /// A name for the token (shown in the config).
+        #[arg(long, default_value = "token")]
+        name: String,
+        /// Databases it may write, comma-separated, or "*".
+        #[arg(long, default_value = "*")]
+        write: String,
+        /// Databases it may query, comma-separated, or "*".
+        #[arg(long, default_value = "*")]
+        read: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum WalCommand {
+    /// List segments, records, sequences and any corruption.
+    Inspect { dir: PathBuf },
+    /// Exit non-zero if any segment is corrupt.
+    Verify { dir: PathBuf },
+}
+
+fn load(args: &ConfigArgs) -> Result<Config, ExitCode> {
+    let overrides = Overrides {
+        listen: args.listen,
+        data_dir: args.data_dir.clone(),
+        shards: args.shards,
+    };
+    Config::load(args.profile.as_deref(), args.config.as_deref(), &overrides).map_err(|errors| {
+        for error in errors {
+            eprintln!("ringest: configuration error: {error}");
+        }
+        ExitCode::from(2)
+    })
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let config = match load(&args) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            init_logging(&config.server.log_level);
+            match ringest::server::run(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!(%error, "cannot start");
+                    eprintln!("ringest: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::CheckConfig(args) => match load(&args) {
+            Ok(config) => {
+                print!("{}", config.to_toml());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Token {
+            command: TokenCommand::Create { name, write, read },
+        } => match ringest::auth::generate_token() {
+            Ok(token) => {
+                println!("token: {token}");
+                println!("(shown once; only its hash is stored)\n");
+                println!("[[auth.tokens]]");
+                println!("name = {name:?}");
+                println!("sha256 = \"{}\"", ringest::auth::hash_hex(token.as_bytes()));
+                println!("write = {:?}", list(&write));
+                println!("read = {:?}", list(&read));
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("ringest: cannot generate a token: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Wal { command } => {
+            let (dir, verify) = match command {
+                WalCommand::Inspect { dir } => (dir, false),
+                WalCommand::Verify { dir } => (dir, true),
+            };
+            let mut out = std::io::stdout().lock();
+            match ringest::wal::inspect(&dir, &mut out) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) if verify => ExitCode::FAILURE,
+                Ok(false) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("ringest: {}: {error}", dir.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

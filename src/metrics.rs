@@ -1,3 +1,291 @@
-//! metrics
+//! Per-shard counters and histograms, and their Prometheus text export.
 //!
-//! SKELETON.
+//! Recording never allocates or locks: counters are `Cell`s owned by the
+//! shard, histograms are hdrhistogram instances with fixed bounds created
+//! at start (values past the top are clamped). `/metrics` asks every shard
+//! for a [`Snapshot`] (an owned copy that crosses cores) and renders the
+//! sum with a `shard` label.
+
+use std::cell::{Cell, RefCell};
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+
+/// Endpoints counted separately.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    WriteV1 = 0,
+    WriteV2 = 1,
+    Query = 2,
+    Ping = 3,
+    Health = 4,
+    Metrics = 5,
+    Other = 6,
+}
+
+const ENDPOINT_NAMES: [&str; 7] = [
+    "write_v1", "write_v2", "query", "ping", "health", "metrics", "other",
+];
+/// Status classes counted: 2xx, 400, 401, 403, 404, 413, 429, 500, 503, other.
+const STATUSES: [u16; 10] = [204, 400, 401, 403, 404, 413, 429, 500, 503, 0];
+
+fn status_index(status: u16) -> usize {
+    match status {
+        200..=299 => 0,
+        _ => STATUSES
+            .iter()
+            .position(|s| *s == status)
+            .unwrap_or(STATUSES.len() - 1),
+    }
+}
+
+/// Highest latency recorded exactly (60 s, in µs); larger values clamp.
+const LATENCY_US_MAX: u64 = 60_000_000;
+
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_US_MAX, 2).expect("static histogram bounds are valid")
+}
+
+/// One shard's metrics.
+pub struct ShardMetrics {
+    requests: [[Cell<u64>; STATUSES.len()]; ENDPOINT_NAMES.len()],
+    pub points_accepted: Cell<u64>,
+    pub lines_rejected: Cell<u64>,
+    pub wire_bytes: Cell<u64>,
+    pub decompressed_bytes: Cell<u64>,
+    pub sub_batches_applied: Cell<u64>,
+    ack_latency_us: RefCell<Histogram<u64>>,
+}
+
+impl Default for ShardMetrics {
+    fn default() -> Self {
+        ShardMetrics::new()
+    }
+}
+
+impl ShardMetrics {
+    pub fn new() -> ShardMetrics {
+        ShardMetrics {
+            requests: Default::default(),
+            points_accepted: Cell::new(0),
+            lines_rejected: Cell::new(0),
+            wire_bytes: Cell::new(0),
+            decompressed_bytes: Cell::new(0),
+            sub_batches_applied: Cell::new(0),
+            ack_latency_us: RefCell::new(latency_histogram()),
+        }
+    }
+
+    pub fn request(&self, endpoint: Endpoint, status: u16) {
+        let cell = &self.requests[endpoint as usize][status_index(status)];
+        cell.set(cell.get() + 1);
+    }
+
+    pub fn add(cell: &Cell<u64>, amount: u64) {
+        cell.set(cell.get().wrapping_add(amount));
+    }
+
+    /// Records a write's time from head to answer.
+    pub fn ack_latency(&self, micros: u64) {
+        self.ack_latency_us
+            .borrow_mut()
+            .saturating_record(micros.clamp(1, LATENCY_US_MAX));
+    }
+
+    pub fn snapshot(&self, shard: usize, gauges: Gauges) -> Snapshot {
+        let histogram = self.ack_latency_us.borrow();
+        Snapshot {
+            shard,
+            requests: self
+                .requests
+                .iter()
+                .map(|row| row.iter().map(Cell::get).collect())
+                .collect(),
+            points_accepted: self.points_accepted.get(),
+            lines_rejected: self.lines_rejected.get(),
+            wire_bytes: self.wire_bytes.get(),
+            decompressed_bytes: self.decompressed_bytes.get(),
+            sub_batches_applied: self.sub_batches_applied.get(),
+            ack_count: histogram.len(),
+            ack_sum_us: (histogram.mean() * histogram.len() as f64) as u64,
+            ack_quantiles_us: [0.5, 0.9, 0.99, 0.999].map(|q| histogram.value_at_quantile(q)),
+            gauges,
+        }
+    }
+}
+
+/// Point-in-time values a shard reports besides its counters.
+#[derive(Clone, Debug, Default)]
+pub struct Gauges {
+    pub connections: u64,
+    pub request_bytes_in_flight: u64,
+    pub sub_batches_queued: u64,
+    pub store_bytes: u64,
+    pub wal_records: u64,
+    pub wal_bytes: u64,
+    pub wal_syncs: u64,
+    pub wal_pending_bytes: u64,
+    pub healthy: bool,
+    /// Why the shard is unhealthy, when it is.
+    pub unhealthy_cause: Option<String>,
+}
+
+/// An owned copy of one shard's metrics.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub shard: usize,
+    pub requests: Vec<Vec<u64>>,
+    pub points_accepted: u64,
+    pub lines_rejected: u64,
+    pub wire_bytes: u64,
+    pub decompressed_bytes: u64,
+    pub sub_batches_applied: u64,
+    pub ack_count: u64,
+    pub ack_sum_us: u64,
+    pub ack_quantiles_us: [u64; 4],
+    pub gauges: Gauges,
+}
+
+/// A named counter or gauge and how to read it from a snapshot.
+type Family<T> = (&'static str, &'static str, fn(&T) -> u64);
+
+/// Prometheus text exposition (format 0.0.4) of all shards.
+pub fn render(snapshots: &[Snapshot]) -> String {
+    let mut out = String::with_capacity(8192);
+    let _ = writeln!(out, "# HELP ringest_build_info Build information.");
+    let _ = writeln!(out, "# TYPE ringest_build_info gauge");
+    let _ = writeln!(
+        out,
+        "ringest_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    let _ = writeln!(
+        out,
+        "# HELP ringest_http_requests_total HTTP requests by endpoint and status."
+    );
+    let _ = writeln!(out, "# TYPE ringest_http_requests_total counter");
+    for s in snapshots {
+        for (endpoint, row) in ENDPOINT_NAMES.iter().zip(&s.requests) {
+            for (status, count) in STATUSES.iter().zip(row) {
+                if *count > 0 {
+                    let status = if *status == 0 {
+                        "other".to_string()
+                    } else {
+                        status.to_string()
+                    };
+                    let _ = writeln!(
+                        out,
+                        "ringest_http_requests_total{{shard=\"{}\",endpoint=\"{endpoint}\",code=\"{status}\"}} {count}",
+                        s.shard
+                    );
+                }
+            }
+        }
+    }
+    let counters: [Family<Snapshot>; 5] = [
+        (
+            "ringest_points_accepted_total",
+            "Points written durably.",
+            |s| s.points_accepted,
+        ),
+        ("ringest_lines_rejected_total", "Lines rejected.", |s| {
+            s.lines_rejected
+        }),
+        (
+            "ringest_ingest_wire_bytes_total",
+            "Write body bytes as received.",
+            |s| s.wire_bytes,
+        ),
+        (
+            "ringest_ingest_decompressed_bytes_total",
+            "Write body bytes after gunzip.",
+            |s| s.decompressed_bytes,
+        ),
+        (
+            "ringest_sub_batches_applied_total",
+            "Sub-batches synced and applied.",
+            |s| s.sub_batches_applied,
+        ),
+    ];
+    for (name, help, get) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for s in snapshots {
+            let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, get(s));
+        }
+    }
+    let gauges: [Family<Gauges>; 9] = [
+        ("ringest_open_connections", "Open connections.", |g| {
+            g.connections
+        }),
+        (
+            "ringest_request_bytes_in_flight",
+            "Request bytes held in memory.",
+            |g| g.request_bytes_in_flight,
+        ),
+        (
+            "ringest_sub_batches_queued",
+            "Sub-batches from other shards in progress.",
+            |g| g.sub_batches_queued,
+        ),
+        ("ringest_store_bytes", "In-memory store size.", |g| {
+            g.store_bytes
+        }),
+        ("ringest_wal_records_total", "WAL records appended.", |g| {
+            g.wal_records
+        }),
+        ("ringest_wal_bytes_total", "WAL bytes appended.", |g| {
+            g.wal_bytes
+        }),
+        ("ringest_wal_syncs_total", "WAL fdatasync calls.", |g| {
+            g.wal_syncs
+        }),
+        (
+            "ringest_wal_pending_bytes",
+            "WAL bytes appended, not yet synced.",
+            |g| g.wal_pending_bytes,
+        ),
+        (
+            "ringest_shard_healthy",
+            "1 when the shard acknowledges writes.",
+            |g| u64::from(g.healthy),
+        ),
+    ];
+    for (name, help, get) in gauges {
+        let kind = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for s in snapshots {
+            let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, get(&s.gauges));
+        }
+    }
+    let name = "ringest_write_ack_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time from request head to write acknowledgement."
+    );
+    let _ = writeln!(out, "# TYPE {name} summary");
+    for s in snapshots {
+        for (q, v) in ["0.5", "0.9", "0.99", "0.999"]
+            .iter()
+            .zip(s.ack_quantiles_us)
+        {
+            let _ = writeln!(
+                out,
+                "{name}{{shard=\"{}\",quantile=\"{q}\"}} {}",
+                s.shard,
+                v as f64 / 1e6
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{name}_sum{{shard=\"{}\"}} {}",
+            s.shard,
+            s.ack_sum_us as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count{{shard=\"{}\"}} {}", s.shard, s.ack_count);
+    }
+    out
+}

@@ -1,3 +1,482 @@
-//! server
+//! Start-up, one executor per core, one listener per shard, shutdown.
 //!
-//! SKELETON.
+//! Start-up, in order (each step logged): check io_uring and the
+//! locked-memory limit; recover the catalog log and the WAL (verify every
+//! segment, cut torn tails); then per shard, on its own pinned glommio
+//! executor: open its WAL segment for this run, replay the WAL into its
+//! store, connect the cross-shard channels, bind the listen address with
+//! `SO_REUSEPORT` (the kernel spreads connections over the shards), and
+//! report ready. Only when every shard is ready does the process print
+//! `ringest: ready on <addr> (<n> shards)`.
+//!
+//! Shutdown: the first SIGTERM/SIGINT stops accepting, lets in-flight
+//! requests finish within `shutdown_grace_ms`, syncs and closes the WALs,
+//! and exits 0. A second signal exits at once.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::os::fd::FromRawFd;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use glommio::net::TcpListener;
+use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
+
+use crate::config::Config;
+use crate::connection;
+use crate::route::{self, MeshEnds, Peers};
+use crate::shard::{self, CatalogOwner, Shard, ShardParts};
+use crate::store::{ShardStore, StoreLimits};
+use crate::wal::{self, Wal, WalOptions};
+
+/// Why the server could not start. Each says what to do.
+#[derive(Debug)]
+pub enum StartError {
+    IoUringUnavailable(std::io::Error),
+    LockedMemoryTooLow {
+        limit: u64,
+        needed: u64,
+    },
+    NoCpus,
+    DataDir {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    Recovery(String),
+    Shard {
+        shard: usize,
+        error: String,
+    },
+    Signals(std::io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::IoUringUnavailable(error) => write!(
+                f,
+                "io_uring is not available ({error}). ringest needs it for all socket and disk I/O. \
+                 Causes: a container seccomp profile that blocks io_uring_setup (run with a profile \
+                 that allows it), the sysctl kernel.io_uring_disabled set to 1 or 2 (set it to 0), \
+                 or a kernel older than 5.8 (upgrade)."
+            ),
+            StartError::LockedMemoryTooLow { limit, needed } => write!(
+                f,
+                "the locked-memory limit is {limit} bytes, but the shards need {needed} bytes of \
+                 registered I/O memory. Raise it (LimitMEMLOCK= in the systemd unit, or ulimit -l) \
+                 or lower server.io_memory_bytes / server.shards."
+            ),
+            StartError::NoCpus => write!(f, "no CPU is available in the process's affinity mask"),
+            StartError::DataDir { path, error } => {
+                write!(f, "data directory {}: {error}", path.display())
+            }
+            StartError::Recovery(detail) => write!(f, "recovery failed: {detail}"),
+            StartError::Shard { shard, error } => write!(f, "shard {shard} failed to start: {error}"),
+            StartError::Signals(error) => write!(f, "cannot set up signal handling: {error}"),
+        }
+    }
+}
+
+/// Checks that io_uring can be set up at all.
+fn probe_io_uring() -> Result<(), StartError> {
+    io_uring::IoUring::new(8)
+        .map(drop)
+        .map_err(StartError::IoUringUnavailable)
+}
+
+fn locked_memory_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) };
+    (rc == 0).then_some(limit.rlim_cur)
+}
+
+/// The CPUs to run shards on: the process's affinity mask.
+fn cpus() -> Vec<usize> {
+    core_affinity::get_core_ids()
+        .map(|ids| ids.into_iter().map(|id| id.id).collect())
+        .unwrap_or_default()
+}
+
+/// Blocks SIGTERM, SIGINT (and ignores SIGPIPE) in this thread, so every
+/// thread spawned afterwards inherits the mask and `sigwait` in the main
+/// thread receives them.
+fn block_signals() -> Result<libc::sigset_t, StartError> {
+    // SAFETY: plain POSIX signal-mask calls on a local sigset_t.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(StartError::Signals(std::io::Error::from_raw_os_error(rc)));
+        }
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        Ok(set)
+    }
+}
+
+fn wait_signal(set: &libc::sigset_t) -> i32 {
+    let mut signal = 0;
+    // SAFETY: sigwait reads the set and writes the signal number.
+    unsafe {
+        libc::sigwait(set, &mut signal);
+    }
+    signal
+}
+
+/// Binds `addr` with SO_REUSEPORT and the configured backlog.
+fn bind_listener(addr: SocketAddr, backlog: u32) -> std::io::Result<(TcpListener, i32)> {
+    let domain = if addr.is_ipv6() {
+        libc::AF_INET6
+    } else {
+        libc::AF_INET
+    };
+    // SAFETY: socket/setsockopt/bind/listen on a descriptor we own; the
+    // sockaddr structs are fully initialised and sized; on any error the
+    // descriptor is closed before returning.
+    unsafe {
+        let fd = libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let fail = |fd| {
+            let error = std::io::Error::last_os_error();
+            libc::close(fd);
+            Err(error)
+        };
+        let one: libc::c_int = 1;
+        let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        for option in [libc::SO_REUSEPORT, libc::SO_REUSEADDR] {
+            if libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                (&one as *const libc::c_int).cast(),
+                size,
+            ) != 0
+            {
+                return fail(fd);
+            }
+        }
+        let rc = match addr {
+            SocketAddr::V4(v4) => {
+                let sin = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: v4.port().to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from_ne_bytes(v4.ip().octets()),
+                    },
+                    sin_zero: [0; 8],
+                };
+                libc::bind(
+                    fd,
+                    (&sin as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            }
+            SocketAddr::V6(v6) => {
+                let sin6 = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                    sin6_port: v6.port().to_be(),
+                    sin6_flowinfo: v6.flowinfo(),
+                    sin6_addr: libc::in6_addr {
+                        s6_addr: v6.ip().octets(),
+                    },
+                    sin6_scope_id: v6.scope_id(),
+                };
+                libc::bind(
+                    fd,
+                    (&sin6 as *const libc::sockaddr_in6).cast(),
+                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            }
+        };
+        if rc != 0 {
+            return fail(fd);
+        }
+        if libc::listen(fd, backlog.min(i32::MAX as u32) as libc::c_int) != 0 {
+            return fail(fd);
+        }
+        Ok((TcpListener::from_raw_fd(fd), fd))
+    }
+}
+
+/// Everything a shard's thread needs, moved into it.
+struct ShardSeed {
+    id: usize,
+    count: usize,
+    cpu: Option<usize>,
+    config: Config,
+    generation: u64,
+    catalog: crate::catalog::Catalog,
+    ends: MeshEnds,
+    shutdown: Arc<AtomicBool>,
+    ready: mpsc::Sender<Result<usize, String>>,
+}
+
+/// Runs the server until a signal. Returns when shut down cleanly.
+pub fn run(config: Config) -> Result<(), StartError> {
+    probe_io_uring()?;
+    let available = cpus();
+    let count = match config.server.shards {
+        0 => available.len(),
+        n => n,
+    };
+    if count == 0 {
+        return Err(StartError::NoCpus);
+    }
+    let needed = (count * config.server.io_memory_bytes) as u64;
+    if let Some(limit) = locked_memory_limit() {
+        if limit != libc::RLIM_INFINITY && limit < needed {
+            return Err(StartError::LockedMemoryTooLow { limit, needed });
+        }
+    }
+    let data_dir = config.server.data_dir.clone();
+    let wal_root = data_dir.join("wal");
+    let catalog_dir = data_dir.join("catalog");
+    for dir in [&data_dir, &wal_root, &catalog_dir] {
+        std::fs::create_dir_all(dir).map_err(|error| StartError::DataDir {
+            path: dir.clone(),
+            error,
+        })?;
+    }
+    tracing::info!(shards = count, data_dir = %data_dir.display(), "starting");
+    let catalog = shard::recover_catalog(&catalog_dir, config.wal.skip_corrupt)
+        .map_err(StartError::Recovery)?;
+    tracing::info!(databases = catalog.databases.len(), "catalog recovered");
+    wal::recover(&wal_root, config.wal.skip_corrupt)
+        .map_err(|e| StartError::Recovery(e.to_string()))?;
+    let generation = wal::next_generation(&wal_root).map_err(|error| StartError::DataDir {
+        path: wal_root.clone(),
+        error,
+    })?;
+    tracing::info!(generation, "WAL verified");
+
+    let signals = block_signals()?;
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut handles = Vec::with_capacity(count);
+    for (id, ends) in route::mesh(count, config.backpressure.channel_capacity)
+        .into_iter()
+        .enumerate()
+    {
+        let seed = ShardSeed {
+            id,
+            count,
+            cpu: (config.server.pin_cpus && !available.is_empty())
+                .then(|| available[id % available.len()]),
+            config: config.clone(),
+            generation,
+            catalog: catalog.clone(),
+            ends,
+            shutdown: shutdown.clone(),
+            ready: ready_tx.clone(),
+        };
+        let placement = match seed.cpu {
+            Some(cpu) => Placement::Fixed(cpu),
+            None => Placement::Unbound,
+        };
+        let builder = LocalExecutorBuilder::new(placement)
+            .name(&format!("ringest-shard-{id}"))
+            .io_memory(config.server.io_memory_bytes)
+            .ring_depth(config.server.ring_depth);
+        let handle = builder
+            .spawn(move || shard_main(seed))
+            .map_err(|e| StartError::Shard {
+                shard: id,
+                error: e.to_string(),
+            })?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    for _ in 0..count {
+        match ready_rx.recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                shutdown.store(true, Ordering::Relaxed);
+                return Err(StartError::Shard { shard: 0, error });
+            }
+            Err(_) => {
+                return Err(StartError::Shard {
+                    shard: 0,
+                    error: "a shard thread exited during start-up".into(),
+                })
+            }
+        }
+    }
+    println!(
+        "ringest: ready on {} ({count} shards)",
+        config.server.listen
+    );
+    tracing::info!(listen = %config.server.listen, shards = count, "ready");
+
+    let signal = wait_signal(&signals);
+    tracing::info!(
+        signal,
+        "shutting down: no new connections, finishing in-flight requests"
+    );
+    shutdown.store(true, Ordering::Relaxed);
+    // A second signal ends the process at once.
+    std::thread::spawn(move || {
+        let signal = wait_signal(&signals);
+        tracing::warn!(signal, "second signal: exiting now");
+        // SAFETY: _exit ends the process at once, skipping destructors and
+        // atexit handlers, which is the point of a second signal.
+        unsafe { libc::_exit(130) }
+    });
+    for handle in handles {
+        let _ = handle.join();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// One shard's life on its executor.
+async fn shard_main(seed: ShardSeed) {
+    let ready = seed.ready.clone();
+    let id = seed.id;
+    match start_shard(seed).await {
+        Ok((shard, listener)) => {
+            let _ = ready.send(Ok(id));
+            drop(ready);
+            accept_loop(shard, listener).await;
+        }
+        Err(error) => {
+            let _ = ready.send(Err(format!("shard {id}: {error}")));
+        }
+    }
+}
+
+async fn start_shard(seed: ShardSeed) -> Result<(Rc<Shard>, (TcpListener, i32)), String> {
+    let config = Rc::new(seed.config);
+    let data_dir = &config.server.data_dir;
+    let wal_root = data_dir.join("wal");
+    let wal_options = |dir: PathBuf| WalOptions {
+        dir,
+        generation: seed.generation,
+        segment_bytes: config.wal.segment_bytes,
+        batch_bytes_max: config.wal.batch_bytes_max,
+        pending_bytes_max: config.wal.pending_bytes_max,
+        wal_bytes_max: config.wal.wal_bytes_max,
+        batch_delay: Duration::from_micros(config.wal.batch_delay_us),
+    };
+    let wal = Wal::open(wal_options(wal_root.join(seed.id.to_string())))
+        .await
+        .map_err(|e| format!("open WAL: {e}"))?;
+    let owner = if seed.id == route::CATALOG_OWNER {
+        let catalog_wal = Wal::open(wal_options(data_dir.join("catalog")))
+            .await
+            .map_err(|e| format!("open catalog WAL: {e}"))?;
+        Some(CatalogOwner {
+            catalog: std::cell::RefCell::new(seed.catalog.clone()),
+            wal: catalog_wal,
+        })
+    } else {
+        None
+    };
+    let store = ShardStore::new(StoreLimits {
+        memory_bytes_max: config.store.memory_bytes_max,
+        chunk_rows: config.store.chunk_rows,
+    });
+    let query_queue = glommio::executor().create_task_queue(
+        Shares::Static(100),
+        Latency::Matters(Duration::from_millis(10)),
+        "query",
+    );
+    let (peers, receivers) = Peers::connect(seed.ends).await;
+    let shard = Shard::new(ShardParts {
+        id: seed.id,
+        count: seed.count,
+        config: config.clone(),
+        wal,
+        store,
+        catalog: seed.catalog,
+        owner,
+        peers,
+        query_queue,
+        shutdown: seed.shutdown,
+    });
+    replay(&shard, &wal_root)?;
+    let handler = {
+        let shard = shard.clone();
+        Rc::new(move |message| shard.handle(message))
+    };
+    route::serve_inbox(receivers, handler);
+    let listener = bind_listener(config.server.listen, config.server.listen_backlog)
+        .map_err(|e| format!("bind {}: {e}", config.server.listen))?;
+    Ok((shard, listener))
+}
+
+/// Feeds this shard's rows from every WAL directory into its store.
+fn replay(shard: &Rc<Shard>, wal_root: &Path) -> Result<(), String> {
+    let stats = wal::replay(wal_root, |record| {
+        shard.replay_record(record.kind, record.payload)
+    })
+    .map_err(|e| format!("replay: {e}"))?;
+    tracing::info!(
+        shard = shard.id,
+        records = stats.records,
+        "WAL replayed into the store"
+    );
+    Ok(())
+}
+
+async fn accept_loop(shard: Rc<Shard>, (listener, fd): (TcpListener, i32)) {
+    // On shutdown, a watcher shuts the listening socket down, which makes
+    // the pending accept fail; the loop then sees the flag and stops.
+    let watcher = {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            while !shard.shutting_down() {
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+            // SAFETY: shutdown(2) on the listener's descriptor, which stays
+            // open until the accept loop below drops the listener.
+            unsafe {
+                libc::shutdown(fd, libc::SHUT_RDWR);
+            }
+        })
+    };
+    while !shard.shutting_down() {
+        let stream = match listener.accept().await {
+            Ok(stream) => stream,
+            Err(error) => {
+                if !shard.shutting_down() {
+                    tracing::warn!(shard = shard.id, %error, "accept failed");
+                }
+                continue;
+            }
+        };
+        match shard.admission.admit_connection() {
+            Some(permit) => {
+                glommio::spawn_local(connection::serve(shard.clone(), stream, permit)).detach();
+            }
+            None => {
+                let shard = shard.clone();
+                glommio::spawn_local(async move { connection::refuse(&shard, stream).await })
+                    .detach();
+            }
+        }
+    }
+    watcher.await;
+    drop(listener);
+    // Let in-flight requests finish, within the grace period.
+    let deadline =
+        crate::clock::monotonic() + Duration::from_millis(shard.config.server.shutdown_grace_ms);
+    while shard.admission.connections() > 0 && crate::clock::monotonic() < deadline {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    shard.wal.close().await;
+    if let Some(owner) = &shard.owner {
+        owner.wal.close().await;
+    }
+    tracing::info!(shard = shard.id, "shard stopped");
+}

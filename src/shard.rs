@@ -1,0 +1,571 @@
+//! One shard: the state a core owns (WAL, store, catalog replica, gunzip
+//! buffer, admission bounds, metrics) and the work other cores ask of it.
+//!
+//! Everything here is single-threaded (`Rc`, `Cell`, `RefCell`); no borrow
+//! is held across an `.await`. Other cores reach a shard only through
+//! [`crate::route::Message`]s, handled by [`Shard::handle`].
+//!
+//! # Acknowledge only what is synced, apply in log order
+//!
+//! A sub-batch is appended to the WAL and queued for the store with its
+//! sequence number. When the sync covering sequence `s` returns, the waiter
+//! applies every queued sub-batch up to `s`, in sequence order, before it
+//! answers. So the store sees writes in exactly the order the WAL will
+//! replay them ("later write wins" agrees live and after a restart), and a
+//! point is queryable before its 204 is sent.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::Instant;
+
+use futures_channel::oneshot;
+use glommio::TaskQueueHandle;
+
+use crate::auth::Authorizer;
+use crate::backpressure::Admission;
+use crate::batch::{BatchEncoder, BatchReader};
+use crate::catalog::{self, Catalog, Decision, Entry, Proposal};
+use crate::config::Config;
+use crate::gzip::Gunzip;
+use crate::metrics::{Gauges, ShardMetrics, Snapshot};
+use crate::route::{self, Message, Peers, RemoteError, CATALOG_OWNER};
+use crate::store::{ScanRequest, ScanResponse, ShardStore};
+use crate::wal::{self, Sequence, Wal, WalError};
+
+/// WAL record kinds.
+pub const RECORD_BATCH: u8 = 1;
+pub const RECORD_CATALOG: u8 = 2;
+
+/// The authoritative catalog and its log, on the owner shard only.
+pub struct CatalogOwner {
+    pub catalog: RefCell<Catalog>,
+    pub wal: Wal,
+}
+
+pub struct Shard {
+    pub id: usize,
+    pub count: usize,
+    pub config: Rc<Config>,
+    pub wal: Wal,
+    pub store: RefCell<ShardStore>,
+    /// This shard's replica of the catalog.
+    pub catalog: RefCell<Catalog>,
+    pub owner: Option<CatalogOwner>,
+    pub gunzip: RefCell<Gunzip>,
+    pub admission: Rc<Admission>,
+    pub metrics: ShardMetrics,
+    pub peers: Peers,
+    pub authorizer: Authorizer,
+    /// Synced-or-syncing sub-batches not yet applied to the store.
+    apply_queue: RefCell<VecDeque<(Sequence, Vec<u8>)>>,
+    /// Why this shard stopped acknowledging, if it did.
+    unhealthy: RefCell<Option<String>>,
+    pub started_ns: i64,
+    pub started: Instant,
+    request_counter: Cell<u64>,
+    /// Lower-priority queue for queries, so they never stall ingest.
+    pub query_queue: TaskQueueHandle,
+    /// Set on SIGTERM/SIGINT (the only cross-thread state: a control flag).
+    pub shutdown: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// What a shard is built from.
+pub struct ShardParts {
+    pub id: usize,
+    pub count: usize,
+    pub config: Rc<Config>,
+    pub wal: Wal,
+    pub store: ShardStore,
+    pub catalog: Catalog,
+    pub owner: Option<CatalogOwner>,
+    pub peers: Peers,
+    pub query_queue: TaskQueueHandle,
+    pub shutdown: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Shard {
+    pub fn new(parts: ShardParts) -> Rc<Shard> {
+        let config = parts.config;
+        Rc::new(Shard {
+            id: parts.id,
+            count: parts.count,
+            wal: parts.wal,
+            store: RefCell::new(parts.store),
+            catalog: RefCell::new(parts.catalog),
+            owner: parts.owner,
+            gunzip: RefCell::new(Gunzip::new(config.http.body_bytes_max)),
+            admission: Admission::new(
+                config.http.connections_per_shard_max,
+                config.backpressure.inflight_request_bytes_max,
+                config.backpressure.queued_sub_batches_max,
+            ),
+            metrics: ShardMetrics::new(),
+            peers: parts.peers,
+            authorizer: Authorizer::new(&config.auth),
+            apply_queue: RefCell::new(VecDeque::new()),
+            unhealthy: RefCell::new(None),
+            started_ns: crate::clock::now_ns(),
+            started: crate::clock::monotonic(),
+            request_counter: Cell::new(0),
+            query_queue: parts.query_queue,
+            shutdown: parts.shutdown,
+            config,
+        })
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        self.shutdown.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A request id unique in this process: shard, counter, start time.
+    pub fn request_id(&self) -> String {
+        let n = self.request_counter.get().wrapping_add(1);
+        self.request_counter.set(n);
+        let t = self.started_ns as u64;
+        format!(
+            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            (t >> 32) as u32,
+            (t >> 16) as u16,
+            self.id as u16,
+            (n >> 48) as u16,
+            n & 0xffff_ffff_ffff
+        )
+    }
+
+    /// `Err(cause)` once the shard stopped acknowledging writes.
+    pub fn health(&self) -> Result<(), String> {
+        if let Some(cause) = self.unhealthy.borrow().as_ref() {
+            return Err(cause.clone());
+        }
+        self.wal
+            .health()
+            .map_err(|e| format!("WAL of shard {}: {e}", self.id))
+    }
+
+    fn mark_unhealthy(&self, cause: String) {
+        let mut unhealthy = self.unhealthy.borrow_mut();
+        if unhealthy.is_none() {
+            tracing::error!(shard = self.id, %cause, "shard unhealthy: acknowledging no more writes");
+            *unhealthy = Some(cause);
+        }
+    }
+
+    /// Writes one sub-batch owned by this shard: WAL append, sync, apply.
+    pub async fn write_local(&self, payload: Vec<u8>) -> Result<(), RemoteError> {
+        if let Err(cause) = self.health() {
+            return Err(RemoteError::Unhealthy { cause });
+        }
+        if !self.store.borrow().has_room(payload.len()) {
+            return Err(RemoteError::Overloaded {
+                cause: "store memory budget",
+            });
+        }
+        let sequence = self
+            .wal
+            .append(RECORD_BATCH, &payload)
+            .map_err(|e| match e {
+                WalError::Full { .. } => RemoteError::Overloaded {
+                    cause: "WAL bytes awaiting sync",
+                },
+                WalError::NoSpace => RemoteError::NoSpace,
+                other => RemoteError::Unhealthy {
+                    cause: other.to_string(),
+                },
+            })?;
+        self.apply_queue.borrow_mut().push_back((sequence, payload));
+        if let Err(error) = self.wal.synced(sequence).await {
+            self.apply_queue.borrow_mut().clear();
+            let cause = format!("WAL of shard {}: {error}", self.id);
+            self.mark_unhealthy(cause.clone());
+            return Err(match error {
+                WalError::NoSpace => RemoteError::NoSpace,
+                _ => RemoteError::Failed { cause },
+            });
+        }
+        self.apply_through(sequence);
+        Ok(())
+    }
+
+    /// Applies every queued sub-batch with sequence ≤ `sequence`, in order.
+    fn apply_through(&self, sequence: Sequence) {
+        loop {
+            let next = {
+                let mut queue = self.apply_queue.borrow_mut();
+                match queue.front() {
+                    Some((s, _)) if *s <= sequence => queue.pop_front(),
+                    _ => None,
+                }
+            };
+            let Some((_, payload)) = next else { break };
+            let reader =
+                BatchReader::new(&payload).expect("sub-batches are encoded by this process");
+            self.store.borrow_mut().apply(&reader);
+            ShardMetrics::add(&self.metrics.sub_batches_applied, 1);
+            ShardMetrics::add(&self.metrics.points_accepted, u64::from(reader.row_count()));
+        }
+    }
+
+    /// Replays WAL records at start: keeps the rows this shard owns.
+    pub fn replay_record(&self, kind: u8, payload: &[u8]) {
+        if kind != RECORD_BATCH {
+            return;
+        }
+        let reader = match BatchReader::new(payload) {
+            Ok(reader) => reader,
+            Err(error) => {
+                tracing::error!(shard = self.id, %error, "undecodable WAL batch skipped");
+                return;
+            }
+        };
+        let owned = |hash| route::owner(hash, self.count) == self.id;
+        if reader.rows().all(|row| owned(row.series_hash)) {
+            self.store.borrow_mut().apply(&reader);
+            return;
+        }
+        let mut encoder = BatchEncoder::new(reader.database());
+        for row in reader.rows().filter(|row| owned(row.series_hash)) {
+            encoder.push_row(&row);
+        }
+        if !encoder.is_empty() {
+            let mine = encoder.take(reader.database());
+            let reader = BatchReader::new(&mine).expect("re-encoded rows are valid");
+            self.store.borrow_mut().apply(&reader);
+        }
+    }
+
+    /// Asks the catalog owner to decide `proposals` (locally on the owner).
+    pub async fn propose(
+        self: &Rc<Self>,
+        proposals: Vec<Proposal>,
+    ) -> Result<Vec<Decision>, RemoteError> {
+        let decisions = if self.id == CATALOG_OWNER {
+            self.decide(&proposals).await?
+        } else {
+            let (reply, answer) = oneshot::channel();
+            self.peers.try_send(
+                CATALOG_OWNER,
+                Message::Propose {
+                    proposals: proposals.clone(),
+                    reply,
+                },
+            )?;
+            route::reply(answer).await?
+        };
+        let mut replica = self.catalog.borrow_mut();
+        for (proposal, decision) in proposals.iter().zip(&decisions) {
+            replica.learn(proposal, *decision);
+        }
+        Ok(decisions)
+    }
+
+    /// Owner side: decide, log the new entries, wait for their sync.
+    async fn decide(&self, proposals: &[Proposal]) -> Result<Vec<Decision>, RemoteError> {
+        let owner = self
+            .owner
+            .as_ref()
+            .expect("decide runs on the catalog owner");
+        let mut entries = Vec::new();
+        let decisions: Vec<Decision> = {
+            let mut catalog = owner.catalog.borrow_mut();
+            proposals
+                .iter()
+                .map(|proposal| {
+                    let (decision, entry) = catalog.decide(proposal, &self.config.schema);
+                    entries.extend(entry);
+                    decision
+                })
+                .collect()
+        };
+        if !entries.is_empty() {
+            self.log_catalog(&entries).await?;
+        }
+        Ok(decisions)
+    }
+
+    async fn log_catalog(&self, entries: &[Entry]) -> Result<(), RemoteError> {
+        let owner = self.owner.as_ref().expect("catalog log lives on the owner");
+        let payload = catalog::encode_entries(entries);
+        let sequence = owner
+            .wal
+            .append(RECORD_CATALOG, &payload)
+            .map_err(|e| match e {
+                WalError::Full { .. } => RemoteError::Overloaded {
+                    cause: "catalog WAL bytes awaiting sync",
+                },
+                WalError::NoSpace => RemoteError::NoSpace,
+                other => RemoteError::Unhealthy {
+                    cause: other.to_string(),
+                },
+            })?;
+        owner.wal.synced(sequence).await.map_err(|error| {
+            let cause = format!("catalog WAL: {error}");
+            self.mark_unhealthy(cause.clone());
+            RemoteError::Failed { cause }
+        })
+    }
+
+    /// Drops a database everywhere: logged by the owner, then applied by
+    /// every shard (catalog replica and store).
+    pub async fn drop_database(self: &Rc<Self>, name: &str) -> Result<(), RemoteError> {
+        if self.id != CATALOG_OWNER {
+            let (reply, answer) = oneshot::channel();
+            self.peers.try_send(
+                CATALOG_OWNER,
+                Message::Broadcast {
+                    entry: Entry::DropDatabase(name.to_string()),
+                    reply,
+                },
+            )?;
+            return route::reply(answer).await;
+        }
+        let entry = Entry::DropDatabase(name.to_string());
+        self.log_catalog(std::slice::from_ref(&entry)).await?;
+        if let Some(owner) = &self.owner {
+            owner.catalog.borrow_mut().apply(&entry);
+        }
+        let mut answers = Vec::new();
+        for peer in (0..self.count).filter(|p| *p != self.id) {
+            let (reply, answer) = oneshot::channel();
+            self.peers.try_send(
+                peer,
+                Message::Broadcast {
+                    entry: entry.clone(),
+                    reply,
+                },
+            )?;
+            answers.push(answer);
+        }
+        self.apply_broadcast(&entry);
+        for answer in answers {
+            route::reply(answer).await?;
+        }
+        Ok(())
+    }
+
+    fn apply_broadcast(&self, entry: &Entry) {
+        self.catalog.borrow_mut().apply(entry);
+        if let Entry::DropDatabase(name) = entry {
+            self.store.borrow_mut().drop_database(name);
+        }
+    }
+
+    /// Scans every shard's store (this one directly, the others by message).
+    pub async fn scan_all(
+        self: &Rc<Self>,
+        request: ScanRequest,
+    ) -> Result<Vec<ScanResponse>, String> {
+        let mut answers = Vec::with_capacity(self.count);
+        for peer in (0..self.count).filter(|p| *p != self.id) {
+            let (reply, answer) = oneshot::channel();
+            self.peers
+                .try_send(
+                    peer,
+                    Message::Scan {
+                        request: request.clone(),
+                        reply,
+                    },
+                )
+                .map_err(|e| format!("shard {peer}: {e:?}"))?;
+            answers.push(answer);
+        }
+        let mut responses = Vec::with_capacity(self.count);
+        responses.push(
+            self.store
+                .borrow()
+                .scan(&request)
+                .map_err(|e| format!("{e:?}"))?,
+        );
+        for answer in answers {
+            match answer.await {
+                Ok(Ok(response)) => responses.push(response),
+                Ok(Err(error)) => return Err(format!("{error:?}")),
+                Err(_) => return Err("a shard went away during the query".to_string()),
+            }
+        }
+        Ok(responses)
+    }
+
+    /// Handles a message from another shard, each in its own task.
+    pub fn handle(self: &Rc<Self>, message: Message) {
+        let shard = self.clone();
+        match message {
+            Message::Write { payload, reply } => {
+                let permit = match shard.admission.admit_sub_batch() {
+                    Ok(permit) => permit,
+                    Err(refused) => {
+                        let _ = reply.send(Err(RemoteError::Overloaded {
+                            cause: refused.cause,
+                        }));
+                        return;
+                    }
+                };
+                glommio::spawn_local(async move {
+                    let result = shard.write_local(payload).await;
+                    drop(permit);
+                    let _ = reply.send(result);
+                })
+                .detach();
+            }
+            Message::Propose { proposals, reply } => {
+                glommio::spawn_local(async move {
+                    let _ = reply.send(shard.decide(&proposals).await);
+                })
+                .detach();
+            }
+            Message::Broadcast { entry, reply } => {
+                if shard.id == CATALOG_OWNER {
+                    // A drop requested by another shard: run it from here.
+                    glommio::spawn_local(async move {
+                        let name = match &entry {
+                            Entry::DropDatabase(name) => name.clone(),
+                            _ => String::new(),
+                        };
+                        let _ = reply.send(shard.drop_database(&name).await);
+                    })
+                    .detach();
+                } else {
+                    shard.apply_broadcast(&entry);
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Message::Metrics { reply } => {
+                let _ = reply.send(shard.snapshot());
+            }
+            Message::Scan { request, reply } => {
+                let queue = shard.query_queue;
+                let task = glommio::spawn_local_into(
+                    async move {
+                        let _ = reply.send(shard.store.borrow().scan(&request));
+                    },
+                    queue,
+                );
+                if let Ok(task) = task {
+                    task.detach();
+                }
+            }
+        }
+    }
+
+    /// Every shard's metrics, this one first.
+    pub async fn snapshots(self: &Rc<Self>) -> Vec<Snapshot> {
+        let mut answers = Vec::new();
+        for peer in (0..self.count).filter(|p| *p != self.id) {
+            let (reply, answer) = oneshot::channel();
+            if self
+                .peers
+                .try_send(peer, Message::Metrics { reply })
+                .is_ok()
+            {
+                answers.push(answer);
+            }
+        }
+        let mut snapshots = vec![self.snapshot()];
+        for answer in answers {
+            if let Ok(snapshot) = answer.await {
+                snapshots.push(snapshot);
+            }
+        }
+        snapshots.sort_by_key(|s| s.shard);
+        snapshots
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let stats = self.wal.stats();
+        self.metrics.snapshot(
+            self.id,
+            Gauges {
+                connections: self.admission.connections() as u64,
+                request_bytes_in_flight: self.admission.request_bytes() as u64,
+                sub_batches_queued: self.admission.sub_batches() as u64,
+                store_bytes: self.store.borrow().memory_bytes() as u64,
+                wal_records: stats.records,
+                wal_bytes: stats.bytes,
+                wal_syncs: stats.syncs,
+                wal_pending_bytes: stats.pending_bytes,
+                healthy: self.health().is_ok(),
+                unhealthy_cause: self.health().err(),
+            },
+        )
+    }
+}
+
+/// Rebuilds the authoritative catalog from the catalog WAL (at start).
+pub fn recover_catalog(
+    catalog_dir: &std::path::Path,
+    skip_corrupt: bool,
+) -> Result<Catalog, String> {
+    wal::recover(catalog_dir, skip_corrupt).map_err(|e| e.to_string())?;
+    let mut catalog = Catalog::default();
+    let mut damaged = None;
+    wal::replay(catalog_dir, |record| {
+        if record.kind != RECORD_CATALOG {
+            return;
+        }
+        match catalog::decode_entries(record.payload) {
+            Some(entries) => entries.iter().for_each(|e| catalog.apply(e)),
+            None => damaged = Some("undecodable catalog record"),
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    if let Some(what) = damaged {
+        return Err(format!("{}: {what}", catalog_dir.display()));
+    }
+    Ok(catalog)
+}
+
+/// The query engine's view of the shards: fan-out scans, the catalog, and
+/// the caller's read permissions.
+pub struct QueryService {
+    pub shard: Rc<Shard>,
+    pub secret: Option<Vec<u8>>,
+}
+
+impl crate::query::QueryBackend for QueryService {
+    fn scan(
+        &self,
+        request: ScanRequest,
+    ) -> impl std::future::Future<Output = Result<Vec<ScanResponse>, String>> {
+        self.shard.scan_all(request)
+    }
+
+    fn databases(&self) -> Vec<String> {
+        self.shard.catalog.borrow().database_names()
+    }
+
+    fn create_database(&self, name: &str) -> impl std::future::Future<Output = Result<(), String>> {
+        let shard = self.shard.clone();
+        let name = name.to_string();
+        async move {
+            catalog::validate_database_name(&name)
+                .map_err(|e| format!("invalid database name: {e}"))?;
+            let decisions = shard
+                .propose(vec![Proposal::Database { name, create: true }])
+                .await
+                .map_err(|e| format!("{e:?}"))?;
+            match decisions.first() {
+                Some(Decision::Accepted) => Ok(()),
+                Some(Decision::LimitReached(limit)) => Err(limit.to_string()),
+                other => Err(format!("database not created: {other:?}")),
+            }
+        }
+    }
+
+    fn drop_database(&self, name: &str) -> impl std::future::Future<Output = Result<(), String>> {
+        let shard = self.shard.clone();
+        let name = name.to_string();
+        async move {
+            shard
+                .drop_database(&name)
+                .await
+                .map_err(|e| format!("{e:?}"))
+        }
+    }
+
+    fn may_read(&self, database: &str) -> bool {
+        self.shard
+            .authorizer
+            .check(self.secret.as_deref(), crate::auth::Access::Read, database)
+            .is_ok()
+    }
+}
