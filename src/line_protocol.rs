@@ -55,6 +55,10 @@
 //!    1.x range); the crate returns the raw integer.
 //! 7. [`Difference::Limits`] — name, string, tag-count and field-count
 //!    limits from [`ParseOptions`]; the crate has none.
+//! 8. [`Difference::TrailingFieldComma`] — a comma after the last field is
+//!    always rejected. The crate accepts one when the line has exactly one
+//!    field (`m f=1,` and `m f=1, 5`, a quirk of its list combinator) and
+//!    rejects it otherwise (`m f=1,g=2,`).
 //!
 //! # Invariants
 //!
@@ -104,6 +108,8 @@ pub enum Difference {
     TimestampScaled,
     /// Configured size and count limits.
     Limits,
+    /// A comma after a single field is rejected.
+    TrailingFieldComma,
 }
 
 /// Timestamp unit of a write request.
@@ -317,8 +323,9 @@ pub enum LineErrorKind {
 }
 
 impl LineErrorKind {
-    /// The documented [`Difference`] under which InfluxDB 3's parser would
-    /// accept a line we reject with this kind, if any.
+    /// The documented [`Difference`] under which InfluxDB 3's parser may
+    /// accept a line we reject with this kind, if any. (`MissingFieldKey`
+    /// is one only for the comma-after-one-field case.)
     pub fn difference(&self) -> Option<Difference> {
         match self {
             LineErrorKind::DuplicateTag { .. }
@@ -331,6 +338,7 @@ impl LineErrorKind {
             | LineErrorKind::StringTooLong { .. }
             | LineErrorKind::TooManyTags { .. }
             | LineErrorKind::TooManyFields { .. } => Some(Difference::Limits),
+            LineErrorKind::MissingFieldKey => Some(Difference::TrailingFieldComma),
             _ => None,
         }
     }
@@ -506,7 +514,7 @@ fn excerpt(line: &str) -> String {
     while !line.is_char_boundary(cut) {
         cut -= 1;
     }
-    line[..cut].to_owned()
+    line[..cut].trim_end_matches('\r').to_owned()
 }
 
 struct Split {

@@ -52,7 +52,10 @@ fn run_with(body: &str, options: ParseOptions) -> Vec<Outcome> {
 }
 
 fn run(body: &str) -> Vec<Outcome> {
-    run_with(body, ParseOptions::new(Precision::Nanoseconds, DEFAULT_TIME))
+    run_with(
+        body,
+        ParseOptions::new(Precision::Nanoseconds, DEFAULT_TIME),
+    )
 }
 
 /// Zeroes the columns the case does not check.
@@ -131,14 +134,20 @@ fn cases() -> Vec<Case> {
             "m f=1,g=2i,h=\"s\",b=t,u=3u",
             "m||f=1.0,g=2i,h=\"s\",b=true,u=3u|7",
         ),
-        ok("cpu,host=a,region=eu usage=0.5,n=3i 1700000000000000000", "cpu|host=a,region=eu|usage=0.5,n=3i|1700000000000000000"),
+        ok(
+            "cpu,host=a,region=eu usage=0.5,n=3i 1700000000000000000",
+            "cpu|host=a,region=eu|usage=0.5,n=3i|1700000000000000000",
+        ),
         // --- timestamps ---
         ok("m f=1 -1", "m||f=1.0|-1"),
         ok("m f=1 0", "m||f=1.0|0"),
         ok("m f=1 -0", "m||f=1.0|0"),
         ok("m f=1 007", "m||f=1.0|7"),
         ok("m f=1 9223372036854775806", "m||f=1.0|9223372036854775806"),
-        ok("m f=1 -9223372036854775806", "m||f=1.0|-9223372036854775806"),
+        ok(
+            "m f=1 -9223372036854775806",
+            "m||f=1.0|-9223372036854775806",
+        ),
         errc("m f=1 9223372036854775807", K::TimestampOutOfRange, 7),
         err("m f=1 -9223372036854775807", K::TimestampOutOfRange),
         err("m f=1 -9223372036854775808", K::TimestampOutOfRange),
@@ -169,9 +178,18 @@ fn cases() -> Vec<Case> {
         ok("m f=00.5", "m||f=0.5|7"),
         ok("m f=0.1", "m||f=0.1|7"),
         ok("m f=3.141592653589793", "m||f=3.141592653589793|7"),
-        ok("m f=123456789012345678901234567890", "m||f=1.2345678901234568e29|7"),
-        ok("m f=1.7976931348623157e308", "m||f=1.7976931348623157e308|7"),
-        ok("m f=2.2250738585072014e-308", "m||f=2.2250738585072014e-308|7"),
+        ok(
+            "m f=123456789012345678901234567890",
+            "m||f=1.2345678901234568e29|7",
+        ),
+        ok(
+            "m f=1.7976931348623157e308",
+            "m||f=1.7976931348623157e308|7",
+        ),
+        ok(
+            "m f=2.2250738585072014e-308",
+            "m||f=2.2250738585072014e-308|7",
+        ),
         ok("m f=4.9e-324", "m||f=5e-324|7"),
         ok("m f=1e-400", "m||f=0.0|7"),
         ok("m f=9007199254740993", "m||f=9007199254740992.0|7"),
@@ -255,7 +273,10 @@ fn cases() -> Vec<Case> {
         ok("m s=\"a\tb\"", "m||s=\"a\tb\"|7"),
         ok("m s=\"line1\nline2\" 9", "m||s=\"line1\nline2\"|9"),
         ok("m s=\"x\",f=1", "m||s=\"x\",f=1.0|7"),
-        ok(r##"m s="# not a comment""##, r##"m||s="# not a comment"|7"##),
+        ok(
+            r##"m s="# not a comment""##,
+            r##"m||s="# not a comment"|7"##,
+        ),
         alone(r#"m s="abc"#, K::UnterminatedString),
         alone(r#"m s="a\""#, K::UnterminatedString),
         alone(r#"m f=1,g="x"#, K::UnterminatedString),
@@ -336,7 +357,10 @@ fn cases() -> Vec<Case> {
         errc("m,t=1,t=2 f=1", K::DuplicateTag { key: "t".into() }, 7),
         err("m,t=1,t=1 f=1", K::DuplicateTag { key: "t".into() }),
         errc("m,b=1,a=2,b=3 f=1", K::DuplicateTag { key: "b".into() }, 11),
-        err(r"m,t\ x=1,t\ x=2 f=1", K::DuplicateTag { key: "t x".into() }),
+        err(
+            r"m,t\ x=1,t\ x=2 f=1",
+            K::DuplicateTag { key: "t x".into() },
+        ),
         ok("m f=1,f=2", "m||f=2.0|7"),
         ok("m f=1i,f=2i,f=3i", "m||f=3i|7"),
         ok("m f=1,g=2,f=3", "m||f=3.0,g=2.0|7"),
@@ -448,7 +472,10 @@ fn crlf_strips_exactly_one_cr() {
         run("m f=1 5\r\r\n"),
         vec![Outcome::Error(1, 7, LineErrorKind::InvalidTimestamp)]
     );
-    assert_eq!(run("m f=1 5\r\n"), vec![Outcome::Point(1, "m||f=1.0|5".into())]);
+    assert_eq!(
+        run("m f=1 5\r\n"),
+        vec![Outcome::Point(1, "m||f=1.0|5".into())]
+    );
 }
 
 /// Goal: timestamps are scaled by every precision, with overflow detection.
@@ -458,15 +485,27 @@ fn precision_scaling() {
     let table: &[(Precision, &str, Option<i64>)] = &[
         (Precision::Nanoseconds, "5", Some(5)),
         (Precision::Microseconds, "-1", Some(-1_000)),
-        (Precision::Milliseconds, "9223372036854", Some(9_223_372_036_854_000_000)),
+        (
+            Precision::Milliseconds,
+            "9223372036854",
+            Some(9_223_372_036_854_000_000),
+        ),
         (Precision::Milliseconds, "9223372036855", None),
         (Precision::Seconds, "1", Some(1_000_000_000)),
-        (Precision::Seconds, "-9223372036", Some(-9_223_372_036_000_000_000)),
+        (
+            Precision::Seconds,
+            "-9223372036",
+            Some(-9_223_372_036_000_000_000),
+        ),
         (Precision::Seconds, "9223372037", None),
         (Precision::Minutes, "1", Some(60_000_000_000)),
         (Precision::Minutes, "1600000000", None),
         (Precision::Hours, "1", Some(3_600_000_000_000)),
-        (Precision::Hours, "-2562047", Some(-9_223_369_200_000_000_000)),
+        (
+            Precision::Hours,
+            "-2562047",
+            Some(-9_223_369_200_000_000_000),
+        ),
         (Precision::Hours, "2562048", None),
     ];
     for (precision, written, want) in table {
@@ -479,7 +518,10 @@ fn precision_scaling() {
         assert_eq!(got, vec![want], "{precision:?} {written}");
     }
     // A missing timestamp takes the request's default time.
-    let got = run_with("m f=1", ParseOptions::new(Precision::Seconds, 42_000_000_000));
+    let got = run_with(
+        "m f=1",
+        ParseOptions::new(Precision::Seconds, 42_000_000_000),
+    );
     assert_eq!(got, vec![Outcome::Point(1, "m||f=1.0|42000000000".into())]);
     assert_eq!(Precision::Seconds.truncate(1_999_999_999), 1_000_000_000);
     assert_eq!(Precision::Seconds.truncate(-1), -1_000_000_000);
@@ -565,5 +607,8 @@ fn error_excerpt_and_message() {
     assert!(error.excerpt.len() <= 64 && line.starts_with(&error.excerpt));
     assert_eq!(error.excerpt.len(), 64);
     let message = error.to_string();
-    assert!(message.starts_with("line 1 column 5: invalid field value"), "{message}");
+    assert!(
+        message.starts_with("line 1 column 5: invalid field value"),
+        "{message}"
+    );
 }
