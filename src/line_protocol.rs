@@ -795,29 +795,23 @@ fn parse_line<'a>(
                     },
                 ));
             }
-            let tags = &mut point.tags;
-            let in_order = tags.last().is_none_or(|(last, _)| *last < key);
-            if in_order {
-                tags.push((key, value));
-            } else {
-                match tags.binary_search_by(|(k, _)| k.as_ref().cmp(key.as_ref())) {
-                    Ok(_) => {
-                        return Err((
-                            key_start,
-                            LineErrorKind::DuplicateTag {
-                                key: key.into_owned(),
-                            },
-                        ))
-                    }
-                    Err(at) => tags.insert(at, (key, value)),
-                }
-            }
+            point.tags.push((key, value));
             i = value_end;
             if i < n && bytes[i] == b',' {
                 continue;
             }
             break;
         }
+    }
+
+    if let Some(duplicate) = sort_tags(&mut point.tags) {
+        let key = point.tags[duplicate].0.as_ref();
+        return Err((
+            second_tag_key_position(line, key, options.name_bytes_max),
+            LineErrorKind::DuplicateTag {
+                key: key.to_owned(),
+            },
+        ));
     }
 
     // One or more spaces, then the fields.
@@ -907,6 +901,55 @@ fn parse_line<'a>(
     point.timestamp_ns = scaled;
     point.series_hash = series_hash(&point.measurement, &point.tags);
     Ok(())
+}
+
+/// Byte order of two keys, deciding on the first byte inline when it can
+/// (most keys differ there) instead of calling `memcmp`.
+#[inline]
+fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.as_bytes().first(), b.as_bytes().first()) {
+        (Some(x), Some(y)) if x != y => x.cmp(y),
+        _ => a.as_bytes().cmp(b.as_bytes()),
+    }
+}
+
+/// Sorts tags by key; returns the index of a key equal to its successor.
+/// (`sort_unstable` is an insertion sort for the usual few tags and
+/// O(n log n) for many, so a long tag list cannot make this quadratic.)
+fn sort_tags(tags: &mut [(Cow<'_, str>, Cow<'_, str>)]) -> Option<usize> {
+    if !tags.is_sorted_by(|a, b| key_order(&a.0, &b.0).is_lt()) {
+        tags.sort_unstable_by(|a, b| key_order(&a.0, &b.0));
+    }
+    tags.windows(2).position(|pair| pair[0].0 == pair[1].0)
+}
+
+/// Error path only: where the second tag with unescaped key `key` starts.
+/// The tag list was already scanned without error, so this rescan succeeds.
+fn second_tag_key_position(line: &str, key: &str, name_bytes_max: usize) -> usize {
+    let bytes = line.as_bytes();
+    let mut seen = false;
+    let Ok((_, mut i)) = scan_name(line, 0, Component::Measurement, name_bytes_max) else {
+        return 0;
+    };
+    while i < bytes.len() && bytes[i] == b',' {
+        let key_start = i + 1;
+        let Ok((this_key, key_end)) = scan_name(line, key_start, Component::TagKey, name_bytes_max)
+        else {
+            return 0;
+        };
+        if this_key == key {
+            if seen {
+                return key_start;
+            }
+            seen = true;
+        }
+        let Ok((_, value_end)) = scan_name(line, key_end + 1, Component::TagValue, name_bytes_max)
+        else {
+            return 0;
+        };
+        i = value_end;
+    }
+    0
 }
 
 fn unexpected(line: &str, at: usize) -> LineErrorKind {
@@ -1249,18 +1292,30 @@ fn parse_timestamp(bytes: &[u8], start: usize) -> Result<(i64, usize), LineError
         i += 1;
     }
     let digits_start = i;
-    let mut magnitude: u64 = 0;
-    let mut fits = true;
     while i < bytes.len() && bytes[i].is_ascii_digit() {
-        let digit = u64::from(bytes[i] - b'0');
-        match magnitude.checked_mul(10).and_then(|m| m.checked_add(digit)) {
-            Some(m) => magnitude = m,
-            None => fits = false,
-        }
         i += 1;
     }
     if i == digits_start || (i < bytes.len() && bytes[i] != b' ') {
         return Err(LineErrorKind::InvalidTimestamp);
+    }
+    let digits = &bytes[digits_start..i];
+    let mut magnitude: u64 = 0;
+    let mut fits = true;
+    if digits.len() <= 19 {
+        // At most 19 digits: below 10^19 < 2^64, no overflow possible.
+        for &digit in digits {
+            magnitude = magnitude * 10 + u64::from(digit - b'0');
+        }
+    } else {
+        for &digit in digits {
+            match magnitude
+                .checked_mul(10)
+                .and_then(|m| m.checked_add(u64::from(digit - b'0')))
+            {
+                Some(m) => magnitude = m,
+                None => fits = false,
+            }
+        }
     }
     let value = if !fits {
         None
