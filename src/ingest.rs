@@ -228,7 +228,7 @@ fn route_lines(
     let mut point = Point::default();
     while let Some(result) = lines.next_into(&mut point) {
         if let Err(error) = result {
-            routed.rejected.push(parse_rejection(text, &error));
+            routed.rejected.push(parse_rejection(&error));
             continue;
         }
         let table = known_database.and_then(|db| db.tables.get(point.measurement.as_ref()));
@@ -324,29 +324,15 @@ fn schema_rejection(line_number: u32, message: String) -> Rejected {
     }
 }
 
-fn parse_rejection(text: &str, error: &LineError) -> Rejected {
-    let reason = error.to_string();
-    let excerpt = physical_line(text, error.line_number);
+fn parse_rejection(error: &LineError) -> Rejected {
     Rejected {
         line_number: error.line_number,
-        v1_message: format!("unable to parse '{excerpt}': {reason}"),
-        message: format!("line {}: {reason}", error.line_number),
+        v1_message: format!("unable to parse '{}': {}", error.excerpt, error.kind),
+        message: format!(
+            "line {}: {} (column {})",
+            error.line_number, error.kind, error.column
+        ),
     }
-}
-
-/// The text of physical line `number` (1-based), cut to 128 bytes, for
-/// InfluxDB-style messages. Only called on the error path.
-fn physical_line(text: &str, number: u32) -> String {
-    let line = text
-        .split('\n')
-        .nth(number.saturating_sub(1) as usize)
-        .unwrap_or("");
-    let line = line.strip_suffix('\r').unwrap_or(line);
-    let mut end = line.len().min(128);
-    while !line.is_char_boundary(end) {
-        end -= 1;
-    }
-    line[..end].to_string()
 }
 
 /// Asks the catalog owner about every new entry, then moves the rows that

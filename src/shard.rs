@@ -280,7 +280,36 @@ impl Shard {
         if !entries.is_empty() {
             self.log_catalog(&entries).await?;
         }
+        {
+            let mut replica = self.catalog.borrow_mut();
+            entries.iter().for_each(|entry| replica.apply(entry));
+        }
+        // Every shard learns a new database before the write that created
+        // it is acknowledged, so `SHOW DATABASES` on any shard lists it.
+        for entry in entries.iter().filter(|e| matches!(e, Entry::CreateDatabase(_))) {
+            self.broadcast(entry).await?;
+        }
         Ok(decisions)
+    }
+
+    /// Sends `entry` to every other shard and waits until each applied it.
+    async fn broadcast(&self, entry: &Entry) -> Result<(), RemoteError> {
+        let mut answers = Vec::new();
+        for peer in (0..self.count).filter(|p| *p != self.id) {
+            let (reply, answer) = oneshot::channel();
+            self.peers.try_send(
+                peer,
+                Message::Broadcast {
+                    entry: entry.clone(),
+                    reply,
+                },
+            )?;
+            answers.push(answer);
+        }
+        for answer in answers {
+            route::reply(answer).await?;
+        }
+        Ok(())
     }
 
     async fn log_catalog(&self, entries: &[Entry]) -> Result<(), RemoteError> {
@@ -324,23 +353,8 @@ impl Shard {
         if let Some(owner) = &self.owner {
             owner.catalog.borrow_mut().apply(&entry);
         }
-        let mut answers = Vec::new();
-        for peer in (0..self.count).filter(|p| *p != self.id) {
-            let (reply, answer) = oneshot::channel();
-            self.peers.try_send(
-                peer,
-                Message::Broadcast {
-                    entry: entry.clone(),
-                    reply,
-                },
-            )?;
-            answers.push(answer);
-        }
         self.apply_broadcast(&entry);
-        for answer in answers {
-            route::reply(answer).await?;
-        }
-        Ok(())
+        self.broadcast(&entry).await
     }
 
     fn apply_broadcast(&self, entry: &Entry) {
@@ -414,7 +428,7 @@ impl Shard {
                 .detach();
             }
             Message::Broadcast { entry, reply } => {
-                if shard.id == CATALOG_OWNER {
+                if shard.id == CATALOG_OWNER && matches!(entry, Entry::DropDatabase(_)) {
                     // A drop requested by another shard: run it from here.
                     glommio::spawn_local(async move {
                         let name = match &entry {

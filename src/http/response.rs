@@ -372,7 +372,7 @@ impl Response {
             let text: String = refusal
                 .v1_error()
                 .chars()
-                .filter(|c| !c.is_control())
+                .map(|c| if c.is_control() { ' ' } else { c })
                 .take(1024)
                 .collect();
             response.headers.push(("X-Influxdb-Error", text));
