@@ -227,17 +227,13 @@ pub fn parse_head<'b>(
         if count >= header_cap {
             return Err(HeadError::TooManyHeaders);
         }
-        let newline = match memchr(b'\n', &visible[pos..]) {
-            Some(offset) => pos + offset,
+        let (header, next) = match scan_header_line(visible, pos)? {
+            Some(found) => found,
             None => return partial_or_too_large(buf, head_max),
         };
-        let mut line_end = newline;
-        if line_end > pos && visible[line_end - 1] == b'\r' {
-            line_end -= 1;
-        }
-        headers[count] = parse_header_line(&visible[pos..line_end])?;
+        headers[count] = header;
         count += 1;
-        pos = newline + 1;
+        pos = next;
     }
 
     Ok(Status::Complete(RequestHead {
@@ -354,9 +350,9 @@ fn parse_request_line(line: &[u8]) -> Result<RequestHead<'_>, HeadError> {
     if target_bytes.is_empty() || !is_visible_ascii(target_bytes) {
         return Err(HeadError::BadTarget);
     }
-    let target = as_ascii_str(target_bytes).ok_or(HeadError::BadTarget)?;
+    let target = ascii_str(target_bytes);
     let (path, query) = split_target(target, method)?;
-    let method_token = as_ascii_str(method_bytes).ok_or(HeadError::BadMethod)?;
+    let method_token = ascii_str(method_bytes);
 
     Ok(RequestHead {
         method,
@@ -421,27 +417,56 @@ fn split_target(target: &str, method: Method) -> Result<(&str, &str), HeadError>
 }
 
 fn split_query(path_and_query: &str) -> (&str, &str) {
-    match path_and_query.split_once('?') {
-        Some((path, query)) => (path, query),
+    match memchr(b'?', path_and_query.as_bytes()) {
+        // `?` is ASCII, so both sides are on char boundaries.
+        Some(at) => (&path_and_query[..at], &path_and_query[at + 1..]),
         None => (path_and_query, ""),
     }
 }
 
-/// Parses one header line (without its line end).
-fn parse_header_line(line: &[u8]) -> Result<Header<'_>, HeadError> {
-    let name_len = line
-        .iter()
-        .position(|&b| !is_token(b))
-        .unwrap_or(line.len());
-    if name_len == 0 || line.get(name_len) != Some(&b':') {
+/// Scans the header line starting at `pos`, whose first byte is known not
+/// to be CR, LF, SP or HT. Returns the header and the offset after its line
+/// end, or `None` if `visible` ends before the line does.
+///
+/// One pass: the name byte by byte through the token table, then the value
+/// eight bytes at a time up to its first control byte (normally the CR).
+/// Errors are reported at the first bad byte, the same for every prefix.
+fn scan_header_line(visible: &[u8], pos: usize) -> Result<Option<(Header<'_>, usize)>, HeadError> {
+    // The name ends at the colon; a control byte (the line end) first, or
+    // any non-token byte, makes the line malformed.
+    let mut i = skip_to_colon_or_control(visible, pos);
+    if i == pos || !visible[pos..i].iter().fold(true, |ok, &b| ok & is_token(b)) {
         return Err(HeadError::BadHeader);
     }
-    let name = as_ascii_str(&line[..name_len]).ok_or(HeadError::BadHeader)?;
-    let value = trim_ows(&line[name_len + 1..]);
-    if !is_field_value(value) {
-        return Err(HeadError::BadHeader);
+    match visible.get(i) {
+        Some(b':') => {}
+        Some(_) => return Err(HeadError::BadHeader),
+        None => return Ok(None),
     }
-    Ok(Header { name, value })
+    // SAFETY: every byte of `visible[pos..i]` passed `is_token`, and tokens
+    // are ASCII, so the slice is valid UTF-8.
+    let name = unsafe { std::str::from_utf8_unchecked(&visible[pos..i]) };
+    i += 1;
+    while let Some(b' ' | b'\t') = visible.get(i) {
+        i += 1;
+    }
+    let value_start = i;
+    let (value_end, next) = loop {
+        i = skip_plain_value_bytes(visible, i);
+        match visible.get(i) {
+            Some(b'\t') => i += 1,
+            Some(b'\r') => match visible.get(i + 1) {
+                Some(b'\n') => break (i, i + 2),
+                Some(_) => return Err(HeadError::BadHeader),
+                None => return Ok(None),
+            },
+            Some(b'\n') => break (i, i + 1),
+            Some(_) => return Err(HeadError::BadHeader),
+            None => return Ok(None),
+        }
+    };
+    let value = trim_ows(&visible[value_start..value_end]);
+    Ok(Some((Header { name, value }, next)))
 }
 
 /// Strips spaces and tabs at both ends.
@@ -455,18 +480,16 @@ fn trim_ows(mut value: &[u8]) -> &[u8] {
     value
 }
 
-/// The slice as `&str` if it is ASCII (always true after the token and
-/// target checks; the check is cheap and keeps this module free of `unsafe`).
-fn as_ascii_str(bytes: &[u8]) -> Option<&str> {
-    if bytes.is_ascii() {
-        std::str::from_utf8(bytes).ok()
-    } else {
-        None
-    }
+/// The slice as `&str`, for bytes already checked to be ASCII.
+fn ascii_str(bytes: &[u8]) -> &str {
+    debug_assert!(bytes.is_ascii(), "ascii_str on checked bytes only");
+    // SAFETY: callers pass only bytes that passed `is_token` or
+    // `is_visible_ascii`, all ASCII, hence valid UTF-8.
+    unsafe { std::str::from_utf8_unchecked(bytes) }
 }
 
 /// tchar of RFC 9110 §5.6.2.
-const TOKEN_TABLE: [bool; 256] = {
+static TOKEN_TABLE: [bool; 256] = {
     let mut table = [false; 256];
     let mut b = 0;
     while b < 256 {
@@ -502,10 +525,11 @@ fn is_token(b: u8) -> bool {
 const LANE_ONES: u64 = 0x0101_0101_0101_0101;
 const LANE_HIGH: u64 = 0x8080_8080_8080_8080;
 
-/// True if any byte of `word` is below `n` (n <= 128).
+/// High bit set in (at least) the lowest byte of `word` below `n` (n <= 128);
+/// bits above the lowest set one may be false positives (borrows).
 #[inline]
-fn has_byte_below(word: u64, n: u8) -> bool {
-    word.wrapping_sub(LANE_ONES * n as u64) & !word & LANE_HIGH != 0
+fn below_mask(word: u64, n: u8) -> u64 {
+    word.wrapping_sub(LANE_ONES * n as u64) & !word & LANE_HIGH
 }
 
 /// True if any byte of `word` is above `n` (n <= 127).
@@ -514,12 +538,7 @@ fn has_byte_above(word: u64, n: u8) -> bool {
     (word.wrapping_add(LANE_ONES * (127 - n as u64)) | word) & LANE_HIGH != 0
 }
 
-/// True if any byte of `word` equals `b`.
 #[inline]
-fn has_byte(word: u64, b: u8) -> bool {
-    has_byte_below(word ^ (LANE_ONES * b as u64), 1)
-}
-
 fn read_word(chunk: &[u8]) -> u64 {
     let mut word = [0u8; 8];
     word.copy_from_slice(chunk);
@@ -531,7 +550,7 @@ fn is_visible_ascii(bytes: &[u8]) -> bool {
     let mut chunks = bytes.chunks_exact(8);
     for chunk in &mut chunks {
         let word = read_word(chunk);
-        if has_byte_below(word, b'!') || has_byte_above(word, b'~') {
+        if below_mask(word, b'!') != 0 || has_byte_above(word, b'~') {
             return false;
         }
     }
@@ -541,18 +560,44 @@ fn is_visible_ascii(bytes: &[u8]) -> bool {
         .all(|&b| (b'!'..=b'~').contains(&b))
 }
 
-/// field-value bytes: HT, SP..=`~`, obs-text (0x80..=0xFF); eight at a time,
-/// with a byte loop only for words that hold a control byte (usually a tab).
-fn is_field_value(bytes: &[u8]) -> bool {
-    let byte_ok = |b: &u8| *b == b'\t' || (*b >= b' ' && *b != 0x7F);
-    let mut chunks = bytes.chunks_exact(8);
-    for chunk in &mut chunks {
-        let word = read_word(chunk);
-        if (has_byte_below(word, b' ') || has_byte(word, 0x7F)) && !chunk.iter().all(byte_ok) {
-            return false;
+/// Index of the first `:` or control byte at or after `i`, or
+/// `bytes.len()`; eight bytes at a time (header names are short, but a byte
+/// loop through the token table was the parser's hottest spot).
+#[inline]
+fn skip_to_colon_or_control(bytes: &[u8], mut i: usize) -> usize {
+    while i + 8 <= bytes.len() {
+        let word = read_word(&bytes[i..i + 8]);
+        let mask = below_mask(word, b' ') | below_mask(word ^ (LANE_ONES * b':' as u64), 1);
+        if mask != 0 {
+            return i + (mask.trailing_zeros() / 8) as usize;
         }
+        i += 8;
     }
-    chunks.remainder().iter().all(byte_ok)
+    while i < bytes.len() && bytes[i] >= b' ' && bytes[i] != b':' {
+        i += 1;
+    }
+    i
+}
+
+/// Index of the first byte at or after `i` that is a control byte (HT, CR
+/// and LF included) or DEL, or `bytes.len()`; eight bytes at a time. The
+/// bytes skipped are plain field-value bytes: SP..=`~` and obs-text.
+#[inline]
+fn skip_plain_value_bytes(bytes: &[u8], mut i: usize) -> usize {
+    while i + 8 <= bytes.len() {
+        let word = read_word(&bytes[i..i + 8]);
+        // The lowest set bit of each mask marks a true match, so the
+        // lowest set bit of their union is the first special byte.
+        let mask = below_mask(word, b' ') | below_mask(word ^ (LANE_ONES * 0x7F), 1);
+        if mask != 0 {
+            return i + (mask.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < bytes.len() && bytes[i] >= b' ' && bytes[i] != 0x7F {
+        i += 1;
+    }
+    i
 }
 
 /// The first header named `name` (ASCII case-insensitive), as raw value bytes.
@@ -1151,9 +1196,11 @@ mod tests {
     }
 
     /// Goal: the word-at-a-time byte-class checks agree with the byte rules.
-    /// Method: every byte value at every position of a 16-byte window.
+    /// Method: every byte value at every position of a 16-byte window, and
+    /// a second special byte after it (borrows must not hide the first).
     #[test]
     fn word_checks_match_byte_rules() {
+        let special = |b: u8| b < b' ' || b == 0x7F;
         for b in 0..=255u8 {
             for at in 0..16 {
                 let mut bytes = [b'a'; 16];
@@ -1163,11 +1210,23 @@ mod tests {
                     (b'!'..=b'~').contains(&b),
                     "target {b:#x} at {at}"
                 );
+                let expected = if special(b) { at } else { 16 };
                 assert_eq!(
-                    is_field_value(&bytes),
-                    b == b'\t' || (b >= b' ' && b != 0x7F),
+                    skip_plain_value_bytes(&bytes, 0),
+                    expected,
                     "value {b:#x} at {at}"
                 );
+                for later in [0u8, b'\t', 0x1F, 0x7F] {
+                    if at + 1 < 16 {
+                        bytes[at + 1] = later;
+                        let expected = if special(b) { at } else { at + 1 };
+                        assert_eq!(
+                            skip_plain_value_bytes(&bytes, 0),
+                            expected,
+                            "{b:#x} then {later:#x}"
+                        );
+                    }
+                }
             }
         }
     }
