@@ -58,7 +58,9 @@ fn scenario(fault: Fault, rotate: bool) -> Outcome {
         let wal = Wal::open_with(options(&prefix().join("0")), storage.clone())
             .await
             .expect("open");
-        let first = wal.append(1, b"acknowledged before the fault").expect("append");
+        let first = wal
+            .append(1, b"acknowledged before the fault")
+            .expect("append");
         wal.synced(first).await.expect("baseline sync");
         if rotate {
             // Fill the first segment so the batch below needs a new one.
@@ -123,7 +125,10 @@ fn assert_unhealthy_after(outcome: &Outcome, step: IoStep, no_space: bool) {
     let mut sequences = Vec::new();
     wal::replay(&outcome.image.path, |r| sequences.push(r.sequence.0)).expect("replay");
     assert!(sequences.len() as u64 >= outcome.acked_before);
-    assert_eq!(sequences[..outcome.acked_before as usize], (1..=outcome.acked_before).collect::<Vec<_>>()[..]);
+    assert_eq!(
+        sequences[..outcome.acked_before as usize],
+        (1..=outcome.acked_before).collect::<Vec<_>>()[..]
+    );
 }
 
 /// Goal: a failing write fails every waiter of its batch, marks the WAL
@@ -191,14 +196,18 @@ fn pending_bytes_bound_gives_full() {
                 pending_bytes_max,
             } => {
                 assert_eq!(pending_bytes_max, 8 << 10);
-                assert!(pending_bytes + 1024 > pending_bytes_max && pending_bytes <= pending_bytes_max);
+                assert!(
+                    pending_bytes + 1024 > pending_bytes_max && pending_bytes <= pending_bytes_max
+                );
             }
             other => panic!("expected Full, got {other:?}"),
         }
         assert_eq!(wal.stats().pending_bytes as usize, accepted * 1024);
         wal.synced(last.expect("accepted")).await.expect("synced");
         assert_eq!(wal.stats().pending_bytes, 0);
-        let seq = wal.append(0, &payload).expect("accepted again after the sync");
+        let seq = wal
+            .append(0, &payload)
+            .expect("accepted again after the sync");
         wal.synced(seq).await.expect("synced");
         wal.close().await;
     });
@@ -213,7 +222,9 @@ fn wal_budget_gives_budget_full() {
         let storage = MemStorage::new();
         let mut options = options(&prefix().join("0"));
         options.wal_bytes_max = 32 << 10;
-        let wal = Wal::open_with(options, storage.clone()).await.expect("open");
+        let wal = Wal::open_with(options, storage.clone())
+            .await
+            .expect("open");
         let payload = vec![1u8; 2000];
         let mut synced = 0;
         let error = loop {
@@ -226,11 +237,19 @@ fn wal_budget_gives_budget_full() {
                 Err(e) => break e,
             }
         };
-        assert!(matches!(error, WalError::BudgetFull { wal_bytes_max, .. } if wal_bytes_max == 32 << 10), "{error:?}");
+        assert!(
+            matches!(error, WalError::BudgetFull { wal_bytes_max, .. } if wal_bytes_max == 32 << 10),
+            "{error:?}"
+        );
         assert_eq!(storage.paths().len(), 2, "two segments, none deleted");
-        assert!(wal.health().is_ok(), "budget is backpressure, not a failure");
+        assert!(
+            wal.health().is_ok(),
+            "budget is backpressure, not a failure"
+        );
         match wal.append(0, &vec![0u8; 5000]) {
-            Err(WalError::TooLarge { payload_bytes_max, .. }) => {
+            Err(WalError::TooLarge {
+                payload_bytes_max, ..
+            }) => {
                 assert_eq!(payload_bytes_max, (4 << 10) - 24)
             }
             other => panic!("expected TooLarge, got {other:?}"),

@@ -95,10 +95,16 @@ fn sixty_four_appenders_share_syncs() {
     let report = wal::recover(&root.path, false).expect("recover");
     assert_eq!(report.records(), 64 * 50);
     let mut replayed = Vec::new();
-    wal::replay(&root.path, |r| replayed.push((r.sequence.0, r.payload.to_vec()))).expect("replay");
+    wal::replay(&root.path, |r| {
+        replayed.push((r.sequence.0, r.payload.to_vec()))
+    })
+    .expect("replay");
     let mut acked = acked;
     acked.sort();
-    assert_eq!(replayed, acked, "replay returns every acknowledged record in order");
+    assert_eq!(
+        replayed, acked,
+        "replay returns every acknowledged record in order"
+    );
 }
 
 /// Goal: segments rotate at `segment_bytes`, each new segment is created
@@ -128,7 +134,11 @@ fn segments_rotate_at_segment_bytes() {
         stats
     });
     let files = std::fs::read_dir(&dir).expect("dir").count();
-    assert!(stats.segments_created >= 3, "segments: {}", stats.segments_created);
+    assert!(
+        stats.segments_created >= 3,
+        "segments: {}",
+        stats.segments_created
+    );
     assert_eq!(files as u64, stats.segments_created);
     for entry in std::fs::read_dir(&dir).expect("dir") {
         let len = entry.expect("entry").metadata().expect("meta").len();
@@ -179,7 +189,10 @@ fn replay_order_across_generations_and_shards() {
     wal::replay(&root.path, |r| {
         let text = std::str::from_utf8(r.payload).expect("utf8");
         let shard = r.shard.expect("numeric dir");
-        assert_eq!(text, format!("g{} s{} n{}", r.generation, shard, r.sequence.0));
+        assert_eq!(
+            text,
+            format!("g{} s{} n{}", r.generation, shard, r.sequence.0)
+        );
         seen.push((r.generation, shard, r.sequence.0));
     })
     .expect("replay");
@@ -187,6 +200,7 @@ fn replay_order_across_generations_and_shards() {
     let mut out = Vec::new();
     assert!(wal::inspect(&root.path, &mut out).expect("inspect"));
     let text = String::from_utf8(out).expect("utf8");
+    println!("{text}");
     assert!(text.contains("verify: ok"), "{text}");
 }
 

@@ -12,8 +12,8 @@ use std::rc::Rc;
 
 use common::TempDir;
 use glommio::{LocalExecutorBuilder, Placement};
-use ringest::wal::recovery::CorruptionKind;
 use ringest::wal::record::{decode, Decoded};
+use ringest::wal::recovery::CorruptionKind;
 use ringest::wal::segment::SEGMENT_HEADER_BYTES;
 use ringest::wal::{self, MemStorage, RecoveryError, Wal, WalOptions};
 
@@ -30,6 +30,16 @@ where
         .expect("executor")
 }
 
+#[derive(Clone, Copy, Debug)]
+enum Crash {
+    PowerLoss,
+    Torn(usize),
+    Kill,
+}
+
+/// (sequence, payload) of acknowledged records.
+type Acked = Vec<(u64, Vec<u8>)>;
+
 fn small_options(dir: &Path, generation: u64) -> WalOptions {
     let mut options = WalOptions::new(dir.to_path_buf(), generation);
     options.segment_bytes = 16 << 10;
@@ -40,7 +50,10 @@ fn small_options(dir: &Path, generation: u64) -> WalOptions {
 
 fn payload(writer: u32, n: u32) -> Vec<u8> {
     let mut out = format!("w{writer} n{n} ").into_bytes();
-    out.resize(40 + ((writer * 31 + n * 17) % 200) as usize, b'a' + (n % 26) as u8);
+    out.resize(
+        40 + ((writer * 31 + n * 17) % 200) as usize,
+        b'a' + (n % 26) as u8,
+    );
     out
 }
 
@@ -48,7 +61,10 @@ fn payload(writer: u32, n: u32) -> Vec<u8> {
 fn replayed(root: &Path) -> BTreeMap<u64, Vec<u8>> {
     let mut out = BTreeMap::new();
     wal::replay(root, |r| {
-        assert!(out.insert(r.sequence.0, r.payload.to_vec()).is_none(), "duplicate sequence");
+        assert!(
+            out.insert(r.sequence.0, r.payload.to_vec()).is_none(),
+            "duplicate sequence"
+        );
     })
     .expect("replay");
     out
@@ -61,9 +77,21 @@ fn replayed(root: &Path) -> BTreeMap<u64, Vec<u8>> {
 /// (and files whose directory entry was not synced), write the image to a
 /// real directory, recover, replay; every acknowledged record must be there
 /// with its payload, and sequences must be 1..=n without gaps.
+/// Modes: clean power loss, torn power loss keeping a prefix of the
+/// unsynced bytes, and a process kill (unsynced writes kept).
 #[test]
 fn power_loss_keeps_every_acknowledged_record() {
-    for cut in [0usize, 1, 3, 17, 64, 150, 333, 600] {
+    let modes = [
+        Crash::PowerLoss,
+        Crash::Torn(1),
+        Crash::Torn(100),
+        Crash::Torn(5000),
+        Crash::Kill,
+    ];
+    for (cut, mode) in [0usize, 1, 3, 17, 64, 150, 333, 600]
+        .into_iter()
+        .flat_map(|cut| modes.into_iter().map(move |mode| (cut, mode)))
+    {
         let root = TempDir::new("wal-power");
         let image_root = root.path.clone();
         let acked = run_async(move || async move {
@@ -72,7 +100,7 @@ fn power_loss_keeps_every_acknowledged_record() {
             let wal = Wal::open_with(small_options(&prefix.join("0"), 1), storage.clone())
                 .await
                 .expect("open");
-            let acked: Rc<RefCell<Vec<(u64, Vec<u8>)>>> = Rc::default();
+            let acked: Rc<RefCell<Acked>> = Rc::default();
             let mut tasks = Vec::new();
             for writer in 0..16u32 {
                 let wal = wal.clone();
@@ -89,23 +117,38 @@ fn power_loss_keeps_every_acknowledged_record() {
             while acked.borrow().len() < cut {
                 futures_lite::future::yield_now().await;
             }
-            // Power loss now: nothing runs between these two calls.
-            storage.power_loss();
+            // Crash now: nothing runs between these two calls.
+            match mode {
+                Crash::PowerLoss => storage.power_loss(),
+                Crash::Torn(keep_bytes) => storage.power_loss_torn(keep_bytes),
+                Crash::Kill => {}
+            }
             storage.write_image(&prefix, &image_root).expect("image");
             let acked = acked.borrow().clone();
             drop(tasks);
             acked
         });
-        wal::recover(&root.path, false).unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+        wal::recover(&root.path, false).unwrap_or_else(|e| panic!("cut {cut} {mode:?}: {e}"));
         let replayed = replayed(&root.path);
         for (seq, bytes) in &acked {
-            assert_eq!(replayed.get(seq), Some(bytes), "cut {cut}: acknowledged seq {seq} lost");
+            assert_eq!(
+                replayed.get(seq),
+                Some(bytes),
+                "cut {cut} {mode:?}: acknowledged seq {seq} lost"
+            );
         }
         let sequences: Vec<u64> = replayed.keys().copied().collect();
-        assert_eq!(sequences, (1..=sequences.len() as u64).collect::<Vec<_>>(), "cut {cut}");
+        assert_eq!(
+            sequences,
+            (1..=sequences.len() as u64).collect::<Vec<_>>(),
+            "cut {cut} {mode:?}"
+        );
         // Recovery is idempotent: a second run finds nothing to repair.
         let again = wal::recover(&root.path, false).expect("second recover");
-        assert!(again.dirs.iter().all(|d| d.truncated.is_none() && d.removed.is_empty()));
+        assert!(again
+            .dirs
+            .iter()
+            .all(|d| d.truncated.is_none() && d.removed.is_empty()));
     }
 }
 
@@ -168,8 +211,15 @@ fn copy_dir(from: &Path, to: &Path) {
 fn torn_tail_at_every_byte_of_last_record() {
     let original = TempDir::new("wal-torn-src");
     let (newest, start, end, written) = real_wal(&original.path, 120);
-    assert!(newest.file_name().expect("name").to_string_lossy().ends_with("0000000001.wal"));
-    let relative = newest.strip_prefix(&original.path).expect("relative").to_path_buf();
+    assert!(newest
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .ends_with("0000000001.wal"));
+    let relative = newest
+        .strip_prefix(&original.path)
+        .expect("relative")
+        .to_path_buf();
     let last_seq = *written.keys().last().expect("records");
     let mut expected = written.clone();
     expected.remove(&last_seq);
@@ -189,7 +239,11 @@ fn torn_tail_at_every_byte_of_last_record() {
                 .unwrap_or_else(|e| panic!("{damage} at {cut}: {e}"));
             let truncated = report.dirs[0].truncated.as_ref();
             if !(damage == "truncate" && cut == start) {
-                assert_eq!(truncated.map(|t| t.offset), Some(start as u64), "{damage} at {cut}");
+                assert_eq!(
+                    truncated.map(|t| t.offset),
+                    Some(start as u64),
+                    "{damage} at {cut}"
+                );
             }
             assert_eq!(replayed(&copy.path), expected, "{damage} at {cut}");
             assert_eq!(std::fs::metadata(&file).expect("meta").len(), start as u64);
@@ -227,7 +281,9 @@ fn cut_in_earlier_segment_stops_recovery_unless_skipped() {
             assert_eq!(c.offset, last_start as u64);
             assert!(matches!(c.kind, CorruptionKind::Record(_)), "{:?}", c.kind);
             let message = RecoveryError::Corrupt(c).to_string();
-            assert!(message.contains("0000000000.wal") && message.contains(&last_start.to_string()));
+            assert!(
+                message.contains("0000000000.wal") && message.contains(&last_start.to_string())
+            );
         }
         other => panic!("expected corruption, got {other:?}"),
     }
@@ -257,7 +313,10 @@ fn damage_before_valid_record_in_newest_segment_is_corruption() {
         Err(RecoveryError::Corrupt(c)) => {
             assert_eq!(c.path, newest);
             assert_eq!(c.offset, SEGMENT_HEADER_BYTES as u64);
-            assert!(matches!(c.kind, CorruptionKind::DamageBeforeValidRecord { .. }));
+            assert!(matches!(
+                c.kind,
+                CorruptionKind::DamageBeforeValidRecord { .. }
+            ));
         }
         other => panic!("expected corruption, got {other:?}"),
     }

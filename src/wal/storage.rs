@@ -250,6 +250,30 @@ impl MemStorage {
         }
     }
 
+    /// Power loss in the middle of writing: like [`MemStorage::power_loss`],
+    /// but in each file the first `keep_bytes` unsynced bytes (from the first
+    /// byte that differs from the synced content) did reach the disk: a torn
+    /// write that persisted a prefix.
+    pub fn power_loss_torn(&self, keep_bytes: usize) {
+        let mut state = self.state.borrow_mut();
+        state.files.retain(|_, file| file.entry_synced);
+        for file in state.files.values_mut() {
+            let common = file
+                .data
+                .iter()
+                .zip(file.synced.iter())
+                .take_while(|(a, b)| a == b)
+                .count();
+            let keep_to = (common + keep_bytes).min(file.data.len());
+            let mut survived = file.synced.clone();
+            if survived.len() < keep_to {
+                survived.resize(keep_to, 0);
+            }
+            survived[common..keep_to].copy_from_slice(&file.data[common..keep_to]);
+            file.data = survived;
+        }
+    }
+
     /// Writes every file (current contents) under `root`, keeping the paths
     /// relative to `prefix`. Test helper (std::fs).
     pub fn write_image(&self, prefix: &Path, root: &Path) -> io::Result<()> {
