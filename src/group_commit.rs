@@ -250,7 +250,7 @@ impl Wal<GlommioStorage> {
     /// Opens a new segment `<generation>-0000000000.wal` in `options.dir`
     /// (real files) and starts the committer. Must run on a glommio executor.
     pub async fn open(options: WalOptions) -> Result<Wal, WalOpenError> {
-        Wal::open_with(options, GlommioStorage).await
+        Wal::open_with(options, GlommioStorage::new()).await
     }
 }
 

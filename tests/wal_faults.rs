@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use common::TempDir;
 use glommio::{LocalExecutorBuilder, Placement};
-use ringest::wal::storage::Fault;
 use ringest::wal::{self, IoStep, MemStorage, Wal, WalError, WalOptions};
+use ringest::wal::{Fault, FaultPlan, GlommioStorage};
 
 fn run_async<F, Fut, T>(f: F) -> T
 where
@@ -257,4 +257,37 @@ fn wal_budget_gives_budget_full() {
         wal.close().await;
         assert_eq!(wal.append(0, b"x"), Err(WalError::Closed));
     });
+}
+
+/// Goal: the fault plan also fails real-file I/O (what server-level fault
+/// tests use), with the same outcome as in memory: the batch fails, the WAL
+/// is unhealthy, acknowledged data stays readable on disk.
+/// Method: GlommioStorage::with_faults, `fail-sync:1` parsed from text.
+#[test]
+fn fault_plan_on_real_files() {
+    let root = TempDir::new("wal-real-fault");
+    let dir = root.path.join("0");
+    let (batch, later) = run_async(move || async move {
+        let plan = FaultPlan::new();
+        let storage = GlommioStorage::with_faults(plan.clone());
+        let wal = Wal::open_with(options(&dir), storage).await.expect("open");
+        let first = wal.append(0, b"before").expect("append");
+        wal.synced(first).await.expect("synced");
+        plan.inject("fail-sync:1".parse().expect("fault text"));
+        let seq = wal.append(0, b"during").expect("append");
+        let batch = wal.synced(seq).await;
+        let later = wal.append(0, b"after");
+        wal.close().await;
+        (batch, later)
+    });
+    assert!(
+        matches!(batch, Err(WalError::Failed(c)) if c.step == IoStep::Sync),
+        "{batch:?}"
+    );
+    assert!(matches!(later, Err(WalError::Unhealthy(_))), "{later:?}");
+    wal::recover(&root.path, false).expect("recover");
+    let mut payloads = Vec::new();
+    wal::replay(&root.path, |r| payloads.push(r.payload.to_vec())).expect("replay");
+    assert_eq!(payloads[0], b"before");
+    assert!("fail-sync:0".parse::<Fault>().is_err() && "nonsense".parse::<Fault>().is_err());
 }

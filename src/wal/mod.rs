@@ -132,7 +132,7 @@ pub use recovery::{
     inspect, next_generation, recover, replay, Corruption, CorruptionKind, DirReport, RecordRef,
     RecoveryError, RecoveryReport, ReplayStats,
 };
-pub use storage::{GlommioStorage, MemStorage, Storage};
+pub use storage::{Fault, FaultPlan, GlommioStorage, MemStorage, Storage};
 
 use record::{RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX};
 use storage::WAL_BLOCK_BYTES;

@@ -69,9 +69,32 @@ fn to_io<T>(error: glommio::GlommioError<T>) -> io::Error {
     }
 }
 
-/// Real storage: glommio `DmaFile` (O_DIRECT) files.
+/// Real storage: glommio `DmaFile` (O_DIRECT) files, with an optional
+/// [`FaultPlan`] so that tests of the whole server can fail real I/O.
 #[derive(Debug, Default)]
-pub struct GlommioStorage;
+pub struct GlommioStorage {
+    faults: Option<FaultPlan>,
+}
+
+impl GlommioStorage {
+    pub fn new() -> GlommioStorage {
+        GlommioStorage::default()
+    }
+
+    /// Real files whose calls also go through `faults` (tests only).
+    pub fn with_faults(faults: FaultPlan) -> GlommioStorage {
+        GlommioStorage {
+            faults: Some(faults),
+        }
+    }
+
+    fn check(&self, call: fn(&FaultPlan) -> io::Result<()>) -> io::Result<()> {
+        match &self.faults {
+            Some(plan) => call(plan),
+            None => Ok(()),
+        }
+    }
+}
 
 impl Storage for GlommioStorage {
     type File = glommio::io::DmaFile;
@@ -143,9 +166,11 @@ impl Storage for GlommioStorage {
         Ok(file)
     }
     async fn preallocate(&self, file: &Self::File, len: u64) -> io::Result<()> {
+        self.check(FaultPlan::on_preallocate)?;
         file.pre_allocate(len, false).await.map_err(to_io)
     }
     async fn write_at(&self, file: &Self::File, buffer: Self::Buffer, pos: u64) -> io::Result<()> {
+        self.check(FaultPlan::on_write)?;
         let len = buffer.len();
         let written = file.write_at(buffer, pos).await.map_err(to_io)?;
         if written != len {
@@ -157,6 +182,7 @@ impl Storage for GlommioStorage {
         Ok(())
     }
     async fn sync_data(&self, file: &Self::File) -> io::Result<()> {
+        self.check(FaultPlan::on_sync)?;
         file.fdatasync().await.map_err(to_io)
     }
     async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
@@ -170,10 +196,10 @@ impl Storage for GlommioStorage {
     }
 }
 
-/// A fault to inject into [`MemStorage`].
+/// A fault to inject into a storage (see [`FaultPlan`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
-    /// The n-th `write_at` call (1-based, counted from now) fails with EIO.
+    /// The n-th `write_at` call (1-based, counted from arming) fails with EIO.
     FailWrite(u64),
     /// The n-th `sync_data` call fails with EIO.
     FailSync(u64),
@@ -181,6 +207,97 @@ pub enum Fault {
     NoSpaceOnWrite(u64),
     /// The n-th `preallocate` call fails with ENOSPC.
     NoSpaceOnPreallocate(u64),
+}
+
+impl std::str::FromStr for Fault {
+    type Err = FaultParseError;
+
+    /// `fail-write:N`, `fail-sync:N`, `enospc-write:N`, `enospc-preallocate:N`.
+    fn from_str(text: &str) -> Result<Fault, FaultParseError> {
+        let (name, n) = text.split_once(':').ok_or(FaultParseError)?;
+        let n: u64 = n.parse().map_err(|_| FaultParseError)?;
+        if n == 0 {
+            return Err(FaultParseError);
+        }
+        match name {
+            "fail-write" => Ok(Fault::FailWrite(n)),
+            "fail-sync" => Ok(Fault::FailSync(n)),
+            "enospc-write" => Ok(Fault::NoSpaceOnWrite(n)),
+            "enospc-preallocate" => Ok(Fault::NoSpaceOnPreallocate(n)),
+            _ => Err(FaultParseError),
+        }
+    }
+}
+
+/// Text is not one of the forms [`Fault::from_str`] accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultParseError;
+
+#[derive(Debug, Default)]
+struct FaultState {
+    writes: u64,
+    syncs: u64,
+    preallocates: u64,
+    armed: Option<Fault>,
+    base: (u64, u64, u64),
+}
+
+/// Counts storage calls and fails the one an armed [`Fault`] names. Clones
+/// share the plan, so a test (or a test-only hook in the server) can arm a
+/// fault on a running `Wal`. Disarmed, it costs one `RefCell` borrow per call.
+#[derive(Clone, Debug, Default)]
+pub struct FaultPlan {
+    state: Rc<RefCell<FaultState>>,
+}
+
+impl FaultPlan {
+    pub fn new() -> FaultPlan {
+        FaultPlan::default()
+    }
+
+    /// Arms one fault; call numbers count from now.
+    pub fn inject(&self, fault: Fault) {
+        let mut state = self.state.borrow_mut();
+        state.base = (state.writes, state.syncs, state.preallocates);
+        state.armed = Some(fault);
+    }
+
+    /// Calls so far: (write_at, sync_data).
+    pub fn calls(&self) -> (u64, u64) {
+        let state = self.state.borrow();
+        (state.writes, state.syncs)
+    }
+
+    fn on_write(&self) -> io::Result<()> {
+        let mut state = self.state.borrow_mut();
+        state.writes += 1;
+        let n = state.writes - state.base.0;
+        match state.armed {
+            Some(Fault::FailWrite(at)) if at == n => Err(eio()),
+            Some(Fault::NoSpaceOnWrite(at)) if at == n => Err(enospc()),
+            _ => Ok(()),
+        }
+    }
+
+    fn on_sync(&self) -> io::Result<()> {
+        let mut state = self.state.borrow_mut();
+        state.syncs += 1;
+        let n = state.syncs - state.base.1;
+        match state.armed {
+            Some(Fault::FailSync(at)) if at == n => Err(eio()),
+            _ => Ok(()),
+        }
+    }
+
+    fn on_preallocate(&self) -> io::Result<()> {
+        let mut state = self.state.borrow_mut();
+        state.preallocates += 1;
+        let n = state.preallocates - state.base.2;
+        match state.armed {
+            Some(Fault::NoSpaceOnPreallocate(at)) if at == n => Err(enospc()),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -196,17 +313,13 @@ struct MemFile {
 #[derive(Debug, Default)]
 struct MemState {
     files: BTreeMap<PathBuf, MemFile>,
-    writes: u64,
-    syncs: u64,
-    preallocates: u64,
-    fault: Option<Fault>,
-    fault_base: (u64, u64, u64),
 }
 
 /// In-memory storage for tests; clones share the same files.
 #[derive(Clone, Debug, Default)]
 pub struct MemStorage {
     state: Rc<RefCell<MemState>>,
+    faults: FaultPlan,
 }
 
 /// Handle of a [`MemStorage`] file.
@@ -229,15 +342,12 @@ impl MemStorage {
 
     /// Arms one fault; counts start from the calls made so far.
     pub fn inject(&self, fault: Fault) {
-        let mut state = self.state.borrow_mut();
-        state.fault_base = (state.writes, state.syncs, state.preallocates);
-        state.fault = Some(fault);
+        self.faults.inject(fault);
     }
 
     /// Calls so far: (write_at, sync_data).
     pub fn calls(&self) -> (u64, u64) {
-        let state = self.state.borrow();
-        (state.writes, state.syncs)
+        self.faults.calls()
     }
 
     /// Power loss: unsynced bytes revert to their synced content and files
@@ -339,15 +449,8 @@ impl Storage for MemStorage {
         })
     }
     async fn preallocate(&self, file: &Self::File, len: u64) -> io::Result<()> {
+        self.faults.on_preallocate()?;
         let mut state = self.state.borrow_mut();
-        state.preallocates += 1;
-        if state.fault
-            == Some(Fault::NoSpaceOnPreallocate(
-                state.preallocates - state.fault_base.2,
-            ))
-        {
-            return Err(enospc());
-        }
         let entry = state.files.get_mut(&file.path).ok_or_else(eio)?;
         if (entry.data.len() as u64) < len {
             entry.data.resize(len as usize, 0);
@@ -360,15 +463,9 @@ impl Storage for MemStorage {
             "invariant: WAL writes are whole aligned blocks (pos {pos}, len {})",
             buffer.len()
         );
+        self.faults.on_write()?;
         {
             let mut state = self.state.borrow_mut();
-            state.writes += 1;
-            let n = state.writes - state.fault_base.0;
-            match state.fault {
-                Some(Fault::FailWrite(at)) if at == n => return Err(eio()),
-                Some(Fault::NoSpaceOnWrite(at)) if at == n => return Err(enospc()),
-                _ => {}
-            }
             let entry = state.files.get_mut(&file.path).ok_or_else(eio)?;
             let end = pos as usize + buffer.len();
             if entry.data.len() < end {
@@ -382,12 +479,8 @@ impl Storage for MemStorage {
     async fn sync_data(&self, file: &Self::File) -> io::Result<()> {
         // Let other tasks run (append) while the "device" works.
         futures_lite::future::yield_now().await;
+        self.faults.on_sync()?;
         let mut state = self.state.borrow_mut();
-        state.syncs += 1;
-        let n = state.syncs - state.fault_base.1;
-        if state.fault == Some(Fault::FailSync(n)) {
-            return Err(eio());
-        }
         let entry = state.files.get_mut(&file.path).ok_or_else(eio)?;
         entry.synced = entry.data.clone();
         Ok(())
