@@ -210,10 +210,21 @@ fn replay_order_across_generations_and_shards() {
     .expect("replay");
     assert_eq!(seen, expected);
     let mut out = Vec::new();
-    assert!(wal::inspect(&root.path, &mut out).expect("inspect"));
+    let clean = wal::inspect_with(&root.path, &mut out, |_, payload| {
+        Some((payload.len() as i64, payload.len() as i64))
+    })
+    .expect("inspect");
     let text = String::from_utf8(out).expect("utf8");
-    println!("{text}");
+    assert!(clean, "{text}");
     assert!(text.contains("verify: ok"), "{text}");
+    assert!(
+        text.contains("seq 1..=3") && text.contains("time 8..=8 ns"),
+        "{text}"
+    );
+    assert!(
+        text.contains("time 9..=9 ns"),
+        "shard 10 payloads are 9 bytes: {text}"
+    );
 }
 
 /// Goal: batch_delay > 0 still acknowledges everything (the timer path works).

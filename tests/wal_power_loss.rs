@@ -337,3 +337,35 @@ fn unfinished_newest_segment_is_removed() {
     assert!(!bogus.exists());
     assert_eq!(replayed(&root.path), written);
 }
+
+/// Goal: `inspect` (behind `ringest wal verify`) reports a torn tail but does
+/// not call it corruption, and reports mid-log damage as corruption.
+/// Method: garbage after the last record → true + "TORN TAIL"; then damage
+/// an earlier segment → false + "CORRUPT".
+#[test]
+fn inspect_tells_torn_tail_from_corruption() {
+    let root = TempDir::new("wal-inspect");
+    let (newest, _, end, _) = real_wal(&root.path, 120);
+    let mut bytes = std::fs::read(&newest).expect("read");
+    bytes[end..end + 10].fill(0xEE);
+    std::fs::write(&newest, &bytes).expect("write");
+    let mut out = Vec::new();
+    assert!(wal::inspect(&root.path, &mut out).expect("inspect"));
+    let text = String::from_utf8(out).expect("utf8");
+    assert!(
+        text.contains("TORN TAIL") && text.contains("verify: ok"),
+        "{text}"
+    );
+
+    let first = newest.with_file_name("00000000000000000001-0000000000.wal");
+    let mut bytes = std::fs::read(&first).expect("read");
+    bytes[SEGMENT_HEADER_BYTES + 5] ^= 1;
+    std::fs::write(&first, &bytes).expect("write");
+    let mut out = Vec::new();
+    assert!(!wal::inspect(&root.path, &mut out).expect("inspect"));
+    let text = String::from_utf8(out).expect("utf8");
+    assert!(
+        text.contains("CORRUPT at offset 64") && text.contains("verify: CORRUPT"),
+        "{text}"
+    );
+}

@@ -614,6 +614,17 @@ pub fn replay(
 /// corruption that would stop start-up (a torn tail of a newest segment is
 /// reported but is not corruption: recovery truncates it).
 pub fn inspect(wal_root_or_dir: &Path, out: &mut impl Write) -> io::Result<bool> {
+    inspect_with(wal_root_or_dir, out, |_, _| None)
+}
+
+/// [`inspect`], also printing each segment's time range: `time_range(kind,
+/// payload)` returns the (min, max) nanosecond timestamps of one record's
+/// rows (the caller decodes its own payloads, e.g. with `batch.rs`).
+pub fn inspect_with(
+    wal_root_or_dir: &Path,
+    out: &mut impl Write,
+    mut time_range: impl FnMut(u8, &[u8]) -> Option<(i64, i64)>,
+) -> io::Result<bool> {
     let dirs = log_dirs(wal_root_or_dir).map_err(|e| match e {
         RecoveryError::Io { error, .. } => error,
         RecoveryError::Corrupt(c) => io::Error::new(io::ErrorKind::InvalidData, c.to_string()),
@@ -631,7 +642,7 @@ pub fn inspect(wal_root_or_dir: &Path, out: &mut impl Write) -> io::Result<bool>
             dir.segments.len()
         )?;
         let mut write_error: Option<io::Error> = None;
-        let analyzed = analyze_dir(dir, &mut buffer, |a, _| {
+        let analyzed = analyze_dir(dir, &mut buffer, |a, bytes| {
             let name = a
                 .path
                 .file_name()
@@ -656,6 +667,23 @@ pub fn inspect(wal_root_or_dir: &Path, out: &mut impl Write) -> io::Result<bool>
                     .collect();
                 for (kind, n) in kinds {
                     line.push_str(&format!(" {kind}:{n}"));
+                }
+                let mut range: Option<(i64, i64)> = None;
+                let mut pos = SEGMENT_HEADER_BYTES;
+                while pos < a.scan.valid_end {
+                    let Decoded::Record(record) = decode(&bytes[pos..a.scan.valid_end]) else {
+                        break;
+                    };
+                    if let Some((low, high)) = time_range(record.kind, record.payload) {
+                        range = Some(match range {
+                            Some((l, h)) => (l.min(low), h.max(high)),
+                            None => (low, high),
+                        });
+                    }
+                    pos += record.encoded_bytes();
+                }
+                if let Some((low, high)) = range {
+                    line.push_str(&format!("  time {low}..={high} ns"));
                 }
             }
             let status = match &a.verdict {

@@ -229,7 +229,7 @@ impl std::str::FromStr for Fault {
     }
 }
 
-/// Text is not one of the forms [`Fault::from_str`] accepts.
+/// Text is not one of the forms `Fault` parses from (see its `FromStr`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FaultParseError;
 
