@@ -458,11 +458,14 @@ impl<S: Storage> Wal<S> {
             if let Some(failure) = state.failure {
                 return Poll::Ready(Err(state.error_for(sequence, failure)));
             }
-            let waker = cx.waker().clone();
-            if sequence <= state.in_flight_last {
-                state.in_flight_waiters.push(waker);
+            let waiters = if sequence <= state.in_flight_last {
+                &mut state.in_flight_waiters
             } else {
-                state.open_waiters.push(waker);
+                &mut state.open_waiters
+            };
+            // A re-poll without a wake-up must not grow the list.
+            if !waiters.last().is_some_and(|w| w.will_wake(cx.waker())) {
+                waiters.push(cx.waker().clone());
             }
             Poll::Pending
         })
