@@ -1,3 +1,671 @@
-//! group_commit
+//! The running WAL of one shard: [`Wal::append`] copies a record into the
+//! open group; one committer task per `Wal` writes everything appended while
+//! the previous sync was in flight and covers it with ONE `fdatasync`; then
+//! it wakes the waiters of that batch ([`Wal::synced`]).
 //!
-//! SKELETON.
+//! Invariants:
+//! - At most one batch (writes + one `fdatasync`) is in flight per `Wal`.
+//! - `synced_sequence` only grows, and only after `fdatasync` returned `Ok`
+//!   for a batch containing every record up to it. Nothing is acknowledged
+//!   before that.
+//! - After any failed I/O the `Wal` is unhealthy forever: the failed batch's
+//!   waiters get [`WalError::Failed`] (or `NoSpace`), everything appended
+//!   later [`WalError::Unhealthy`]; nothing more is written.
+//! - Bytes awaiting sync never exceed `pending_bytes_max`; segment files never
+//!   exceed `wal_bytes_max` in total.
+//! - A group's buffer holds: the carried-over bytes of the partial block the
+//!   previous group ended in (or the segment header), then records, then
+//!   zeros up to the block end when sealed. It is written at its
+//!   block-aligned file offset; the next group rewrites the partial block.
+//! - The common path has no timer and no copy besides the one into the group
+//!   buffer. `batch_delay > 0` (off by default) adds one timer per batch.
+//!
+//! Everything is single-threaded (`Rc`, `RefCell`); no borrow is held across
+//! an `.await`.
+//!
+//! Time: sync latency is measured with `std::time::Instant` here until
+//! `clock.rs` provides the clock seam.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+
+use crate::wal::record::{encode_into, record_bytes, Sequence};
+use crate::wal::segment::{create_segment, SegmentHeader, SEGMENT_HEADER_BYTES};
+use crate::wal::storage::{GlommioStorage, Storage, WAL_BLOCK_BYTES};
+use crate::wal::{Cause, IoStep, WalError, WalOpenError, WalOptions};
+
+const BLOCK: usize = WAL_BLOCK_BYTES;
+
+fn align_down(v: usize) -> usize {
+    v / BLOCK * BLOCK
+}
+fn align_up(v: usize) -> usize {
+    v.div_ceil(BLOCK) * BLOCK
+}
+
+/// Counters and histograms of one `Wal`. `stats()` clones the histograms:
+/// call it for metrics export, not per request.
+#[derive(Clone, Debug)]
+pub struct WalStats {
+    /// Records appended (accepted by `append`).
+    pub records: u64,
+    /// Record bytes (header + payload) appended.
+    pub record_bytes: u64,
+    /// Record bytes covered by a completed sync.
+    pub synced_bytes: u64,
+    /// Completed `fdatasync` calls of batches.
+    pub syncs: u64,
+    /// Completed batch writes.
+    pub writes: u64,
+    pub segments_created: u64,
+    /// Bytes appended but not yet synced.
+    pub pending_bytes: u64,
+    /// Total size of segment files in the directory (incl. preallocation).
+    pub wal_bytes: u64,
+    /// Last sequence handed out by `append` (0: none).
+    pub appended_sequence: u64,
+    /// Every record up to this sequence is durable.
+    pub synced_sequence: u64,
+    pub last_sync_latency_us: u64,
+    /// Write + fdatasync time of each batch, µs (1 µs .. 60 s, 3 digits).
+    pub sync_latency_us: Histogram<u64>,
+    /// Records per batch.
+    pub records_per_sync: Histogram<u64>,
+}
+
+struct Group<B> {
+    buffer: B,
+    /// Segment this group goes into; `Some` header when the committer must
+    /// create that segment before writing this group.
+    segment_index: u64,
+    new_segment: Option<SegmentHeader>,
+    /// Block-aligned file offset of `buffer[0]`.
+    file_pos: u64,
+    /// Meaningful bytes in `buffer`: carried-over prefix + records.
+    fill: usize,
+    /// Record bytes (not the carried prefix) in this group.
+    record_bytes: usize,
+    records: u64,
+    last_sequence: u64,
+}
+
+/// How the failure is reported to each waiter.
+#[derive(Clone, Copy)]
+struct Failure {
+    cause: Cause,
+    /// Records `<= failed_up_to` (and above `synced_sequence`) were in the
+    /// batch that failed; later ones were never attempted.
+    failed_up_to: u64,
+}
+
+struct State<S: Storage> {
+    options: WalOptions,
+    storage: Rc<S>,
+    open: Group<S::Buffer>,
+    sealed: VecDeque<Group<S::Buffer>>,
+    next_sequence: u64,
+    synced_sequence: u64,
+    /// Last sequence of the batch in flight (== synced_sequence when idle).
+    in_flight_last: u64,
+    failure: Option<Failure>,
+    closing: bool,
+    committer_done: bool,
+    committer_waker: Option<Waker>,
+    /// Waiters whose record is in the batch in flight.
+    in_flight_waiters: Vec<Waker>,
+    /// Waiters whose record is not yet taken by the committer.
+    open_waiters: Vec<Waker>,
+    close_waiters: Vec<Waker>,
+    pending_bytes: usize,
+    wal_bytes: u64,
+    buffer_capacity: usize,
+    stats: WalStats,
+}
+
+impl<S: Storage> State<S> {
+    fn new_group(&self, segment_index: u64, file_pos: u64) -> Group<S::Buffer> {
+        Group {
+            buffer: self.storage.alloc_buffer(self.buffer_capacity),
+            segment_index,
+            new_segment: None,
+            file_pos,
+            fill: 0,
+            record_bytes: 0,
+            records: 0,
+            last_sequence: 0,
+        }
+    }
+
+    /// A group that starts segment `index` with the header as its prefix.
+    fn new_segment_group(&self, index: u64) -> Group<S::Buffer> {
+        let header = SegmentHeader {
+            generation: self.options.generation,
+            index,
+            first_sequence: self.next_sequence,
+            segment_bytes: self.options.segment_bytes,
+        };
+        let mut group = self.new_group(index, 0);
+        header.encode_into(&mut S::buffer_bytes_mut(&mut group.buffer)[..SEGMENT_HEADER_BYTES]);
+        group.fill = SEGMENT_HEADER_BYTES;
+        group.new_segment = Some(header);
+        group
+    }
+
+    /// Seals the open group (zero-pads it to the block end, trims it) and
+    /// opens `next`; if `next` continues the same segment, the partial last
+    /// block is carried over.
+    fn seal_open(&mut self, next: Option<Group<S::Buffer>>) {
+        let mut next = match next {
+            Some(group) => group,
+            None => {
+                let open = &self.open;
+                let carried_from = align_down(open.fill);
+                let mut group =
+                    self.new_group(open.segment_index, open.file_pos + carried_from as u64);
+                let carried = open.fill - carried_from;
+                S::buffer_bytes_mut(&mut group.buffer)[..carried]
+                    .copy_from_slice(&S::buffer_bytes(&open.buffer)[carried_from..open.fill]);
+                group.fill = carried;
+                group
+            }
+        };
+        std::mem::swap(&mut self.open, &mut next);
+        let mut sealed = next;
+        let end = align_up(sealed.fill);
+        S::buffer_bytes_mut(&mut sealed.buffer)[sealed.fill..end].fill(0);
+        S::buffer_trim(&mut sealed.buffer, end);
+        self.sealed.push_back(sealed);
+    }
+
+    fn wake_committer(&mut self) {
+        if let Some(waker) = self.committer_waker.take() {
+            waker.wake();
+        }
+    }
+
+    fn error_for(&self, sequence: u64, failure: Failure) -> WalError {
+        if failure.cause.is_no_space() {
+            WalError::NoSpace(failure.cause)
+        } else if sequence <= failure.failed_up_to {
+            WalError::Failed(failure.cause)
+        } else {
+            WalError::Unhealthy(failure.cause)
+        }
+    }
+
+    fn fail(&mut self, cause: Cause) {
+        self.failure = Some(Failure {
+            cause,
+            failed_up_to: self.in_flight_last,
+        });
+        tracing::error!(dir = %self.options.dir.display(), %cause, "WAL unhealthy; nothing more will be acknowledged");
+        for waker in self
+            .in_flight_waiters
+            .drain(..)
+            .chain(self.open_waiters.drain(..))
+        {
+            waker.wake();
+        }
+    }
+}
+
+struct Shared<S: Storage> {
+    state: RefCell<State<S>>,
+}
+
+/// Dropping the last `Wal` clone asks the committer to finish and exit.
+struct Owner<S: Storage> {
+    shared: Rc<Shared<S>>,
+}
+
+impl<S: Storage> Drop for Owner<S> {
+    fn drop(&mut self) {
+        let mut state = self.shared.state.borrow_mut();
+        state.closing = true;
+        state.wake_committer();
+    }
+}
+
+/// The WAL of one shard. Cheap to clone (an `Rc`).
+pub struct Wal<S: Storage = GlommioStorage> {
+    owner: Rc<Owner<S>>,
+}
+
+impl<S: Storage> Clone for Wal<S> {
+    fn clone(&self) -> Self {
+        Wal {
+            owner: Rc::clone(&self.owner),
+        }
+    }
+}
+
+impl Wal<GlommioStorage> {
+    /// Opens a new segment `<generation>-0000000000.wal` in `options.dir`
+    /// (real files) and starts the committer. Must run on a glommio executor.
+    pub async fn open(options: WalOptions) -> Result<Wal, WalOpenError> {
+        Wal::open_with(options, GlommioStorage::new()).await
+    }
+}
+
+impl<S: Storage> Wal<S> {
+    /// [`Wal::open`] through any storage (the test seam).
+    pub async fn open_with(options: WalOptions, storage: S) -> Result<Wal<S>, WalOpenError> {
+        options.validate().map_err(WalOpenError::Options)?;
+        let storage = Rc::new(storage);
+        let io = |step: IoStep| {
+            move |error: std::io::Error| WalOpenError::Io {
+                cause: Cause::new(step, &error),
+                error,
+            }
+        };
+        storage
+            .create_dir_all(&options.dir)
+            .await
+            .map_err(io(IoStep::CreateDir))?;
+        let existing = storage
+            .segment_bytes_in(&options.dir)
+            .await
+            .map_err(io(IoStep::CreateDir))?;
+        let wal_bytes = existing + options.segment_bytes;
+        if wal_bytes > options.wal_bytes_max {
+            return Err(WalOpenError::BudgetFull {
+                wal_bytes: existing,
+                wal_bytes_max: options.wal_bytes_max,
+            });
+        }
+        let header = SegmentHeader {
+            generation: options.generation,
+            index: 0,
+            first_sequence: 1,
+            segment_bytes: options.segment_bytes,
+        };
+        let file = create_segment(&*storage, &options.dir, &header)
+            .await
+            .map_err(io(IoStep::CreateSegment))?;
+        storage
+            .sync_data(&file)
+            .await
+            .map_err(io(IoStep::SyncSegmentHeader))?;
+        storage
+            .sync_dir(&options.dir)
+            .await
+            .map_err(io(IoStep::SyncDir))?;
+
+        let buffer_capacity = align_up(options.batch_bytes_max) + 2 * BLOCK;
+        let histogram = |high: u64| {
+            Histogram::new_with_bounds(1, high, 3).expect("constant histogram bounds are valid")
+        };
+        let mut open = Group {
+            buffer: storage.alloc_buffer(buffer_capacity),
+            segment_index: 0,
+            new_segment: None,
+            file_pos: 0,
+            fill: SEGMENT_HEADER_BYTES,
+            record_bytes: 0,
+            records: 0,
+            last_sequence: 0,
+        };
+        header.encode_into(&mut S::buffer_bytes_mut(&mut open.buffer)[..SEGMENT_HEADER_BYTES]);
+        let batch_delay = options.batch_delay;
+        let dir = options.dir.clone();
+        let state = State {
+            options,
+            storage: Rc::clone(&storage),
+            open,
+            sealed: VecDeque::new(),
+            next_sequence: 1,
+            synced_sequence: 0,
+            in_flight_last: 0,
+            failure: None,
+            closing: false,
+            committer_done: false,
+            committer_waker: None,
+            in_flight_waiters: Vec::new(),
+            open_waiters: Vec::new(),
+            close_waiters: Vec::new(),
+            pending_bytes: 0,
+            wal_bytes,
+            buffer_capacity,
+            stats: WalStats {
+                records: 0,
+                record_bytes: 0,
+                synced_bytes: 0,
+                syncs: 0,
+                writes: 0,
+                segments_created: 1,
+                pending_bytes: 0,
+                wal_bytes,
+                appended_sequence: 0,
+                synced_sequence: 0,
+                last_sync_latency_us: 0,
+                sync_latency_us: histogram(60_000_000),
+                records_per_sync: histogram(1 << 24),
+            },
+        };
+        let shared = Rc::new(Shared {
+            state: RefCell::new(state),
+        });
+        let committer = Committer {
+            shared: Rc::clone(&shared),
+            storage,
+            dir,
+            file: Some(file),
+            segment_index: 0,
+            batch_delay,
+        };
+        glommio::spawn_local(committer.run()).detach();
+        Ok(Wal {
+            owner: Rc::new(Owner { shared }),
+        })
+    }
+
+    fn state(&self) -> &RefCell<State<S>> {
+        &self.owner.shared.state
+    }
+
+    /// Copies one record into the open group and returns its sequence. Never
+    /// blocks. Errors: `Full`/`BudgetFull` at a bound (retry later),
+    /// `TooLarge`, `NoSpace`/`Unhealthy` once unhealthy, `Closed`.
+    pub fn append(&self, kind: u8, payload: &[u8]) -> Result<Sequence, WalError> {
+        let mut state = self.state().borrow_mut();
+        if let Some(failure) = state.failure {
+            return Err(state.error_for(u64::MAX, failure));
+        }
+        if state.closing {
+            return Err(WalError::Closed);
+        }
+        let payload_bytes_max = state.options.payload_bytes_max();
+        if payload.len() > payload_bytes_max {
+            return Err(WalError::TooLarge {
+                payload_bytes: payload.len(),
+                payload_bytes_max,
+            });
+        }
+        let bytes = record_bytes(payload.len());
+        if state.pending_bytes + bytes > state.options.pending_bytes_max {
+            return Err(WalError::Full {
+                pending_bytes: state.pending_bytes,
+                pending_bytes_max: state.options.pending_bytes_max,
+            });
+        }
+        let open = &state.open;
+        let segment_end = open.file_pos + (open.fill + bytes) as u64;
+        if segment_end > state.options.segment_bytes {
+            // The record goes into a new segment.
+            let wal_bytes = state.wal_bytes + state.options.segment_bytes;
+            if wal_bytes > state.options.wal_bytes_max {
+                return Err(WalError::BudgetFull {
+                    wal_bytes: state.wal_bytes,
+                    wal_bytes_max: state.options.wal_bytes_max,
+                });
+            }
+            state.wal_bytes = wal_bytes;
+            state.stats.wal_bytes = wal_bytes;
+            let index = state.open.segment_index + 1;
+            let next = state.new_segment_group(index);
+            if state.open.records == 0 {
+                // Nothing appended into the current group: retarget it (its
+                // carried bytes are already written by the previous group).
+                state.open = next;
+            } else {
+                state.seal_open(Some(next));
+            }
+        } else if open.record_bytes + bytes > state.options.batch_bytes_max {
+            state.seal_open(None);
+        }
+        let sequence = state.next_sequence;
+        state.next_sequence += 1;
+        let open = &mut state.open;
+        let at = open.fill;
+        encode_into(
+            &mut S::buffer_bytes_mut(&mut open.buffer)[at..at + bytes],
+            kind,
+            Sequence(sequence),
+            payload,
+        );
+        open.fill += bytes;
+        open.record_bytes += bytes;
+        open.records += 1;
+        open.last_sequence = sequence;
+        state.pending_bytes += bytes;
+        state.stats.records += 1;
+        state.stats.record_bytes += bytes as u64;
+        state.stats.appended_sequence = sequence;
+        state.wake_committer();
+        Ok(Sequence(sequence))
+    }
+
+    /// Resolves once the `fdatasync` covering `sequence` returned `Ok`, or
+    /// with the error of its batch (or of the log) otherwise.
+    pub async fn synced(&self, sequence: Sequence) -> Result<(), WalError> {
+        let sequence = sequence.0;
+        poll_fn(|cx| {
+            let mut state = self.state().borrow_mut();
+            assert!(
+                sequence < state.next_sequence,
+                "invariant: synced() is called with a sequence append() returned"
+            );
+            if sequence <= state.synced_sequence {
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(failure) = state.failure {
+                return Poll::Ready(Err(state.error_for(sequence, failure)));
+            }
+            let waiters = if sequence <= state.in_flight_last {
+                &mut state.in_flight_waiters
+            } else {
+                &mut state.open_waiters
+            };
+            // A re-poll without a wake-up must not grow the list.
+            if !waiters.last().is_some_and(|w| w.will_wake(cx.waker())) {
+                waiters.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// `Ok` while healthy; after any failed write or sync, the error every
+    /// later append gets (naming the cause).
+    pub fn health(&self) -> Result<(), WalError> {
+        let state = self.state().borrow();
+        match state.failure {
+            Some(failure) => Err(state.error_for(u64::MAX, failure)),
+            None => Ok(()),
+        }
+    }
+
+    pub fn stats(&self) -> WalStats {
+        let state = self.state().borrow();
+        let mut stats = state.stats.clone();
+        stats.pending_bytes = state.pending_bytes as u64;
+        stats.synced_sequence = state.synced_sequence;
+        stats
+    }
+
+    /// Graceful shutdown: refuses new appends, writes and syncs what is
+    /// pending, waits for the committer to exit (and close the file).
+    pub async fn close(&self) {
+        {
+            let mut state = self.state().borrow_mut();
+            state.closing = true;
+            state.wake_committer();
+        }
+        poll_fn(|cx| {
+            let mut state = self.state().borrow_mut();
+            if state.committer_done {
+                Poll::Ready(())
+            } else {
+                state.close_waiters.push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// The one task per `Wal` that writes and syncs. Owns the open file.
+struct Committer<S: Storage> {
+    shared: Rc<Shared<S>>,
+    storage: Rc<S>,
+    dir: PathBuf,
+    file: Option<S::File>,
+    segment_index: u64,
+    batch_delay: std::time::Duration,
+}
+
+/// Result of one batch: Ok, or the failing step and error.
+type BatchResult = Result<(), (IoStep, std::io::Error)>;
+
+impl<S: Storage> Committer<S> {
+    async fn run(mut self) {
+        let mut round: Vec<Group<S::Buffer>> = Vec::new();
+        loop {
+            let has_work = poll_fn(|cx| {
+                let mut state = self.shared.state.borrow_mut();
+                if !state.sealed.is_empty() || state.open.records > 0 {
+                    Poll::Ready(true)
+                } else if state.closing || state.failure.is_some() {
+                    Poll::Ready(false)
+                } else {
+                    state.committer_waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            })
+            .await;
+            if !has_work {
+                break;
+            }
+            if !self.batch_delay.is_zero() {
+                glommio::timer::sleep(self.batch_delay).await;
+            }
+            let (records, bytes) = {
+                let mut state = self.shared.state.borrow_mut();
+                if state.open.records > 0 {
+                    state.seal_open(None);
+                }
+                round.extend(state.sealed.drain(..));
+                let last = round.last().map_or(0, |g| g.last_sequence);
+                assert!(
+                    last > state.in_flight_last,
+                    "invariant: a round has records"
+                );
+                state.in_flight_last = last;
+                let State {
+                    in_flight_waiters,
+                    open_waiters,
+                    ..
+                } = &mut *state;
+                assert!(
+                    in_flight_waiters.is_empty(),
+                    "invariant: one batch in flight"
+                );
+                std::mem::swap(in_flight_waiters, open_waiters);
+                let records: u64 = round.iter().map(|g| g.records).sum();
+                let bytes: usize = round.iter().map(|g| g.record_bytes).sum();
+                (records, bytes)
+            };
+            let started = Instant::now();
+            let writes = round.len() as u64;
+            let result = self.write_round(&mut round).await;
+            let latency_us = started.elapsed().as_micros() as u64;
+            let mut state = self.shared.state.borrow_mut();
+            match result {
+                Ok(()) => {
+                    state.synced_sequence = state.in_flight_last;
+                    state.pending_bytes -= bytes;
+                    let stats = &mut state.stats;
+                    stats.syncs += 1;
+                    stats.writes += writes;
+                    stats.synced_bytes += bytes as u64;
+                    stats.last_sync_latency_us = latency_us;
+                    stats.sync_latency_us.saturating_record(latency_us.max(1));
+                    stats.records_per_sync.saturating_record(records.max(1));
+                    for waker in state.in_flight_waiters.drain(..) {
+                        waker.wake();
+                    }
+                }
+                Err((step, error)) => {
+                    state.fail(Cause::new(step, &error));
+                    break;
+                }
+            }
+        }
+        round.clear();
+        if let Some(file) = self.file.take() {
+            if let Err(error) = self.storage.close(file).await {
+                tracing::warn!(dir = %self.dir.display(), %error, "closing WAL segment failed");
+            }
+        }
+        let mut state = self.shared.state.borrow_mut();
+        state.committer_done = true;
+        for waker in state.close_waiters.drain(..) {
+            waker.wake();
+        }
+    }
+
+    /// Writes every group of the round (creating segments as needed), then
+    /// one `fdatasync` of the current segment.
+    async fn write_round(&mut self, round: &mut Vec<Group<S::Buffer>>) -> BatchResult {
+        for group in round.drain(..) {
+            if let Some(header) = group.new_segment {
+                self.start_segment(&header).await?;
+            }
+            assert_eq!(
+                group.segment_index, self.segment_index,
+                "invariant: a group is written into the segment it was laid out for"
+            );
+            let file = self.file.as_ref().expect("invariant: a segment is open");
+            self.storage
+                .write_at(file, group.buffer, group.file_pos)
+                .await
+                .map_err(|e| (IoStep::Write, e))?;
+        }
+        let file = self.file.as_ref().expect("invariant: a segment is open");
+        self.storage
+            .sync_data(file)
+            .await
+            .map_err(|e| (IoStep::Sync, e))
+    }
+
+    /// Syncs the current segment (its last groups were written this round),
+    /// creates the next one and makes its header and directory entry durable.
+    async fn start_segment(&mut self, header: &SegmentHeader) -> BatchResult {
+        assert_eq!(
+            header.index,
+            self.segment_index + 1,
+            "invariant: segments in order"
+        );
+        if let Some(file) = self.file.take() {
+            self.storage
+                .sync_data(&file)
+                .await
+                .map_err(|e| (IoStep::Sync, e))?;
+            if let Err(error) = self.storage.close(file).await {
+                tracing::warn!(dir = %self.dir.display(), %error, "closing WAL segment failed");
+            }
+        }
+        let file = create_segment(&*self.storage, &self.dir, header)
+            .await
+            .map_err(|e| (IoStep::CreateSegment, e))?;
+        self.storage
+            .sync_data(&file)
+            .await
+            .map_err(|e| (IoStep::SyncSegmentHeader, e))?;
+        self.storage
+            .sync_dir(&self.dir)
+            .await
+            .map_err(|e| (IoStep::SyncDir, e))?;
+        self.file = Some(file);
+        self.segment_index = header.index;
+        self.shared.state.borrow_mut().stats.segments_created += 1;
+        Ok(())
+    }
+}

@@ -134,11 +134,35 @@ struct Rejected {
 /// waiting for catalog decisions, and rejected lines.
 struct Routed {
     per_shard: Vec<BatchEncoder>,
+    /// Sub-batches that reached `payload_bytes_target`, with their shard.
+    sealed: Vec<(usize, Vec<u8>)>,
+    /// A sub-batch is sealed at this size, so that each fits one WAL record.
+    payload_bytes_target: usize,
     pending: BatchEncoder,
     pending_lines: Vec<u32>,
     proposals: Vec<Proposal>,
     rejected: Vec<Rejected>,
     lines_accepted: usize,
+}
+
+impl Routed {
+    fn seal_if_full(&mut self, target: usize, database: &str) {
+        if self.per_shard[target].len_bytes() >= self.payload_bytes_target {
+            let payload = self.per_shard[target].take(database);
+            self.sealed.push((target, payload));
+        }
+    }
+
+    /// Every non-empty sub-batch, in the order its rows were routed.
+    fn into_payloads(mut self, database: &str) -> Vec<(usize, Vec<u8>)> {
+        let mut payloads = std::mem::take(&mut self.sealed);
+        for (target, encoder) in self.per_shard.iter_mut().enumerate() {
+            if !encoder.is_empty() {
+                payloads.push((target, encoder.take(database)));
+            }
+        }
+        payloads
+    }
 }
 
 /// Writes the body of an accepted head. `Ok` means durable, applied, 204.
@@ -172,16 +196,13 @@ pub async fn write(shard: &Rc<Shard>, request: &WriteRequest, body: &[u8]) -> Re
         routed.lines_accepted = 0;
         return Err(lines_refusal(shard, request, &routed.rejected, 0));
     }
-    dispatch(shard, request, &mut routed.per_shard, body.len()).await?;
-    if routed.rejected.is_empty() {
+    let rejected = std::mem::take(&mut routed.rejected);
+    let accepted = routed.lines_accepted;
+    dispatch(shard, routed.into_payloads(&request.database), body.len()).await?;
+    if rejected.is_empty() {
         Ok(())
     } else {
-        Err(lines_refusal(
-            shard,
-            request,
-            &routed.rejected,
-            routed.lines_accepted,
-        ))
+        Err(lines_refusal(shard, request, &rejected, accepted))
     }
 }
 
@@ -205,6 +226,8 @@ fn route_lines(
     };
     let database = &request.database;
     let mut routed = Routed {
+        sealed: Vec::new(),
+        payload_bytes_target: shard.config.wal.batch_bytes_max / 2,
         per_shard: (0..shard.count)
             .map(|_| BatchEncoder::new(database))
             .collect(),
@@ -287,7 +310,9 @@ fn route_lines(
             routed.pending.push(&point);
             routed.pending_lines.push(point.line_number);
         } else {
-            routed.per_shard[route::owner(point.series_hash, shard.count)].push(&point);
+            let target = route::owner(point.series_hash, shard.count);
+            routed.per_shard[target].push(&point);
+            routed.seal_if_full(target, database);
             routed.lines_accepted += 1;
         }
     }
@@ -368,7 +393,8 @@ async fn resolve_schema(
     let pending = routed.pending.take(&request.database);
     let reader = BatchReader::new(&pending).expect("pending rows are encoded by this request");
     let catalog = shard.catalog.borrow();
-    for (row, line_number) in reader.rows().zip(routed.pending_lines.iter().copied()) {
+    let pending_lines = std::mem::take(&mut routed.pending_lines);
+    for (row, line_number) in reader.rows().zip(pending_lines.iter().copied()) {
         let columns = row.tags().map(|(key, _)| (key, ColumnKind::Tag)).chain(
             row.fields()
                 .map(|(key, value)| (key, ColumnKind::Field(FieldType::of(&value)))),
@@ -391,7 +417,9 @@ async fn resolve_schema(
         }
         match problem {
             None => {
-                routed.per_shard[route::owner(row.series_hash, shard.count)].push_row(&row);
+                let target = route::owner(row.series_hash, shard.count);
+                routed.per_shard[target].push_row(&row);
+                routed.seal_if_full(target, &request.database);
                 routed.lines_accepted += 1;
             }
             Some(message) => routed.rejected.push(schema_rejection(line_number, message)),
@@ -401,38 +429,29 @@ async fn resolve_schema(
     Ok(())
 }
 
-/// Sends every non-empty sub-batch to its shard and waits for all of them.
-async fn dispatch(
-    shard: &Rc<Shard>,
-    request: &WriteRequest,
-    per_shard: &mut [BatchEncoder],
-    body_bytes: usize,
-) -> Result<(), Refusal> {
-    let mut local = None;
+/// Sends every sub-batch to its shard and waits for all of them. Local
+/// ones run as tasks too, so that several share one group commit; each
+/// shard appends in the order sent, so later lines stay later.
+async fn dispatch(shard: &Rc<Shard>, payloads: Vec<(usize, Vec<u8>)>, body_bytes: usize) -> Result<(), Refusal> {
+    let mut local = Vec::new();
     let mut answers = Vec::new();
     let mut first_error = None;
-    for (target, encoder) in per_shard.iter_mut().enumerate() {
-        if encoder.is_empty() {
-            continue;
-        }
-        let payload = encoder.take(&request.database);
+    for (target, payload) in payloads {
         if target == shard.id {
-            local = Some(payload);
+            let shard = shard.clone();
+            local.push(glommio::spawn_local(async move { shard.write_local(payload).await }));
             continue;
         }
         let (reply, answer) = oneshot::channel();
-        match shard
-            .peers
-            .try_send(target, Message::Write { payload, reply })
-        {
+        match shard.peers.try_send(target, Message::Write { payload, reply }) {
             Ok(()) => answers.push(answer),
             Err(error) => {
                 first_error.get_or_insert(error);
             }
         }
     }
-    if let Some(payload) = local {
-        if let Err(error) = shard.write_local(payload).await {
+    for task in local {
+        if let Err(error) = task.await {
             first_error.get_or_insert(error);
         }
     }
@@ -452,6 +471,9 @@ fn remote_refusal(shard: &Shard, error: RemoteError, bytes: usize) -> Refusal {
         RemoteError::Overloaded { cause } => Refusal::Overloaded {
             retry_after_s: shard.admission.refusal(cause, bytes).retry_after_s,
             cause,
+        },
+        RemoteError::TooLarge { payload_bytes_max, .. } => Refusal::BodyTooLarge {
+            limit: payload_bytes_max,
         },
         RemoteError::NoSpace => Refusal::Unavailable {
             cause: "no space left on the WAL device".to_string(),

@@ -34,6 +34,11 @@ pub const CATALOG_OWNER: usize = 0;
 pub enum RemoteError {
     /// A bound was reached (store memory, WAL pending bytes, queued work).
     Overloaded { cause: &'static str },
+    /// One line is larger than a WAL record may be.
+    TooLarge {
+        payload_bytes: usize,
+        payload_bytes_max: usize,
+    },
     /// The WAL's disk is full.
     NoSpace,
     /// The write or sync of this batch failed (the shard is now unhealthy).

@@ -164,23 +164,16 @@ impl Shard {
         let sequence = self
             .wal
             .append(RECORD_BATCH, &payload)
-            .map_err(|e| match e {
-                WalError::Full { .. } => RemoteError::Overloaded {
-                    cause: "WAL bytes awaiting sync",
-                },
-                WalError::NoSpace => RemoteError::NoSpace,
-                other => RemoteError::Unhealthy {
-                    cause: other.to_string(),
-                },
-            })?;
+            .map_err(remote_error)?;
         self.apply_queue.borrow_mut().push_back((sequence, payload));
         if let Err(error) = self.wal.synced(sequence).await {
             self.apply_queue.borrow_mut().clear();
             let cause = format!("WAL of shard {}: {error}", self.id);
             self.mark_unhealthy(cause.clone());
             return Err(match error {
-                WalError::NoSpace => RemoteError::NoSpace,
-                _ => RemoteError::Failed { cause },
+                WalError::NoSpace(_) => RemoteError::NoSpace,
+                WalError::Failed(_) => RemoteError::Failed { cause },
+                other => remote_error(other),
             });
         }
         self.apply_through(sequence);
@@ -318,15 +311,7 @@ impl Shard {
         let sequence = owner
             .wal
             .append(RECORD_CATALOG, &payload)
-            .map_err(|e| match e {
-                WalError::Full { .. } => RemoteError::Overloaded {
-                    cause: "catalog WAL bytes awaiting sync",
-                },
-                WalError::NoSpace => RemoteError::NoSpace,
-                other => RemoteError::Unhealthy {
-                    cause: other.to_string(),
-                },
-            })?;
+            .map_err(remote_error)?;
         owner.wal.synced(sequence).await.map_err(|error| {
             let cause = format!("catalog WAL: {error}");
             self.mark_unhealthy(cause.clone());
@@ -494,13 +479,43 @@ impl Shard {
                 sub_batches_queued: self.admission.sub_batches() as u64,
                 store_bytes: self.store.borrow().memory_bytes() as u64,
                 wal_records: stats.records,
-                wal_bytes: stats.bytes,
+                wal_bytes: stats.record_bytes,
+                wal_sync_p50_us: stats.sync_latency_us.value_at_quantile(0.5),
+                wal_sync_p99_us: stats.sync_latency_us.value_at_quantile(0.99),
+                wal_records_per_sync: stats.records_per_sync.mean(),
                 wal_syncs: stats.syncs,
                 wal_pending_bytes: stats.pending_bytes,
                 healthy: self.health().is_ok(),
                 unhealthy_cause: self.health().err(),
             },
         )
+    }
+}
+
+/// What a WAL refusal means to the shard that asked.
+fn remote_error(error: WalError) -> RemoteError {
+    match error {
+        WalError::Full { .. } => RemoteError::Overloaded {
+            cause: "WAL bytes awaiting sync",
+        },
+        WalError::BudgetFull { .. } => RemoteError::Overloaded {
+            cause: "WAL size budget",
+        },
+        WalError::TooLarge {
+            payload_bytes,
+            payload_bytes_max,
+        } => RemoteError::TooLarge {
+            payload_bytes,
+            payload_bytes_max,
+        },
+        WalError::NoSpace(_) => RemoteError::NoSpace,
+        WalError::Failed(cause) => RemoteError::Failed {
+            cause: cause.to_string(),
+        },
+        WalError::Unhealthy(cause) => RemoteError::Unhealthy {
+            cause: cause.to_string(),
+        },
+        WalError::Closed => RemoteError::Gone,
     }
 }
 
