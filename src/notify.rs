@@ -31,6 +31,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+/// How often the watchdog thread looks at the shutdown flag.
+const WATCHDOG_STEP: Duration = Duration::from_millis(100);
+
 /// Longest `STATUS=` text sent; longer text is cut (on a char boundary).
 pub const STATUS_BYTES_MAX: usize = 512;
 
@@ -273,7 +276,8 @@ impl ProgressCheck {
 
 /// Starts the watchdog thread when systemd asked for one (`WatchdogSec=`):
 /// every half interval it sends `WATCHDOG=1` if every shard made progress,
-/// and logs the stalled shards otherwise. It stops when `shutdown` is set.
+/// and logs the stalled shards otherwise. It stops within 100 ms of
+/// `shutdown` being set, so joining it does not delay the exit.
 /// Returns `None` (and starts nothing) without a watchdog.
 pub fn spawn_watchdog(
     heartbeats: Arc<Heartbeats>,
@@ -289,10 +293,19 @@ pub fn spawn_watchdog(
         .spawn(move || {
             let mut check = ProgressCheck::new(&heartbeats);
             let mut stalled = Vec::with_capacity(heartbeats.shards());
-            while !shutdown.load(Ordering::Relaxed) {
+            'pinging: loop {
                 // A control-plane timer thread, not shard code: sleeping is
-                // how it paces the pings.
-                std::thread::sleep(period);
+                // how it paces the pings. Short steps so shutdown is noticed
+                // within WATCHDOG_STEP, not half a watchdog interval.
+                let mut waited = Duration::ZERO;
+                while waited < period {
+                    if shutdown.load(Ordering::Relaxed) {
+                        break 'pinging;
+                    }
+                    let step = WATCHDOG_STEP.min(period - waited);
+                    std::thread::sleep(step);
+                    waited += step;
+                }
                 if check.all_progressed(&heartbeats, &mut stalled) {
                     watchdog_ping();
                 } else {

@@ -83,3 +83,38 @@ fn serve_sends_ready() {
     let _ = child.wait();
     assert!(ready, "no READY=1 received");
 }
+
+/// Goal: with `WatchdogSec=` set, a healthy server sends WATCHDOG=1
+/// repeatedly. Method: WATCHDOG_USEC of 1 s (a ping every 0.5 s, five
+/// heartbeats of every shard between two checks); wait for two pings.
+#[test]
+#[ignore = "until server::run starts ringest::notify::spawn_watchdog"]
+fn serve_sends_watchdog_pings() {
+    let dir = TempDir::new("notify-watchdog");
+    let path = dir.path.join("notify.sock");
+    let receiver = UnixDatagram::bind(&path).expect("bind");
+    let port = common::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringest"))
+        .args(["serve", "--shards", "2", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(dir.path.join("data"))
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "1000000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut pings = 0;
+    for _ in 0..20 {
+        if receive(&receiver).lines().any(|l| l == "WATCHDOG=1") {
+            pings += 1;
+            if pings == 2 {
+                break;
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(pings, 2, "expected two WATCHDOG=1 pings");
+}
