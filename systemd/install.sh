@@ -38,7 +38,7 @@ uninstall=0
 purge=0
 
 usage() {
-  sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
   exit "${1:-0}"
 }
 
@@ -121,9 +121,9 @@ uninstall() {
     run rm -rf "$prefix$state_dir" "$prefix$config_dir"
     if grep -q '^ringest:' "$prefix/etc/passwd" 2>/dev/null; then
       if [ "$live" -eq 1 ]; then
-        run userdel ringest
+        run userdel ringest || echo "install.sh: could not remove user ringest" >&2
       else
-        run userdel --root "$prefix" ringest
+        run userdel --root "$prefix" ringest || echo "install.sh: could not remove user ringest" >&2
       fi
     fi
     echo "ringest removed, with its data, configuration and user."
@@ -253,12 +253,15 @@ fi
 # 6. The unit, a locked-memory drop-in when this host needs more than the
 # unit's LimitMEMLOCK, and the enable link.
 run install -D -m 0644 "$here/ringest.service" "$prefix$unit_path"
+# One shard per CPU (server.shards = 0); RINGEST_INSTALL_CPUS lets tests
+# pretend to be a bigger host.
+cpus="${RINGEST_INSTALL_CPUS:-$(nproc)}"
 io_memory_bytes="$(sed -n 's/^io_memory_bytes = \([0-9]*\).*/\1/p' "$profile_toml")"
 io_memory_bytes="${io_memory_bytes:-2097152}"
-memlock_needed=$(( $(nproc) * io_memory_bytes * 2 ))
+memlock_needed=$(( cpus * io_memory_bytes * 2 ))
 if [ "$memlock_needed" -gt $(( 64 * 1024 * 1024 )) ]; then
   write_file "$dropin_dir/memlock.conf" 0644 <<EOF
-# $(nproc) shards x $io_memory_bytes bytes of registered io_uring memory, doubled.
+# $cpus shards x $io_memory_bytes bytes of registered io_uring memory, doubled.
 [Service]
 LimitMEMLOCK=$memlock_needed
 EOF

@@ -159,6 +159,131 @@ fn unit_has_required_settings() {
     }
 }
 
+/// Expands `systemd-analyze syscall-filter` output into group -> entries.
+fn syscall_groups() -> std::collections::HashMap<String, Vec<String>> {
+    let output = systemd_analyze(&["syscall-filter"]);
+    let mut groups = std::collections::HashMap::new();
+    let mut current: Option<String> = None;
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        if let Some(name) = line.strip_prefix('@') {
+            current = Some(format!("@{}", name.trim()));
+        } else if let (Some(group), Some(entry)) = (&current, line.strip_prefix("    ")) {
+            let entry = entry.trim();
+            if !entry.is_empty() && !entry.starts_with('#') {
+                groups
+                    .entry(group.clone())
+                    .or_insert_with(Vec::new)
+                    .push(entry.to_string());
+            }
+        }
+    }
+    groups
+}
+
+fn expand(
+    item: &str,
+    groups: &std::collections::HashMap<String, Vec<String>>,
+    out: &mut std::collections::HashSet<String>,
+) {
+    match groups.get(item) {
+        Some(entries) => {
+            for entry in entries {
+                expand(entry, groups, out);
+            }
+        }
+        None => {
+            out.insert(item.to_string());
+        }
+    }
+}
+
+/// Goal: the unit's seccomp filter allows every system call ringest and
+/// glommio make (io_uring above all), so hardening cannot break start-up.
+/// Method: expand the unit's `SystemCallFilter=` allow and deny lists with
+/// systemd's own group table and check a list of needed calls.
+#[test]
+fn unit_syscall_filter_allows_what_ringest_uses() {
+    let text = std::fs::read_to_string(source("systemd/ringest.service")).expect("read unit");
+    let groups = syscall_groups();
+    assert!(groups.contains_key("@system-service"), "no group table");
+    let mut allowed = std::collections::HashSet::new();
+    let mut denied = std::collections::HashSet::new();
+    for value in text
+        .lines()
+        .filter_map(|l| l.strip_prefix("SystemCallFilter="))
+    {
+        let (deny, list) = match value.strip_prefix('~') {
+            Some(rest) => (true, rest),
+            None => (false, value),
+        };
+        for item in list.split_whitespace() {
+            expand(item, &groups, if deny { &mut denied } else { &mut allowed });
+        }
+    }
+    for needed in [
+        "io_uring_setup",
+        "io_uring_enter",
+        "io_uring_register",
+        "membarrier",
+        "mlock",
+        "mmap",
+        "sched_setaffinity",
+        "sched_getaffinity",
+        "setrlimit",
+        "prlimit64",
+        "fallocate",
+        "fdatasync",
+        "fsync",
+        "getrandom",
+        "statfs",
+        "socket",
+        "setsockopt",
+        "bind",
+        "listen",
+        "accept4",
+        "sendto",
+        "eventfd2",
+        "rt_sigtimedwait",
+        "futex",
+    ] {
+        assert!(
+            allowed.contains(needed) && !denied.contains(needed),
+            "the unit's SystemCallFilter blocks {needed}"
+        );
+    }
+}
+
+/// Goal: on a host with many cores, install writes a LimitMEMLOCK drop-in
+/// sized for shards x io_memory_bytes. Method: pretend 128 CPUs.
+#[test]
+fn many_cores_get_a_memlock_drop_in() {
+    let root = TempDir::new("install-memlock");
+    std::fs::create_dir_all(root.path.join("etc")).expect("etc");
+    let output = Command::new("bash")
+        .arg(source("systemd/install.sh"))
+        .args([
+            "--prefix",
+            root.path.to_str().expect("utf-8 path"),
+            "--binary",
+            binary(),
+        ])
+        .env("RINGEST_INSTALL_CPUS", "128")
+        .output()
+        .expect("run install.sh");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let drop_in = std::fs::read_to_string(
+        root.path
+            .join("etc/systemd/system/ringest.service.d/memlock.conf"),
+    )
+    .expect("memlock drop-in");
+    // 128 shards x 2 MiB (default io_memory_bytes), doubled.
+    assert!(drop_in.contains("LimitMEMLOCK=536870912"), "{drop_in}");
+}
+
 /// Goal: one install against a temporary root produces every file, the
 /// user, a valid config with auth on and the enabled-unit link, and prints
 /// the token once. Method: run install.sh --prefix with --sysctl and check
