@@ -44,6 +44,10 @@ const FAST_SYNC_P99_US: u64 = 1_000;
 /// From this many CPUs on, a host is sized for fleets of clients.
 const LARGE_HOST_CPUS: usize = 8;
 
+/// Profiles that ship a `tuning/<name>.sysctl.conf` fragment (checked
+/// against the directory by a test).
+pub const SYSCTL_PROFILES: &[&str] = &["low-latency", "small-vm", "throughput"];
+
 /// What to measure.
 #[derive(Clone, Debug)]
 pub struct TuneOptions {
@@ -609,9 +613,14 @@ pub fn report(
     for note in &recommendation.notes {
         writeln!(out, "  note: {note}")?;
     }
+    let sysctl = if SYSCTL_PROFILES.contains(&recommendation.profile) {
+        " --sysctl"
+    } else {
+        ""
+    };
     writeln!(
         out,
-        "apply: ringest serve --profile {p}, or systemd/install.sh --profile {p} --sysctl",
+        "apply: ringest serve --profile {p}, or systemd/install.sh --profile {p}{sysctl}",
         p = recommendation.profile
     )?;
     Ok(())
@@ -697,6 +706,23 @@ mod tests {
             Some(22_880_020 * 1024)
         );
         assert_eq!(meminfo_bytes(meminfo, "Mem"), None);
+    }
+
+    /// Goal: SYSCTL_PROFILES names exactly the fragments in tuning/.
+    /// Method: list `tuning/*.sysctl.conf`.
+    #[test]
+    fn sysctl_profiles_match_the_files() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tuning");
+        let mut found: Vec<String> = std::fs::read_dir(dir)
+            .expect("tuning/")
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".sysctl.conf").map(String::from)
+            })
+            .collect();
+        found.sort();
+        assert_eq!(found, SYSCTL_PROFILES);
     }
 
     /// Goal: percentiles pick the nearest rank. Method: 1..=100.
