@@ -28,6 +28,8 @@
 //! - [`config`]: the `Config` built once at start, profiles, limits.
 //! - [`clock`]: the only source of time.
 //! - [`metrics`]: per-shard counters and histograms, Prometheus export.
+//! - [`notify`]: systemd readiness, status and watchdog (`sd_notify`).
+//! - [`tune`]: `ringest tune`, measure the host and recommend a profile.
 
 pub mod auth;
 pub mod backpressure;
@@ -42,9 +44,11 @@ pub mod http;
 pub mod ingest;
 pub mod line_protocol;
 pub mod metrics;
+pub mod notify;
 pub mod query;
 pub mod route;
 pub mod server;
 pub mod shard;
 pub mod store;
+pub mod tune;
 pub mod wal;

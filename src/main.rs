@@ -28,6 +28,8 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Measure this machine and its data disk, and recommend a tuning profile.
+    Tune(TuneArgs),
     /// Write-ahead log tools.
     Wal {
         #[command(subcommand)]
@@ -52,6 +54,20 @@ struct ConfigArgs {
     /// Number of shards; 0 = one per CPU (overrides the configuration).
     #[arg(long)]
     shards: Option<usize>,
+}
+
+#[derive(Args)]
+struct TuneArgs {
+    /// The data directory to measure (created if missing; a probe file is
+    /// written there and removed).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Number of 4 KiB write + fdatasync latency probes.
+    #[arg(long, default_value_t = 200)]
+    sync_count: usize,
+    /// Bytes written for the sequential bandwidth probe.
+    #[arg(long, default_value_t = 256 << 20)]
+    write_bytes: u64,
 }
 
 #[derive(Subcommand)]
@@ -152,6 +168,20 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Tune(args) => {
+            let options = ringest::tune::TuneOptions {
+                data_dir: args.data_dir,
+                sync_count: args.sync_count,
+                write_bytes: args.write_bytes,
+            };
+            match ringest::tune::run(&options, &mut std::io::stdout().lock()) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("ringest tune: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Wal { command } => {
             let (dir, verify) = match command {
                 WalCommand::Inspect { dir } => (dir, false),
