@@ -432,18 +432,27 @@ async fn resolve_schema(
 /// Sends every sub-batch to its shard and waits for all of them. Local
 /// ones run as tasks too, so that several share one group commit; each
 /// shard appends in the order sent, so later lines stay later.
-async fn dispatch(shard: &Rc<Shard>, payloads: Vec<(usize, Vec<u8>)>, body_bytes: usize) -> Result<(), Refusal> {
+async fn dispatch(
+    shard: &Rc<Shard>,
+    payloads: Vec<(usize, Vec<u8>)>,
+    body_bytes: usize,
+) -> Result<(), Refusal> {
     let mut local = Vec::new();
     let mut answers = Vec::new();
     let mut first_error = None;
     for (target, payload) in payloads {
         if target == shard.id {
             let shard = shard.clone();
-            local.push(glommio::spawn_local(async move { shard.write_local(payload).await }));
+            local.push(glommio::spawn_local(async move {
+                shard.write_local(payload).await
+            }));
             continue;
         }
         let (reply, answer) = oneshot::channel();
-        match shard.peers.try_send(target, Message::Write { payload, reply }) {
+        match shard
+            .peers
+            .try_send(target, Message::Write { payload, reply })
+        {
             Ok(()) => answers.push(answer),
             Err(error) => {
                 first_error.get_or_insert(error);
@@ -472,7 +481,9 @@ fn remote_refusal(shard: &Shard, error: RemoteError, bytes: usize) -> Refusal {
             retry_after_s: shard.admission.refusal(cause, bytes).retry_after_s,
             cause,
         },
-        RemoteError::TooLarge { payload_bytes_max, .. } => Refusal::BodyTooLarge {
+        RemoteError::TooLarge {
+            payload_bytes_max, ..
+        } => Refusal::BodyTooLarge {
             limit: payload_bytes_max,
         },
         RemoteError::NoSpace => Refusal::Unavailable {

@@ -265,18 +265,36 @@ pub fn render(snapshots: &[Snapshot]) -> String {
         }
     }
     let name = "ringest_wal_sync_seconds";
-    let _ = writeln!(out, "# HELP {name} WAL write + fdatasync time per group commit.");
+    let _ = writeln!(
+        out,
+        "# HELP {name} WAL write + fdatasync time per group commit."
+    );
     let _ = writeln!(out, "# TYPE {name} summary");
     for s in snapshots {
-        for (q, v) in [("0.5", s.gauges.wal_sync_p50_us), ("0.99", s.gauges.wal_sync_p99_us)] {
-            let _ = writeln!(out, "{name}{{shard=\"{}\",quantile=\"{q}\"}} {}", s.shard, v as f64 / 1e6);
+        for (q, v) in [
+            ("0.5", s.gauges.wal_sync_p50_us),
+            ("0.99", s.gauges.wal_sync_p99_us),
+        ] {
+            let _ = writeln!(
+                out,
+                "{name}{{shard=\"{}\",quantile=\"{q}\"}} {}",
+                s.shard,
+                v as f64 / 1e6
+            );
         }
     }
     let name = "ringest_wal_records_per_sync";
-    let _ = writeln!(out, "# HELP {name} Mean WAL records covered by one fdatasync.");
+    let _ = writeln!(
+        out,
+        "# HELP {name} Mean WAL records covered by one fdatasync."
+    );
     let _ = writeln!(out, "# TYPE {name} gauge");
     for s in snapshots {
-        let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, s.gauges.wal_records_per_sync);
+        let _ = writeln!(
+            out,
+            "{name}{{shard=\"{}\"}} {}",
+            s.shard, s.gauges.wal_records_per_sync
+        );
     }
     let name = "ringest_write_ack_seconds";
     let _ = writeln!(

@@ -220,6 +220,7 @@ struct ShardSeed {
     ends: MeshEnds,
     shutdown: Arc<AtomicBool>,
     ready: mpsc::Sender<Result<usize, String>>,
+    heartbeats: Arc<crate::notify::Heartbeats>,
 }
 
 /// Runs the server until a signal. Returns when shut down cleanly.
@@ -249,6 +250,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         })?;
     }
     tracing::info!(shards = count, data_dir = %data_dir.display(), "starting");
+    crate::notify::status("recovering the catalog and the WAL");
     let catalog = shard::recover_catalog(&catalog_dir, config.wal.skip_corrupt)
         .map_err(StartError::Recovery)?;
     tracing::info!(databases = catalog.databases.len(), "catalog recovered");
@@ -263,6 +265,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let signals = block_signals()?;
     let shutdown = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = mpsc::channel();
+    let heartbeats = crate::notify::Heartbeats::new(count);
     let mut handles = Vec::with_capacity(count);
     for (id, ends) in route::mesh(count, config.backpressure.channel_capacity)
         .into_iter()
@@ -279,6 +282,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
             ends,
             shutdown: shutdown.clone(),
             ready: ready_tx.clone(),
+            heartbeats: heartbeats.clone(),
         };
         let placement = match seed.cpu {
             Some(cpu) => Placement::Fixed(cpu),
@@ -317,12 +321,18 @@ pub fn run(config: Config) -> Result<(), StartError> {
         config.server.listen
     );
     tracing::info!(listen = %config.server.listen, shards = count, "ready");
+    crate::notify::ready(&format!(
+        "ready on {} ({count} shards)",
+        config.server.listen
+    ));
+    let watchdog = crate::notify::spawn_watchdog(heartbeats, shutdown.clone());
 
     let signal = wait_signal(&signals);
     tracing::info!(
         signal,
         "shutting down: no new connections, finishing in-flight requests"
     );
+    crate::notify::stopping("draining in-flight requests");
     shutdown.store(true, Ordering::Relaxed);
     // A second signal ends the process at once.
     std::thread::spawn(move || {
@@ -335,6 +345,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
     for handle in handles {
         let _ = handle.join();
     }
+    if let Some(watchdog) = watchdog {
+        let _ = watchdog.join();
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -343,8 +356,18 @@ pub fn run(config: Config) -> Result<(), StartError> {
 async fn shard_main(seed: ShardSeed) {
     let ready = seed.ready.clone();
     let id = seed.id;
+    let heartbeats = seed.heartbeats.clone();
     match start_shard(seed).await {
         Ok((shard, listener)) => {
+            // The watchdog pings systemd only while every shard's executor
+            // keeps running this task.
+            glommio::spawn_local(async move {
+                loop {
+                    heartbeats.beat(id);
+                    glommio::timer::sleep(Duration::from_millis(100)).await;
+                }
+            })
+            .detach();
             let _ = ready.send(Ok(id));
             drop(ready);
             accept_loop(shard, listener).await;

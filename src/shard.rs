@@ -279,7 +279,10 @@ impl Shard {
         }
         // Every shard learns a new database before the write that created
         // it is acknowledged, so `SHOW DATABASES` on any shard lists it.
-        for entry in entries.iter().filter(|e| matches!(e, Entry::CreateDatabase(_))) {
+        for entry in entries
+            .iter()
+            .filter(|e| matches!(e, Entry::CreateDatabase(_)))
+        {
             self.broadcast(entry).await?;
         }
         Ok(decisions)

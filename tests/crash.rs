@@ -34,9 +34,17 @@ impl Rng {
 
 /// Writes batches for writer `w` starting at `first_seq` until the
 /// connection breaks; sends every acknowledged batch's seqs to `acks`.
-fn writer(addr: std::net::SocketAddr, w: usize, first_seq: u64, seed: u64, acks: mpsc::Sender<(usize, Vec<u64>)>) {
+fn writer(
+    addr: std::net::SocketAddr,
+    w: usize,
+    first_seq: u64,
+    seed: u64,
+    acks: mpsc::Sender<(usize, Vec<u64>)>,
+) {
     let mut rng = Rng(seed | 1);
-    let Ok(mut stream) = TcpStream::connect(addr) else { return };
+    let Ok(mut stream) = TcpStream::connect(addr) else {
+        return;
+    };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let mut seq = first_seq;
     let mut pending = Vec::new();
@@ -52,7 +60,8 @@ fn writer(addr: std::net::SocketAddr, w: usize, first_seq: u64, seed: u64, acks:
             "POST /write?db=crash HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
             body.len()
         );
-        if stream.write_all(head.as_bytes()).is_err() || stream.write_all(body.as_bytes()).is_err() {
+        if stream.write_all(head.as_bytes()).is_err() || stream.write_all(body.as_bytes()).is_err()
+        {
             return;
         }
         let response = loop {
@@ -161,5 +170,8 @@ fn acknowledged_points_survive_kill_9() {
         }
     }
     let total: usize = acked.iter().map(BTreeSet::len).sum();
-    assert!(total > CYCLES, "the test acknowledged too little to prove anything: {total}");
+    assert!(
+        total > CYCLES,
+        "the test acknowledged too little to prove anything: {total}"
+    );
 }

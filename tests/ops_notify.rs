@@ -52,10 +52,8 @@ fn sends_to_an_abstract_socket() {
 
 /// Goal: `ringest serve` under systemd sends READY=1 once it listens.
 /// Method: run the binary with NOTIFY_SOCKET pointing at our socket and
-/// wait for the datagram. Needs the integrator's one-line call in
-/// server::run (see the ops report), hence ignored until then.
+/// wait for the datagram.
 #[test]
-#[ignore = "until server::run calls ringest::notify::ready"]
 fn serve_sends_ready() {
     let dir = TempDir::new("notify-serve");
     let path = dir.path.join("notify.sock");
@@ -88,7 +86,6 @@ fn serve_sends_ready() {
 /// repeatedly. Method: WATCHDOG_USEC of 1 s (a ping every 0.5 s, five
 /// heartbeats of every shard between two checks); wait for two pings.
 #[test]
-#[ignore = "until server::run starts ringest::notify::spawn_watchdog"]
 fn serve_sends_watchdog_pings() {
     let dir = TempDir::new("notify-watchdog");
     let path = dir.path.join("notify.sock");

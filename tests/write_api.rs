@@ -42,27 +42,54 @@ fn parameter_errors() {
     let v2 = server.write_v2("org=", "cpu v=1");
     assert_eq!(v2.status, 400);
     assert!(v2.text().contains(r#""code":"invalid""#), "{}", v2.text());
-    assert!(v2.text().contains(r#""message":"missing bucket value""#), "{}", v2.text());
+    assert!(
+        v2.text().contains(r#""message":"missing bucket value""#),
+        "{}",
+        v2.text()
+    );
     let v1 = server.write_v1("precision=s", "cpu v=1");
     assert_eq!(v1.status, 400);
     assert!(v1.text().contains("database is required"), "{}", v1.text());
-    for (query, v2) in [("db=x&precision=xx", false), ("bucket=x&precision=m", true), ("db=x&precision=NS", false)] {
+    for (query, v2) in [
+        ("db=x&precision=xx", false),
+        ("bucket=x&precision=m", true),
+        ("db=x&precision=NS", false),
+    ] {
         let response = if v2 {
             server.write_v2(query, "cpu v=1")
         } else {
             server.write_v1(query, "cpu v=1")
         };
         assert_eq!(response.status, 400, "{query}");
-        assert!(response.text().contains("invalid precision"), "{query}: {}", response.text());
+        assert!(
+            response.text().contains("invalid precision"),
+            "{query}: {}",
+            response.text()
+        );
     }
     let bad_name = server.write_v1("db=bad%20name", "cpu v=1");
     assert_eq!(bad_name.status, 400);
-    assert!(bad_name.text().contains("position 4"), "{}", bad_name.text());
+    assert!(
+        bad_name.text().contains("position 4"),
+        "{}",
+        bad_name.text()
+    );
     let long = server.write_v1(&format!("db={}", "a".repeat(65)), "cpu v=1");
     assert_eq!(long.status, 400);
-    let encoding = post(&server, "/write?db=x", &[("Content-Encoding", "br")], b"cpu v=1");
+    let encoding = post(
+        &server,
+        "/write?db=x",
+        &[("Content-Encoding", "br")],
+        b"cpu v=1",
+    );
     assert_eq!(encoding.status, 415);
-    assert!(encoding.text().contains("unacceptable content-encoding: br"), "{}", encoding.text());
+    assert!(
+        encoding
+            .text()
+            .contains("unacceptable content-encoding: br"),
+        "{}",
+        encoding.text()
+    );
 }
 
 /// Goal: empty and comment-only bodies are 204; a body that is not UTF-8
@@ -71,12 +98,28 @@ fn parameter_errors() {
 fn body_edge_cases() {
     let server = Server::start(&[]);
     assert_eq!(server.write_v1("db=x", "").status, 204);
-    assert_eq!(server.write_v1("db=x", "# only a comment\n\n   \n").status, 204);
+    assert_eq!(
+        server.write_v1("db=x", "# only a comment\n\n   \n").status,
+        204
+    );
     let not_utf8 = post(&server, "/write?db=x", &[], b"cpu v=\"\xff\xfe\"\n");
     assert_eq!(not_utf8.status, 400);
-    assert!(not_utf8.text().contains("not valid utf8"), "{}", not_utf8.text());
-    for content_type in ["text/plain", "application/x-www-form-urlencoded", "application/octet-stream"] {
-        let response = post(&server, "/write?db=x", &[("Content-Type", content_type)], b"cpu v=1");
+    assert!(
+        not_utf8.text().contains("not valid utf8"),
+        "{}",
+        not_utf8.text()
+    );
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "application/octet-stream",
+    ] {
+        let response = post(
+            &server,
+            "/write?db=x",
+            &[("Content-Type", content_type)],
+            b"cpu v=1",
+        );
         assert_eq!(response.status, 204, "{content_type}");
     }
 }
@@ -110,7 +153,10 @@ fn precisions_scale_timestamps() {
         };
         assert_eq!(response.status, 204, "{precision}: {}", response.text());
         let body = select(&server, &db, "SELECT v FROM t");
-        assert!(body.contains(&format!("[{},{index}]", 7 * scale)), "{precision}: {body}");
+        assert!(
+            body.contains(&format!("[{},{index}]", 7 * scale)),
+            "{precision}: {body}"
+        );
     }
     assert_eq!(server.write_v1("db=now&precision=h", "t v=1").status, 204);
     let body = select(&server, "now", "SELECT v FROM t");
@@ -127,7 +173,14 @@ fn gzip_bodies() {
     let dir = TempDir::new("gzip");
     let config = config_file(&dir, "[http]\nbody_bytes_max = 65536\n");
     let server = Server::start(&["--config", &config]);
-    let gz = |encoding: &str, body: &[u8]| post(&server, "/write?db=g", &[("Content-Encoding", encoding)], body);
+    let gz = |encoding: &str, body: &[u8]| {
+        post(
+            &server,
+            "/write?db=g",
+            &[("Content-Encoding", encoding)],
+            body,
+        )
+    };
     assert_eq!(gz("gzip", &gzip(b"m,k=a v=1 1\n")).status, 204);
     let mut multi = gzip(b"m,k=b v=2 2\n");
     multi.extend_from_slice(&gzip(b"m,k=c v=3 3\n"));
@@ -136,7 +189,11 @@ fn gzip_bodies() {
     let good = gzip(b"m,k=e v=5 5\n");
     let corrupt = gz("gzip", b"this is not gzip");
     assert_eq!(corrupt.status, 400);
-    assert!(corrupt.text().contains("error decoding gzip stream"), "{}", corrupt.text());
+    assert!(
+        corrupt.text().contains("error decoding gzip stream"),
+        "{}",
+        corrupt.text()
+    );
     assert_eq!(gz("gzip", &good[..good.len() - 4]).status, 400, "truncated");
     let bomb = gzip(&b"m,k=z v=1\n".repeat(20_000));
     assert!(bomb.len() < 65536);
@@ -158,7 +215,10 @@ fn gzip_bodies() {
     assert_eq!(Response::parse(&answer).unwrap().status, 204);
 
     let stored = select(&server, "g", "SELECT count(v) FROM m");
-    assert!(stored.contains("[0,6]"), "six points, none from the bomb: {stored}");
+    assert!(
+        stored.contains("[0,6]"),
+        "six points, none from the bomb: {stored}"
+    );
 }
 
 /// Goal: a request with bad lines writes exactly its good lines and names
@@ -171,10 +231,19 @@ fn partial_writes_store_exactly_the_good_lines() {
     let response = server.write_v1("db=pw", body);
     assert_eq!(response.status, 400);
     let text = response.text();
-    assert!(text.contains(r#""line":4"#), "first bad line is physical line 4: {text}");
+    assert!(
+        text.contains(r#""line":4"#),
+        "first bad line is physical line 4: {text}"
+    );
     assert!(text.contains("partial write has occurred"), "{text}");
-    assert!(text.contains("line 4:") && text.contains("line 6:"), "{text}");
-    assert!(text.contains(r#""error":"partial write: unable to parse"#), "{text}");
+    assert!(
+        text.contains("line 4:") && text.contains("line 6:"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#""error":"partial write: unable to parse"#),
+        "{text}"
+    );
     assert!(response.header("x-influxdb-error").is_some());
     let stored = select(&server, "pw", "SELECT v FROM m");
     assert!(stored.contains("[1,1],[3,3],[5,5]"), "{stored}");
@@ -182,7 +251,10 @@ fn partial_writes_store_exactly_the_good_lines() {
     let none = server.write_v2("bucket=pw", "bad\nalso bad");
     assert_eq!(none.status, 400);
     assert!(none.text().contains("no data written"), "{}", none.text());
-    assert!(!none.text().contains(r#""error""#), "v2 bodies carry code and message only");
+    assert!(
+        !none.text().contains(r#""error""#),
+        "v2 bodies carry code and message only"
+    );
 }
 
 /// Goal: with `accept_partial = false` one bad line rejects the request.
@@ -194,7 +266,11 @@ fn all_or_nothing_when_configured() {
     let server = Server::start(&["--config", &config]);
     let response = server.write_v1("db=an", "m v=1 1\nbad\nm v=3 3");
     assert_eq!(response.status, 400);
-    assert!(response.text().contains("no data written"), "{}", response.text());
+    assert!(
+        response.text().contains("no data written"),
+        "{}",
+        response.text()
+    );
     let stored = select(&server, "an", "SELECT count(v) FROM m");
     assert!(!stored.contains("series"), "{stored}");
 }
@@ -209,9 +285,9 @@ fn type_conflicts() {
     let across = server.write_v1("db=tc", "m,h=a v=\"text\" 2\nm,h=b v=2 2");
     assert_eq!(across.status, 400);
     assert!(
-        across
-            .text()
-            .contains(r#"input field \"v\" on measurement \"m\" is type string, already exists as type float"#),
+        across.text().contains(
+            r#"input field \"v\" on measurement \"m\" is type string, already exists as type float"#
+        ),
         "{}",
         across.text()
     );
@@ -220,11 +296,21 @@ fn type_conflicts() {
     assert!(within.text().contains(r#""line":2"#), "{}", within.text());
     let tag_as_field = server.write_v1("db=tc", "m h=5 9");
     assert_eq!(tag_as_field.status, 400);
-    assert!(tag_as_field.text().contains("already exists as a tag"), "{}", tag_as_field.text());
+    assert!(
+        tag_as_field.text().contains("already exists as a tag"),
+        "{}",
+        tag_as_field.text()
+    );
     let m = select(&server, "tc", "SELECT v FROM m");
-    assert!(m.contains("[1,1]") && m.contains("[2,2]") && !m.contains("text"), "{m}");
+    assert!(
+        m.contains("[1,1]") && m.contains("[2,2]") && !m.contains("text"),
+        "{m}"
+    );
     let n = select(&server, "tc", "SELECT w FROM n");
-    assert!(n.contains("[1,1]") && n.contains("[3,3]") && !n.contains("[2,2]"), "{n}");
+    assert!(
+        n.contains("[1,1]") && n.contains("[3,3]") && !n.contains("[2,2]"),
+        "{n}"
+    );
 }
 
 /// Goal: the same point written three times is one row with merged
@@ -233,7 +319,12 @@ fn type_conflicts() {
 #[test]
 fn same_point_merges_later_wins() {
     let server = Server::start(&[]);
-    assert_eq!(server.write_v1("db=dup", "m,k=a x=1 5\nm,k=a y=2 5\nm,k=a x=3 5").status, 204);
+    assert_eq!(
+        server
+            .write_v1("db=dup", "m,k=a x=1 5\nm,k=a y=2 5\nm,k=a x=3 5")
+            .status,
+        204
+    );
     assert_eq!(server.write_v1("db=dup", "m,k=b x=1 5").status, 204);
     assert_eq!(server.write_v1("db=dup", "m,k=b x=7 5").status, 204);
     let body = select(&server, "dup", "SELECT x, y FROM m GROUP BY k");
@@ -259,7 +350,11 @@ fn database_rules() {
     let strict = Server::start(&["--config", &config]);
     let missing = strict.write_v1("db=nope", "m v=1");
     assert_eq!(missing.status, 404);
-    assert!(missing.text().contains(r#"database not found: \"nope\""#), "{}", missing.text());
+    assert!(
+        missing.text().contains(r#"database not found: \"nope\""#),
+        "{}",
+        missing.text()
+    );
     assert_eq!(strict.query("q=CREATE+DATABASE+%22nope%22").status, 200);
     assert_eq!(strict.write_v1("db=nope", "m v=1").status, 204);
 }
@@ -287,21 +382,41 @@ fn credentials() {
     let (server, _dir) = auth_server();
     let basic = format!("Basic {}", base64_encode(&format!("anyone:{TOKEN_WRITER}")));
     let forms: [(&str, Vec<(&str, String)>); 4] = [
-        ("/write?db=telegraf", vec![("Authorization", format!("Token {TOKEN_WRITER}"))]),
-        ("/api/v2/write?bucket=telegraf", vec![("Authorization", format!("Bearer {TOKEN_WRITER}"))]),
+        (
+            "/write?db=telegraf",
+            vec![("Authorization", format!("Token {TOKEN_WRITER}"))],
+        ),
+        (
+            "/api/v2/write?bucket=telegraf",
+            vec![("Authorization", format!("Bearer {TOKEN_WRITER}"))],
+        ),
         ("/write?db=telegraf", vec![("Authorization", basic)]),
         ("/write?db=telegraf&u=someone&p=writer-secret", vec![]),
     ];
     for (target, headers) in &forms {
         let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
         let response = post(&server, target, &headers, b"m v=1");
-        assert_eq!(response.status, 204, "{target} {headers:?}: {}", response.text());
+        assert_eq!(
+            response.status,
+            204,
+            "{target} {headers:?}: {}",
+            response.text()
+        );
     }
     let missing = server.write_v1("db=telegraf", "m v=1");
     assert_eq!(missing.status, 401);
     assert!(missing.header("www-authenticate").is_some());
-    assert!(missing.text().contains(r#""code":"unauthorized""#), "{}", missing.text());
-    let unknown = post(&server, "/write?db=telegraf", &[("Authorization", "Token nope")], b"m v=1");
+    assert!(
+        missing.text().contains(r#""code":"unauthorized""#),
+        "{}",
+        missing.text()
+    );
+    let unknown = post(
+        &server,
+        "/write?db=telegraf",
+        &[("Authorization", "Token nope")],
+        b"m v=1",
+    );
     assert_eq!(unknown.status, 401);
     let forbidden = post(
         &server,
@@ -317,7 +432,11 @@ fn credentials() {
         b"m v=1",
     );
     assert_eq!(reader.status, 403, "read-only token cannot write");
-    assert_eq!(server.write_v2("org=", "m v=1").status, 400, "parameters before auth");
+    assert_eq!(
+        server.write_v2("org=", "m v=1").status,
+        400,
+        "parameters before auth"
+    );
     assert_eq!(server.request("GET", "/ping", &[], b"").status, 204);
     assert_eq!(server.request("GET", "/health", &[], b"").status, 200);
     let query = server.query("q=SHOW+DATABASES");
@@ -329,7 +448,11 @@ fn base64_encode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -363,7 +486,11 @@ fn backpressure_refuses_at_once() {
     assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
     let v1 = post(&server, "/write?db=x", &[], b"m v=1");
     assert_eq!(v1.status, 503, "{}", v1.text());
-    let retry: u32 = v1.header("retry-after").expect("Retry-After").parse().expect("integer");
+    let retry: u32 = v1
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("integer");
     assert!((1..=30).contains(&retry));
     let v2 = post(&server, "/api/v2/write?bucket=x", &[], b"m v=1");
     assert_eq!(v2.status, 429, "{}", v2.text());
