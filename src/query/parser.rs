@@ -926,7 +926,10 @@ impl Parser {
                 let name = self.identifier()?;
                 if self.peek().tok == Tok::DoubleColon {
                     self.next();
-                    self.identifier()?;
+                    let token = self.next();
+                    if !Parser::is_keyword(&token, "tag") {
+                        return Err(self.unexpected(&token, &["tag"]));
+                    }
                 }
                 keys.push(name);
             }
