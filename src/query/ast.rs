@@ -53,8 +53,14 @@ impl BinaryOp {
 
 #[derive(Clone, Debug)]
 pub enum Expr {
-    VarRef { name: String, kind: Option<RefKind> },
-    Call { name: String, args: Vec<Expr> },
+    VarRef {
+        name: String,
+        kind: Option<RefKind>,
+    },
+    Call {
+        name: String,
+        args: Vec<Expr>,
+    },
     Integer(i64),
     Number(f64),
     String(String),
@@ -63,7 +69,11 @@ pub enum Expr {
     Duration(i64),
     Regex(Regex),
     Wildcard,
-    Binary { op: BinaryOp, lhs: Box<Expr>, rhs: Box<Expr> },
+    Binary {
+        op: BinaryOp,
+        lhs: Box<Expr>,
+        rhs: Box<Expr>,
+    },
     Paren(Box<Expr>),
 }
 

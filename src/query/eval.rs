@@ -17,8 +17,8 @@ use crate::store::{
 use super::ast::*;
 use super::json;
 use super::parser::parse_query;
-use super::{QueryBackend, QueryOutput, QueryParams, BUCKETS_MAX, CHUNK_SIZE_DEFAULT, ROWS_MAX};
 use super::{time as qtime, SERIES_MAX};
+use super::{QueryBackend, QueryOutput, QueryParams, BUCKETS_MAX, CHUNK_SIZE_DEFAULT, ROWS_MAX};
 
 /// InfluxDB's unbounded time range.
 const TIME_MIN_NS: i64 = i64::MIN + 2;
@@ -31,6 +31,7 @@ pub enum StatementError {
     DatabaseNotFound(String),
     NotAuthorized(String),
     NotExecuted,
+    RetentionPolicyNotFound(String),
     GroupByRequiresAggregate,
     MixedAggregates,
     NoField,
@@ -48,9 +49,15 @@ impl fmt::Display for StatementError {
             StatementError::DatabaseRequired => f.write_str("database name required"),
             StatementError::DatabaseNotFound(db) => write!(f, "database not found: {db}"),
             StatementError::NotAuthorized(db) => {
-                write!(f, "not authorized to execute statement, requires READ on {db}")
+                write!(
+                    f,
+                    "not authorized to execute statement, requires READ on {db}"
+                )
             }
             StatementError::NotExecuted => f.write_str("not executed"),
+            StatementError::RetentionPolicyNotFound(rp) => {
+                write!(f, "retention policy not found: {rp}")
+            }
             StatementError::GroupByRequiresAggregate => {
                 f.write_str("GROUP BY requires at least one aggregate function")
             }
@@ -172,7 +179,13 @@ fn write_cell(out: &mut Vec<u8>, cell: &Cell, divisor: Option<i64>) {
     }
 }
 
-fn write_series(out: &mut Vec<u8>, series: &OutSeries, rows: &[Vec<Cell>], partial: bool, divisor: Option<i64>) {
+fn write_series(
+    out: &mut Vec<u8>,
+    series: &OutSeries,
+    rows: &[Vec<Cell>],
+    partial: bool,
+    divisor: Option<i64>,
+) {
     out.push(b'{');
     let mut first = true;
     if let Some(name) = &series.name {
@@ -284,8 +297,10 @@ pub fn write_response(results: &[StatementResult], params: &QueryParams) -> Vec<
             }
             match result {
                 Ok(series) => {
-                    let parts: Vec<(&OutSeries, &[Vec<Cell>], bool)> =
-                        series.iter().map(|s| (s, s.values.as_slice(), false)).collect();
+                    let parts: Vec<(&OutSeries, &[Vec<Cell>], bool)> = series
+                        .iter()
+                        .map(|s| (s, s.values.as_slice(), false))
+                        .collect();
                     write_result(&mut doc, id, &parts, None, false, divisor);
                 }
                 Err(error) => write_result(&mut doc, id, &[], Some(error), false, divisor),
@@ -295,7 +310,10 @@ pub fn write_response(results: &[StatementResult], params: &QueryParams) -> Vec<
         finish_doc(&mut out, doc, params.pretty);
         return out;
     }
-    let chunk_size = params.chunk_size.filter(|n| *n > 0).unwrap_or(CHUNK_SIZE_DEFAULT);
+    let chunk_size = params
+        .chunk_size
+        .filter(|n| *n > 0)
+        .unwrap_or(CHUNK_SIZE_DEFAULT);
     for (id, result) in results.iter().enumerate() {
         match result {
             Err(error) => {
@@ -374,10 +392,16 @@ async fn run_statement(
             Ok(vec![OutSeries {
                 name: None,
                 tags: Vec::new(),
-                columns: ["name", "duration", "shardGroupDuration", "replicaN", "default"]
-                    .iter()
-                    .map(|c| c.to_string())
-                    .collect(),
+                columns: [
+                    "name",
+                    "duration",
+                    "shardGroupDuration",
+                    "replicaN",
+                    "default",
+                ]
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
                 values: vec![vec![
                     Cell::Value(Value::String("autogen".into())),
                     Cell::Value(Value::String("0s".into())),
@@ -562,7 +586,11 @@ async fn run_statement(
     }
 }
 
-fn limit_offset<T>(items: impl Iterator<Item = T>, limit: usize, offset: usize) -> impl Iterator<Item = T> {
+fn limit_offset<T>(
+    items: impl Iterator<Item = T>,
+    limit: usize,
+    offset: usize,
+) -> impl Iterator<Item = T> {
     items
         .skip(offset)
         .take(if limit == 0 { usize::MAX } else { limit })
@@ -602,7 +630,7 @@ fn database(
     if !backend.may_read(&db) {
         return Err(StatementError::NotAuthorized(db));
     }
-    if !backend.databases().iter().any(|d| *d == db) {
+    if !backend.databases().contains(&db) {
         return Err(StatementError::DatabaseNotFound(db));
     }
     Ok(db)
@@ -737,7 +765,9 @@ fn time_value(expr: &Expr, now: i64) -> Result<i64, StatementError> {
         Expr::Integer(n) => Ok(*n),
         Expr::Duration(d) => Ok(*d),
         Expr::Number(f) => Ok(*f as i64),
-        Expr::String(s) => qtime::parse_time(s).ok_or_else(|| StatementError::InvalidTime(s.clone())),
+        Expr::String(s) => {
+            qtime::parse_time(s).ok_or_else(|| StatementError::InvalidTime(s.clone()))
+        }
         Expr::Call { name, args } if name == "now" && args.is_empty() => Ok(now),
         Expr::Paren(inner) => time_value(inner, now),
         Expr::Binary { op, lhs, rhs } if matches!(op, BinaryOp::Add | BinaryOp::Sub) => {
@@ -766,7 +796,11 @@ fn split_time(
 ) -> Result<Option<Expr>, StatementError> {
     match expr {
         Expr::Paren(inner) => split_time(inner, now, min, max),
-        Expr::Binary { op: BinaryOp::And, lhs, rhs } => {
+        Expr::Binary {
+            op: BinaryOp::And,
+            lhs,
+            rhs,
+        } => {
             let a = split_time(lhs, now, min, max)?;
             let b = split_time(rhs, now, min, max)?;
             Ok(match (a, b) {
@@ -778,7 +812,9 @@ fn split_time(
                 (a, b) => a.or(b),
             })
         }
-        Expr::Binary { op, lhs, rhs } if op.is_comparison() && (is_time_ref(lhs) || is_time_ref(rhs)) => {
+        Expr::Binary { op, lhs, rhs }
+            if op.is_comparison() && (is_time_ref(lhs) || is_time_ref(rhs)) =>
+        {
             let (op, value) = if is_time_ref(lhs) {
                 (*op, time_value(rhs, now)?)
             } else {
@@ -857,12 +893,8 @@ fn eval_row(expr: &Expr, ctx: &RowContext<'_>) -> Option<Value> {
         Expr::Duration(d) => Some(Value::Integer(*d)),
         Expr::Paren(inner) => eval_row(inner, ctx),
         Expr::Binary { op, lhs, rhs } => match op {
-            BinaryOp::And => Some(Value::Boolean(
-                eval_bool(lhs, ctx) && eval_bool(rhs, ctx),
-            )),
-            BinaryOp::Or => Some(Value::Boolean(
-                eval_bool(lhs, ctx) || eval_bool(rhs, ctx),
-            )),
+            BinaryOp::And => Some(Value::Boolean(eval_bool(lhs, ctx) && eval_bool(rhs, ctx))),
+            BinaryOp::Or => Some(Value::Boolean(eval_bool(lhs, ctx) || eval_bool(rhs, ctx))),
             BinaryOp::Match | BinaryOp::NotMatch => {
                 let Expr::Regex(re) = rhs.as_ref() else {
                     return Some(Value::Boolean(false));
@@ -980,8 +1012,19 @@ fn arithmetic(op: BinaryOp, a: Value, b: Value) -> Option<Value> {
 // ---------------------------------------------------------------- select
 
 const AGGREGATES: &[&str] = &[
-    "count", "mean", "sum", "min", "max", "first", "last", "median", "spread", "stddev",
-    "percentile", "distinct", "mode",
+    "count",
+    "mean",
+    "sum",
+    "min",
+    "max",
+    "first",
+    "last",
+    "median",
+    "spread",
+    "stddev",
+    "percentile",
+    "distinct",
+    "mode",
 ];
 const SELECTORS: &[&str] = &["min", "max", "first", "last", "percentile"];
 const TRANSFORMS: &[&str] = &[
@@ -994,7 +1037,14 @@ const TRANSFORMS: &[&str] = &[
 ];
 /// Aggregates that read only numeric fields when expanded from `*`.
 const NUMERIC_ONLY: &[&str] = &[
-    "mean", "sum", "min", "max", "median", "spread", "stddev", "percentile",
+    "mean",
+    "sum",
+    "min",
+    "max",
+    "median",
+    "spread",
+    "stddev",
+    "percentile",
 ];
 
 fn contains_call(expr: &Expr) -> bool {
@@ -1066,15 +1116,14 @@ struct Column {
 }
 
 fn is_numeric(t: FieldType) -> bool {
-    matches!(t, FieldType::Float | FieldType::Integer | FieldType::Unsigned)
+    matches!(
+        t,
+        FieldType::Float | FieldType::Integer | FieldType::Unsigned
+    )
 }
 
 /// Expands `*` (raw) and `fn(*)` / `fn(/re/)` (aggregates) for one measurement.
-fn expand_fields(
-    select: &Select,
-    schema: &Schema,
-    group_keys: &BTreeSet<String>,
-) -> Vec<Column> {
+fn expand_fields(select: &Select, schema: &Schema, group_keys: &BTreeSet<String>) -> Vec<Column> {
     let mut names = Vec::new();
     let mut exprs = Vec::new();
     for field in &select.fields {
@@ -1085,7 +1134,12 @@ fn expand_fields(
                     .iter()
                     .filter(|k| !group_keys.contains(*k))
                     .map(|k| (k.clone(), Some(RefKind::Tag)))
-                    .chain(schema.fields.keys().map(|k| (k.clone(), Some(RefKind::Field))))
+                    .chain(
+                        schema
+                            .fields
+                            .keys()
+                            .map(|k| (k.clone(), Some(RefKind::Field))),
+                    )
                     .collect();
                 all.sort_by(|a, b| a.0.cmp(&b.0));
                 for (name, kind) in all {
@@ -1239,6 +1293,17 @@ async fn run_select(
     }
     let explicit_db = select.sources.iter().find_map(|s| s.database.clone());
     let db = database(explicit_db.as_ref(), params, backend)?;
+    // One retention policy exists: autogen.
+    let policies = select
+        .sources
+        .iter()
+        .filter_map(|s| s.retention_policy.as_ref())
+        .chain(params.rp.as_ref().filter(|rp| !rp.is_empty()));
+    for rp in policies {
+        if rp != "autogen" {
+            return Err(StatementError::RetentionPolicyNotFound(rp.clone()));
+        }
+    }
     for field in &select.fields {
         validate_calls(&field.expr, false)?;
     }
@@ -1259,7 +1324,8 @@ async fn run_select(
     if select.group_time.is_some() && time_max == TIME_MAX_NS {
         time_max = params.now_ns;
     }
-    let schema_all = fetch_schema(backend, &db, source_filter(&select.sources), None, false).await?;
+    let schema_all =
+        fetch_schema(backend, &db, source_filter(&select.sources), None, false).await?;
     let mut out: Vec<OutSeries> = Vec::new();
     let mut bucket_total = 0usize;
     for (measurement, schema) in &schema_all {
@@ -1291,19 +1357,26 @@ async fn run_select(
         }
         let tag_filter = rest
             .as_ref()
-            .and_then(|c| to_tag_filter(c, &|k| schema.tag_keys.contains(k) && !schema.fields.contains_key(k)))
+            .and_then(|c| {
+                to_tag_filter(c, &|k| {
+                    schema.tag_keys.contains(k) && !schema.fields.contains_key(k)
+                })
+            })
             .unwrap_or(TagFilter::All);
         let request = ScanRequest::Rows(RowsRequest {
             database: db.clone(),
             measurements: vec![measurement.clone()],
             tag_filter,
-            time_min_ns: time_min,
+            time_min_ns: time_min.saturating_sub(lookback_ns(select)),
             time_max_ns: time_max,
             fields: fields.clone(),
             condition_fields: condition_fields.clone(),
             row_limit: ROWS_MAX,
         });
-        let responses = backend.scan(request).await.map_err(StatementError::Backend)?;
+        let responses = backend
+            .scan(request)
+            .await
+            .map_err(StatementError::Backend)?;
         let mut series: Vec<SeriesRows> = Vec::new();
         for response in responses {
             if let ScanResponse::Rows(rows) = response {
@@ -1328,15 +1401,6 @@ async fn run_select(
                 Group { key, series }
             })
             .collect();
-        // Data-driven lower bound for GROUP BY time without one.
-        let mut range_min = time_min;
-        if select.group_time.is_some() && time_min == TIME_MIN_NS {
-            range_min = groups
-                .iter()
-                .flat_map(|g| g.series.iter().filter_map(|s| s.times.first().copied()))
-                .min()
-                .unwrap_or(time_min);
-        }
         for group in groups {
             let rows = if has_calls {
                 aggregate_group(
@@ -1346,11 +1410,17 @@ async fn run_select(
                     &column_names,
                     &schema.tag_keys,
                     rest.as_ref(),
-                    (range_min, time_min, time_max),
+                    (time_min, time_max),
                     &mut bucket_total,
                 )?
             } else {
-                raw_group(&columns, &group, &column_names, &schema.tag_keys, rest.as_ref())
+                raw_group(
+                    &columns,
+                    &group,
+                    &column_names,
+                    &schema.tag_keys,
+                    rest.as_ref(),
+                )
             };
             if rows.is_empty() {
                 continue;
@@ -1359,7 +1429,8 @@ async fn run_select(
             if select.descending {
                 rows.reverse();
             }
-            let rows: Vec<Vec<Cell>> = limit_offset(rows.into_iter(), select.limit, select.offset).collect();
+            let rows: Vec<Vec<Cell>> =
+                limit_offset(rows.into_iter(), select.limit, select.offset).collect();
             if rows.is_empty() {
                 continue;
             }
@@ -1442,7 +1513,10 @@ fn raw_group(
 
 fn is_tag_expr(expr: &Expr, ctx: &RowContext<'_>) -> bool {
     match expr {
-        Expr::VarRef { kind: Some(RefKind::Tag), .. } => true,
+        Expr::VarRef {
+            kind: Some(RefKind::Tag),
+            ..
+        } => true,
         Expr::VarRef { name, kind: None } => {
             !ctx.fields.contains_key(name.as_str()) && ctx.tag_keys.contains(name)
         }
@@ -1543,6 +1617,9 @@ fn plan_expr(expr: &Expr, bases: &mut Vec<BaseCall>, transforms: &mut Vec<Transf
     }
 }
 
+/// Every value a base call produced in one bucket (several for distinct).
+type BucketValues = Vec<(Value, i64)>;
+
 /// One base call's result in one bucket: value and the selected point's time.
 type Slot = Option<(Value, i64)>;
 
@@ -1550,7 +1627,11 @@ fn compute_base(call: &BaseCall, points: &[(i64, Value)]) -> Vec<(Value, i64)> {
     if points.is_empty() {
         return Vec::new();
     }
-    let numbers = || points.iter().filter_map(|(t, v)| as_f64(v).map(|f| (*t, f)));
+    let numbers = || {
+        points
+            .iter()
+            .filter_map(|(t, v)| as_f64(v).map(|f| (*t, f)))
+    };
     let one = |v: Value, t: i64| vec![(v, t)];
     match call.function.as_str() {
         "count" => one(Value::Integer(points.len() as i64), points[0].0),
@@ -1686,8 +1767,11 @@ fn compute_base(call: &BaseCall, points: &[(i64, Value)]) -> Vec<(Value, i64)> {
                     None => counts.push((v, 1, *t)),
                 }
             }
-            let best = counts.iter().max_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)));
-            best.map(|(v, _, _)| one((*v).clone(), points[0].0)).unwrap_or_default()
+            let best = counts
+                .iter()
+                .max_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)));
+            best.map(|(v, _, _)| one((*v).clone(), points[0].0))
+                .unwrap_or_default()
         }
         "distinct" => {
             let mut values: Vec<Value> = Vec::new();
@@ -1725,9 +1809,19 @@ fn fill_slots(slots: &mut [Slot], had_points: &[bool], fill: &Fill, is_count: bo
             }
         }
         Fill::Number(f) => {
+            // An integer aggregate casts the fill value like Go's int64(f).
+            let integer = is_count
+                || slots
+                    .iter()
+                    .any(|s| matches!(s, Some((Value::Integer(_), _))));
             for (slot, had) in slots.iter_mut().zip(had_points) {
                 if !had {
-                    *slot = Some((Value::Float(*f), 0));
+                    let value = if integer {
+                        Value::Integer(*f as i64)
+                    } else {
+                        Value::Float(*f)
+                    };
+                    *slot = Some((value, 0));
                 }
             }
         }
@@ -1742,6 +1836,9 @@ fn fill_slots(slots: &mut [Slot], had_points: &[bool], fill: &Fill, is_count: bo
             }
         }
         Fill::Linear => {
+            // Go: m = (next - prev) / (tn - tp), x = t - tp, all times in
+            // interval units (integer division), value = m * x + prev.
+            let interval = times.get(1).map_or(1, |t| t - times[0]).max(1);
             let known: Vec<usize> = (0..slots.len())
                 .filter(|i| had_points[*i] && slots[*i].is_some())
                 .collect();
@@ -1753,15 +1850,21 @@ fn fill_slots(slots: &mut [Slot], had_points: &[bool], fill: &Fill, is_count: bo
                 let (Some((va, _)), Some((vb, _))) = (slots[a].clone(), slots[b].clone()) else {
                     continue;
                 };
-                let (Some(ya), Some(yb)) = (as_f64(&va), as_f64(&vb)) else {
-                    continue;
-                };
-                let (xa, xb) = (times[a] as f64, times[b] as f64);
+                let (xa, xb) = (times[a] / interval, times[b] / interval);
                 for i in a + 1..b {
-                    let y = ya + (yb - ya) * (times[i] as f64 - xa) / (xb - xa);
+                    let x = (times[i] / interval - xa) as f64;
                     let value = match (&va, &vb) {
-                        (Value::Integer(_), Value::Integer(_)) => Value::Integer(y as i64),
-                        _ => Value::Float(y),
+                        (Value::Integer(ya), Value::Integer(yb)) => {
+                            let m = (yb - ya) as f64 / (xb - xa) as f64;
+                            Value::Integer((m * x + *ya as f64) as i64)
+                        }
+                        _ => {
+                            let (Some(ya), Some(yb)) = (as_f64(&va), as_f64(&vb)) else {
+                                continue;
+                            };
+                            let m = (yb - ya) / (xb - xa) as f64;
+                            Value::Float(m * x + ya)
+                        }
                     };
                     slots[i] = Some((value, 0));
                 }
@@ -1806,7 +1909,9 @@ fn compute_transform(call: &TransformCall, slots: &[Slot], times: &[i64]) -> Vec
             "cumulative_sum" => {
                 running = Some(match running.take() {
                     None => value.clone(),
-                    Some(sum) => arithmetic(BinaryOp::Add, sum, value.clone()).unwrap_or(Value::Float(0.0)),
+                    Some(sum) => {
+                        arithmetic(BinaryOp::Add, sum, value.clone()).unwrap_or(Value::Float(0.0))
+                    }
                 });
                 out[i] = running.clone();
             }
@@ -1829,9 +1934,18 @@ fn compute_transform(call: &TransformCall, slots: &[Slot], times: &[i64]) -> Vec
 }
 
 /// Evaluates a column plan in bucket `b`: (value, present).
-fn eval_plan(plan: &Plan, b: usize, bases: &[Vec<Slot>], present: &[Vec<bool>], transforms: &[Vec<Option<Value>>]) -> (Option<Value>, bool) {
+fn eval_plan(
+    plan: &Plan,
+    b: usize,
+    bases: &[Vec<Slot>],
+    present: &[Vec<bool>],
+    transforms: &[Vec<Option<Value>>],
+) -> (Option<Value>, bool) {
     match plan {
-        Plan::Base(i) => (bases[*i][b].as_ref().map(|(v, _)| v.clone()), present[*i][b]),
+        Plan::Base(i) => (
+            bases[*i][b].as_ref().map(|(v, _)| v.clone()),
+            present[*i][b],
+        ),
         Plan::Transform(i) => {
             let v = transforms[*i][b].clone();
             let p = v.is_some();
@@ -1851,6 +1965,38 @@ fn eval_plan(plan: &Plan, b: usize, bases: &[Vec<Slot>], present: &[Vec<bool>], 
     }
 }
 
+/// How far before the range start transformations read (InfluxDB widens
+/// the inner aggregate's range so the first bucket has a predecessor).
+fn lookback_ns(select: &Select) -> i64 {
+    fn walk(expr: &Expr, interval: i64) -> i64 {
+        match expr {
+            Expr::Call { name, args } => match name.as_str() {
+                "derivative"
+                | "non_negative_derivative"
+                | "difference"
+                | "non_negative_difference" => interval,
+                "moving_average" => match args.get(1) {
+                    Some(Expr::Integer(n)) if *n > 1 => interval.saturating_mul(n - 1),
+                    _ => 0,
+                },
+                _ => 0,
+            },
+            Expr::Binary { lhs, rhs, .. } => walk(lhs, interval).max(walk(rhs, interval)),
+            Expr::Paren(inner) => walk(inner, interval),
+            _ => 0,
+        }
+    }
+    let Some((interval, _)) = select.group_time else {
+        return 0;
+    };
+    select
+        .fields
+        .iter()
+        .map(|f| walk(&f.expr, interval))
+        .max()
+        .unwrap_or(0)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn aggregate_group(
     select: &Select,
@@ -1859,7 +2005,7 @@ fn aggregate_group(
     column_names: &[String],
     tag_keys: &BTreeSet<String>,
     condition: Option<&Expr>,
-    (range_min, time_min, time_max): (i64, i64, i64),
+    (time_min, time_max): (i64, i64),
     bucket_total: &mut usize,
 ) -> Result<Vec<Vec<Cell>>, StatementError> {
     let mut bases: Vec<BaseCall> = Vec::new();
@@ -1882,8 +2028,21 @@ fn aggregate_group(
         return Ok(Vec::new());
     }
     // Bucket times.
+    // Buckets before `output_from` exist only to feed transformations.
+    let mut output_from = i64::MIN;
     let times: Vec<i64> = if let Some((interval, offset)) = select.group_time {
         let start = |t: i64| t - (t - offset).rem_euclid(interval);
+        // Without a lower bound the buckets start at the group's first point.
+        let range_min = if time_min == TIME_MIN_NS {
+            points
+                .iter()
+                .filter_map(|p| p.first().map(|(t, _)| *t))
+                .min()
+                .unwrap_or(time_min)
+        } else {
+            output_from = start(time_min);
+            time_min.saturating_sub(lookback_ns(select))
+        };
         let first = start(range_min);
         let last = start(time_max);
         let count = ((last - first) / interval + 1).max(0) as usize;
@@ -1917,7 +2076,7 @@ fn aggregate_group(
     let n = times.len();
     let mut slots: Vec<Vec<Slot>> = vec![vec![None; n]; bases.len()];
     let mut present: Vec<Vec<bool>> = vec![vec![false; n]; bases.len()];
-    let mut distinct: Option<(usize, Vec<Vec<(Value, i64)>>)> = None;
+    let mut distinct: Option<(usize, Vec<BucketValues>)> = None;
     for (i, base) in bases.iter().enumerate() {
         let mut per_bucket: Vec<Vec<(i64, Value)>> = vec![Vec::new(); n];
         for (t, v) in points[i].drain(..) {
@@ -1936,7 +2095,13 @@ fn aggregate_group(
             distinct = Some((i, all_values));
         }
         if select.group_time.is_some() {
-            fill_slots(&mut slots[i], &had, &select.fill, base.function == "count", &times);
+            fill_slots(
+                &mut slots[i],
+                &had,
+                &select.fill,
+                base.function == "count",
+                &times,
+            );
             for b in 0..n {
                 present[i][b] = had[b] || select.fill != Fill::None;
             }
@@ -1966,6 +2131,9 @@ fn aggregate_group(
         }
     }
     for b in 0..n {
+        if times[b] < output_from {
+            continue;
+        }
         let mut row = Vec::with_capacity(columns.len() + 1);
         let time = if selector_time {
             slots[0][b].as_ref().map_or(times[b], |(_, t)| *t)

@@ -181,6 +181,9 @@ mod tests {
     fn indent_matches_go() {
         let compact = br#"{"a":[1,{"b":"x,{}:"}],"c":[]}"#;
         let expected = "{\n    \"a\": [\n        1,\n        {\n            \"b\": \"x,{}:\"\n        }\n    ],\n    \"c\": []\n}";
-        assert_eq!(String::from_utf8(indent(compact)).unwrap_or_default(), expected);
+        assert_eq!(
+            String::from_utf8(indent(compact)).unwrap_or_default(),
+            expected
+        );
     }
 }

@@ -362,7 +362,11 @@ impl Parser {
                     "w" => 604_800_000_000_000,
                     _ => return Tok::Bad(self.text(start, self.pos)),
                 };
-                return match digits.parse::<i64>().ok().and_then(|n| n.checked_mul(scale)) {
+                return match digits
+                    .parse::<i64>()
+                    .ok()
+                    .and_then(|n| n.checked_mul(scale))
+                {
                     Some(ns) => Tok::Duration(ns),
                     None => Tok::Bad(self.text(start, self.pos)),
                 };
@@ -568,7 +572,7 @@ impl Parser {
         }
     }
 
-    fn from_clause(&mut self) -> Result<Vec<Source>, ParseError> {
+    fn optional_from(&mut self) -> Result<Vec<Source>, ParseError> {
         if self.accept_keyword("FROM") {
             self.sources()
         } else {
@@ -630,7 +634,7 @@ impl Parser {
                 let token = self.next();
                 if Parser::is_keyword(&token, "KEYS") {
                     let on = self.on_clause()?;
-                    let from = self.from_clause()?;
+                    let from = self.optional_from()?;
                     let condition = self.where_clause()?;
                     let (limit, offset) = self.limit_offset()?;
                     Ok(Statement::ShowTagKeys {
@@ -642,7 +646,7 @@ impl Parser {
                     })
                 } else if Parser::is_keyword(&token, "VALUES") {
                     let on = self.on_clause()?;
-                    let from = self.from_clause()?;
+                    let from = self.optional_from()?;
                     self.expect_keyword("WITH")?;
                     self.expect_keyword("KEY")?;
                     let op = self.next();
@@ -683,7 +687,7 @@ impl Parser {
             "FIELD" => {
                 self.expect_keyword("KEYS")?;
                 let on = self.on_clause()?;
-                let from = self.from_clause()?;
+                let from = self.optional_from()?;
                 let (limit, offset) = self.limit_offset()?;
                 Ok(Statement::ShowFieldKeys {
                     on,
@@ -699,7 +703,7 @@ impl Parser {
             }
             "SERIES" => {
                 let on = self.on_clause()?;
-                let from = self.from_clause()?;
+                let from = self.optional_from()?;
                 let condition = self.where_clause()?;
                 let (limit, offset) = self.limit_offset()?;
                 Ok(Statement::ShowSeries {
@@ -841,10 +845,7 @@ impl Parser {
                 _ => false,
             };
             if !is_time {
-                return Err(self.error_at(
-                    token.start,
-                    "only ORDER BY time supported at this time",
-                ));
+                return Err(self.error_at(token.start, "only ORDER BY time supported at this time"));
             }
             if self.accept_keyword("DESC") {
                 select.descending = true;
@@ -884,16 +885,13 @@ impl Parser {
             if token.tok == Tok::Op("*") {
                 self.next();
                 all = true;
-            } else if Parser::is_keyword(&token, "time")
-                && matches!(token.tok, Tok::Ident(_))
-                && {
-                    let saved = self.pos;
-                    self.next();
-                    let paren = self.peek().tok == Tok::LParen;
-                    self.pos = saved;
-                    paren
-                }
-            {
+            } else if Parser::is_keyword(&token, "time") && matches!(token.tok, Tok::Ident(_)) && {
+                let saved = self.pos;
+                self.next();
+                let paren = self.peek().tok == Tok::LParen;
+                self.pos = saved;
+                paren
+            } {
                 self.next();
                 self.next();
                 let interval_token = self.next();
@@ -962,12 +960,7 @@ impl Parser {
             Tok::Ident(w) if w.eq_ignore_ascii_case("linear") && !negative => Fill::Linear,
             Tok::Integer(n) => Fill::Integer(if negative { -n } else { *n }),
             Tok::Number(n) => Fill::Number(if negative { -n } else { *n }),
-            _ => {
-                return Err(self.error_at(
-                    token.start,
-                    "fill must be a function call",
-                ))
-            }
+            _ => return Err(self.error_at(token.start, "fill must be a function call")),
         };
         self.expect(Tok::RParen, ")")?;
         Ok(fill)
@@ -1084,10 +1077,9 @@ impl Parser {
                     });
                 }
                 if is_reserved(&word) {
-                    return Err(self.unexpected(
-                        &token,
-                        &["identifier", "string", "number", "bool"],
-                    ));
+                    return Err(
+                        self.unexpected(&token, &["identifier", "string", "number", "bool"])
+                    );
                 }
                 self.var_ref(word)
             }
@@ -1113,7 +1105,9 @@ impl Parser {
                 _ => {
                     return Err(self.unexpected(
                         &token,
-                        &["float", "integer", "unsigned", "string", "boolean", "field", "tag"],
+                        &[
+                            "float", "integer", "unsigned", "string", "boolean", "field", "tag",
+                        ],
                     ))
                 }
             };
@@ -1123,7 +1117,13 @@ impl Parser {
 }
 
 fn first_line(error: &regex::Error) -> String {
-    error.to_string().lines().last().unwrap_or("").trim().to_string()
+    error
+        .to_string()
+        .lines()
+        .last()
+        .unwrap_or("")
+        .trim()
+        .to_string()
 }
 
 #[cfg(test)]

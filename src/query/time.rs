@@ -130,7 +130,10 @@ mod tests {
     fn rfc3339_nano_matches_go() {
         assert_eq!(format(0), "1970-01-01T00:00:00Z");
         assert_eq!(format(1_795_537_511_000_000_000), "2026-11-24T16:25:11Z");
-        assert_eq!(format(1_600_000_000_000_000_001), "2020-09-13T12:26:40.000000001Z");
+        assert_eq!(
+            format(1_600_000_000_000_000_001),
+            "2020-09-13T12:26:40.000000001Z"
+        );
         assert_eq!(format(1_600_000_000_120_000_000), "2020-09-13T12:26:40.12Z");
         assert_eq!(format(-1), "1969-12-31T23:59:59.999999999Z");
     }
@@ -140,9 +143,18 @@ mod tests {
     #[test]
     fn time_strings_parse() {
         assert_eq!(parse_time("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_time("2020-09-13T12:26:40.12Z"), Some(1_600_000_000_120_000_000));
-        assert_eq!(parse_time("2020-09-13 12:26:40"), Some(1_600_000_000_000_000_000));
-        assert_eq!(parse_time("2020-09-13T14:26:40+02:00"), Some(1_600_000_000_000_000_000));
+        assert_eq!(
+            parse_time("2020-09-13T12:26:40.12Z"),
+            Some(1_600_000_000_120_000_000)
+        );
+        assert_eq!(
+            parse_time("2020-09-13 12:26:40"),
+            Some(1_600_000_000_000_000_000)
+        );
+        assert_eq!(
+            parse_time("2020-09-13T14:26:40+02:00"),
+            Some(1_600_000_000_000_000_000)
+        );
         assert_eq!(parse_time("2020-09-13"), Some(1_599_955_200_000_000_000));
         assert_eq!(parse_time("2020-13-13"), None);
         assert_eq!(parse_time("yesterday"), None);

@@ -213,10 +213,16 @@ impl fmt::Display for ScanError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ScanError::TooManyRows { limit } => {
-                write!(f, "query would read more than {limit} rows (max-select-point)")
+                write!(
+                    f,
+                    "query would read more than {limit} rows (max-select-point)"
+                )
             }
             ScanError::TooManySeries { limit } => {
-                write!(f, "query would read more than {limit} series (max-select-series)")
+                write!(
+                    f,
+                    "query would read more than {limit} series (max-select-series)"
+                )
             }
         }
     }
@@ -449,8 +455,10 @@ impl ShardStore {
                         .map(|(k, v)| (k.to_string(), v.to_string()))
                         .collect();
                     added += (SERIES_OVERHEAD_BYTES
-                        + tags.iter().map(|(k, v)| k.len() + v.len() + 48).sum::<usize>())
-                        as isize;
+                        + tags
+                            .iter()
+                            .map(|(k, v)| k.len() + v.len() + 48)
+                            .sum::<usize>()) as isize;
                     for (k, _) in &tags {
                         if !table.tag_keys.contains(k) {
                             table.tag_keys.insert(k.clone());
@@ -719,7 +727,11 @@ fn table_bytes(table: &Table) -> usize {
         .series
         .iter()
         .map(|tags| {
-            SERIES_OVERHEAD_BYTES + tags.iter().map(|(k, v)| k.len() + v.len() + 48).sum::<usize>()
+            SERIES_OVERHEAD_BYTES
+                + tags
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 48)
+                    .sum::<usize>()
         })
         .sum();
     let chunks: usize = table

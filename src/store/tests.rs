@@ -17,11 +17,10 @@ fn point(
         .iter()
         .map(|(k, v)| (Cow::Borrowed(*k), Cow::Borrowed(*v)))
         .collect();
-    let hash = tags
-        .iter()
-        .fold(measurement.len() as u64, |h, (k, v)| {
-            h.wrapping_mul(31).wrapping_add((k.len() * 7 + v.len()) as u64)
-        });
+    let hash = tags.iter().fold(measurement.len() as u64, |h, (k, v)| {
+        h.wrapping_mul(31)
+            .wrapping_add((k.len() * 7 + v.len()) as u64)
+    });
     Point {
         line_number: 1,
         measurement: Cow::Borrowed(measurement),
@@ -81,11 +80,29 @@ fn same_series_and_time_merges_later_wins() {
     apply(
         &mut s,
         &[
-            point("cpu", &[("host", "a")], vec![("a", FieldValue::Float(1.0))], 10),
-            point("cpu", &[("host", "a")], vec![("a", FieldValue::Float(2.0)), ("b", FieldValue::Integer(5))], 10),
+            point(
+                "cpu",
+                &[("host", "a")],
+                vec![("a", FieldValue::Float(1.0))],
+                10,
+            ),
+            point(
+                "cpu",
+                &[("host", "a")],
+                vec![("a", FieldValue::Float(2.0)), ("b", FieldValue::Integer(5))],
+                10,
+            ),
         ],
     );
-    apply(&mut s, &[point("cpu", &[("host", "a")], vec![("b", FieldValue::Integer(6))], 10)]);
+    apply(
+        &mut s,
+        &[point(
+            "cpu",
+            &[("host", "a")],
+            vec![("b", FieldValue::Integer(6))],
+            10,
+        )],
+    );
     let out = scan_rows(&s, rows(&["a", "b"]));
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].times, vec![10]);
@@ -101,18 +118,44 @@ fn same_series_and_time_merges_later_wins() {
 fn seal_and_dedup_across_chunks() {
     let mut s = store(2);
     let host = [("host", "a")];
-    apply(&mut s, &[point("cpu", &host, vec![("a", FieldValue::Float(1.0))], 1)]);
-    apply(&mut s, &[point("cpu", &host, vec![("a", FieldValue::Float(9.0))], 2)]);
-    apply(&mut s, &[point("cpu", &host, vec![("b", FieldValue::Boolean(true))], 1)]);
-    apply(&mut s, &[point("cpu", &host, vec![("c", FieldValue::Float(0.5))], 3)]);
-    apply(&mut s, &[point("cpu", &host, vec![("a", FieldValue::Float(3.0))], 1)]);
+    apply(
+        &mut s,
+        &[point("cpu", &host, vec![("a", FieldValue::Float(1.0))], 1)],
+    );
+    apply(
+        &mut s,
+        &[point("cpu", &host, vec![("a", FieldValue::Float(9.0))], 2)],
+    );
+    apply(
+        &mut s,
+        &[point(
+            "cpu",
+            &host,
+            vec![("b", FieldValue::Boolean(true))],
+            1,
+        )],
+    );
+    apply(
+        &mut s,
+        &[point("cpu", &host, vec![("c", FieldValue::Float(0.5))], 3)],
+    );
+    apply(
+        &mut s,
+        &[point("cpu", &host, vec![("a", FieldValue::Float(3.0))], 1)],
+    );
     let table = &s.databases["db"].tables["cpu"];
     assert_eq!(table.sealed.len(), 2);
     assert_eq!(table.active.len(), 1);
-    assert!(table.sealed.iter().all(|c| c.index.is_empty()), "sealed chunks drop their index");
+    assert!(
+        table.sealed.iter().all(|c| c.index.is_empty()),
+        "sealed chunks drop their index"
+    );
     let out = scan_rows(&s, rows(&["a", "b"]));
     assert_eq!(out[0].times, vec![1, 2]);
-    assert_eq!(out[0].columns[0], vec![Some(Value::Float(3.0)), Some(Value::Float(9.0))]);
+    assert_eq!(
+        out[0].columns[0],
+        vec![Some(Value::Float(3.0)), Some(Value::Float(9.0))]
+    );
     assert_eq!(out[0].columns[1], vec![Some(Value::Boolean(true)), None]);
 }
 
@@ -125,19 +168,42 @@ fn scan_filters_time_tags_and_field_presence() {
     apply(
         &mut s,
         &[
-            point("cpu", &[("host", "a")], vec![("v", FieldValue::Float(1.0))], 10),
-            point("cpu", &[("host", "a")], vec![("w", FieldValue::Float(1.0))], 20),
-            point("cpu", &[("host", "b")], vec![("v", FieldValue::Float(2.0))], 20),
+            point(
+                "cpu",
+                &[("host", "a")],
+                vec![("v", FieldValue::Float(1.0))],
+                10,
+            ),
+            point(
+                "cpu",
+                &[("host", "a")],
+                vec![("w", FieldValue::Float(1.0))],
+                20,
+            ),
+            point(
+                "cpu",
+                &[("host", "b")],
+                vec![("v", FieldValue::Float(2.0))],
+                20,
+            ),
             point("cpu", &[], vec![("v", FieldValue::Float(3.0))], 30),
-            point("cpu", &[("host", "a")], vec![("v", FieldValue::Float(4.0))], 40),
+            point(
+                "cpu",
+                &[("host", "a")],
+                vec![("v", FieldValue::Float(4.0))],
+                40,
+            ),
         ],
     );
     let mut request = rows(&["v"]);
     request.time_min_ns = 20;
     request.time_max_ns = 40;
     let out = scan_rows(&s, request.clone());
-    let summary: Vec<(Vec<(String, String)>, Vec<i64>)> =
-        out.iter().map(|r| (r.tags.clone(), r.times.clone())).collect();
+    type Summary = Vec<(Vec<(String, String)>, Vec<i64>)>;
+    let summary: Summary = out
+        .iter()
+        .map(|r| (r.tags.clone(), r.times.clone()))
+        .collect();
     assert_eq!(
         summary,
         vec![
@@ -146,13 +212,25 @@ fn scan_filters_time_tags_and_field_presence() {
             (vec![("host".into(), "b".into())], vec![20]),
         ]
     );
-    request.tag_filter = TagFilter::Eq { key: "host".into(), value: String::new() };
+    request.tag_filter = TagFilter::Eq {
+        key: "host".into(),
+        value: String::new(),
+    };
     assert_eq!(scan_rows(&s, request.clone()).len(), 1);
-    request.tag_filter = TagFilter::NotMatch { key: "host".into(), regex: Regex::new("^a$").expect("re") };
+    request.tag_filter = TagFilter::NotMatch {
+        key: "host".into(),
+        regex: Regex::new("^a$").expect("re"),
+    };
     assert_eq!(scan_rows(&s, request.clone()).len(), 2);
     request.tag_filter = TagFilter::Or(
-        Box::new(TagFilter::Eq { key: "host".into(), value: "a".into() }),
-        Box::new(TagFilter::Match { key: "host".into(), regex: Regex::new("(?i)B").expect("re") }),
+        Box::new(TagFilter::Eq {
+            key: "host".into(),
+            value: "a".into(),
+        }),
+        Box::new(TagFilter::Match {
+            key: "host".into(),
+            regex: Regex::new("(?i)B").expect("re"),
+        }),
     );
     assert_eq!(scan_rows(&s, request).len(), 2);
 }
@@ -163,7 +241,14 @@ fn scan_filters_time_tags_and_field_presence() {
 fn scan_row_limit_is_an_error() {
     let mut s = store(7);
     let points: Vec<Point<'static>> = (0..50)
-        .map(|t| point("cpu", &[("host", "a")], vec![("v", FieldValue::Float(1.0))], t))
+        .map(|t| {
+            point(
+                "cpu",
+                &[("host", "a")],
+                vec![("v", FieldValue::Float(1.0))],
+                t,
+            )
+        })
         .collect();
     apply(&mut s, &points);
     let mut request = rows(&["v"]);
@@ -182,9 +267,27 @@ fn schema_scan_reports_keys_types_and_series() {
     apply(
         &mut s,
         &[
-            point("cpu", &[("host", "a"), ("region", "eu")], vec![("v", FieldValue::Float(1.0)), ("n", FieldValue::UInteger(3))], 1),
-            point("cpu", &[("host", "b")], vec![("s", FieldValue::String("x".into()))], 1),
-            point("mem", &[("host", "a")], vec![("free", FieldValue::Integer(1))], 1),
+            point(
+                "cpu",
+                &[("host", "a"), ("region", "eu")],
+                vec![
+                    ("v", FieldValue::Float(1.0)),
+                    ("n", FieldValue::UInteger(3)),
+                ],
+                1,
+            ),
+            point(
+                "cpu",
+                &[("host", "b")],
+                vec![("s", FieldValue::String("x".into()))],
+                1,
+            ),
+            point(
+                "mem",
+                &[("host", "a")],
+                vec![("free", FieldValue::Integer(1))],
+                1,
+            ),
         ],
     );
     let request = |measurements, tag_filter| {
@@ -196,25 +299,40 @@ fn schema_scan_reports_keys_types_and_series() {
             series_limit: 100,
         })
     };
-    let Ok(ScanResponse::Schema(all)) = s.scan(&request(MeasurementFilter::All, TagFilter::All)) else {
+    let Ok(ScanResponse::Schema(all)) = s.scan(&request(MeasurementFilter::All, TagFilter::All))
+    else {
         panic!("schema")
     };
     assert_eq!(all.len(), 2);
-    assert_eq!(all[0].tag_keys, vec!["host".to_string(), "region".to_string()]);
+    assert_eq!(
+        all[0].tag_keys,
+        vec!["host".to_string(), "region".to_string()]
+    );
     assert_eq!(
         all[0].fields,
-        vec![("n".into(), FieldType::Unsigned), ("s".into(), FieldType::String), ("v".into(), FieldType::Float)]
+        vec![
+            ("n".into(), FieldType::Unsigned),
+            ("s".into(), FieldType::String),
+            ("v".into(), FieldType::Float)
+        ]
     );
     assert_eq!(all[0].series.len(), 2);
-    let filter = TagFilter::Eq { key: "host".into(), value: "b".into() };
-    let Ok(ScanResponse::Schema(some)) =
-        s.scan(&request(MeasurementFilter::Regex(Regex::new("^c").expect("re")), filter))
-    else {
+    let filter = TagFilter::Eq {
+        key: "host".into(),
+        value: "b".into(),
+    };
+    let Ok(ScanResponse::Schema(some)) = s.scan(&request(
+        MeasurementFilter::Regex(Regex::new("^c").expect("re")),
+        filter,
+    )) else {
         panic!("schema")
     };
     assert_eq!(some.len(), 1);
     assert_eq!(some[0].tag_keys, vec!["host".to_string()]);
-    assert_eq!(some[0].series, vec![vec![("host".to_string(), "b".to_string())]]);
+    assert_eq!(
+        some[0].series,
+        vec![vec![("host".to_string(), "b".to_string())]]
+    );
     let Err(error) = s.scan(&ScanRequest::Schema(SchemaRequest {
         database: "db".into(),
         measurements: MeasurementFilter::All,
@@ -243,7 +361,10 @@ fn memory_accounting_tracks_writes_and_drops() {
             point(
                 "cpu",
                 &[("host", "a")],
-                vec![("v", FieldValue::Float(1.0)), ("s", FieldValue::String("abcdefgh".into()))],
+                vec![
+                    ("v", FieldValue::Float(1.0)),
+                    ("s", FieldValue::String("abcdefgh".into())),
+                ],
                 t,
             )
         })
@@ -252,7 +373,10 @@ fn memory_accounting_tracks_writes_and_drops() {
     let running = s.memory_bytes();
     let recomputed: usize = s.databases["db"].tables.values().map(table_bytes).sum();
     assert!(running > 100 * (8 + 9 + 8), "estimate {running} too small");
-    assert_eq!(running, recomputed, "running estimate matches recomputation");
+    assert_eq!(
+        running, recomputed,
+        "running estimate matches recomputation"
+    );
     assert!(s.has_room(1000));
     assert!(!s.has_room(200_000));
     s.drop_database("db");

@@ -87,8 +87,9 @@ impl QueryBackend for TestBackend {
     }
 }
 
+/// A field value in test points.
 enum F {
-    F(f64),
+    D(f64),
     I(i64),
     S(&'static str),
     B(bool),
@@ -116,7 +117,7 @@ fn point(
             .iter()
             .map(|(k, v)| {
                 let value = match v {
-                    F::F(f) => FieldValue::Float(*f),
+                    F::D(f) => FieldValue::Float(*f),
                     F::I(i) => FieldValue::Integer(*i),
                     F::S(s) => FieldValue::String(Cow::Borrowed(*s)),
                     F::B(b) => FieldValue::Boolean(*b),
@@ -158,21 +159,25 @@ fn cpu_backend(shards: usize) -> TestBackend {
         points.push(point(
             "cpu",
             &[("host", "a"), ("region", "eu")],
-            &[("v", F::F(i as f64)), ("n", F::I(i * 10))],
+            &[("v", F::D(i as f64)), ("n", F::I(i * 10))],
             (100 + i * 10) * S,
         ));
         points.push(point(
             "cpu",
             &[("host", "b"), ("region", "us")],
-            &[("v", F::F(10.0 + i as f64))],
+            &[("v", F::D(10.0 + i as f64))],
             (105 + i * 10) * S,
         ));
     }
-    points.push(point("mem", &[("host", "a")], &[("free", F::I(7)), ("ok", F::B(true)), ("msg", F::S("hi"))], 100 * S));
+    points.push(point(
+        "mem",
+        &[("host", "a")],
+        &[("free", F::I(7)), ("ok", F::B(true)), ("msg", F::S("hi"))],
+        100 * S,
+    ));
     backend.write(&points);
     backend
 }
-
 
 /// "agg": one series, v = 3 1 4 1 5 (float) and i = same (integer) at
 /// t = 10..50 s; "gap": v = 1 at 10 s and 4 at 40 s.
@@ -183,12 +188,22 @@ fn agg_backend() -> TestBackend {
         points.push(point(
             "agg",
             &[("host", "a")],
-            &[("v", F::F(*v as f64)), ("i", F::I(*v))],
+            &[("v", F::D(*v as f64)), ("i", F::I(*v))],
             (10 + 10 * k as i64) * S,
         ));
     }
-    points.push(point("gap", &[], &[("v", F::F(1.0)), ("c", F::I(1))], 10 * S));
-    points.push(point("gap", &[], &[("v", F::F(4.0)), ("c", F::I(4))], 40 * S));
+    points.push(point(
+        "gap",
+        &[],
+        &[("v", F::D(1.0)), ("c", F::I(1))],
+        10 * S,
+    ));
+    points.push(point(
+        "gap",
+        &[],
+        &[("v", F::D(4.0)), ("c", F::I(4))],
+        40 * S,
+    ));
     backend.write(&points);
     backend
 }
@@ -250,19 +265,53 @@ fn aggregates_and_selectors() {
 fn fill_modes() {
     let b = agg_backend();
     let cases: &[(&str, &str, &str)] = &[
-        ("mean(v)", "fill(null)", "[[0,null],[10,1],[20,null],[30,null],[40,4],[50,null]]"),
-        ("mean(v)", "", "[[0,null],[10,1],[20,null],[30,null],[40,4],[50,null]]"),
+        (
+            "mean(v)",
+            "fill(null)",
+            "[[0,null],[10,1],[20,null],[30,null],[40,4],[50,null]]",
+        ),
+        (
+            "mean(v)",
+            "",
+            "[[0,null],[10,1],[20,null],[30,null],[40,4],[50,null]]",
+        ),
         ("mean(v)", "fill(none)", "[[10,1],[40,4]]"),
-        ("mean(v)", "fill(0)", "[[0,0],[10,1],[20,0],[30,0],[40,4],[50,0]]"),
-        ("mean(v)", "fill(-2.5)", "[[0,-2.5],[10,1],[20,-2.5],[30,-2.5],[40,4],[50,-2.5]]"),
-        ("mean(v)", "fill(previous)", "[[0,null],[10,1],[20,1],[30,1],[40,4],[50,4]]"),
-        ("mean(v)", "fill(linear)", "[[0,null],[10,1],[20,2],[30,3],[40,4],[50,null]]"),
-        ("sum(c)", "fill(linear)", "[[0,null],[10,1],[20,2],[30,3],[40,4],[50,null]]"),
-        ("count(v)", "fill(null)", "[[0,0],[10,1],[20,0],[30,0],[40,1],[50,0]]"),
+        (
+            "mean(v)",
+            "fill(0)",
+            "[[0,0],[10,1],[20,0],[30,0],[40,4],[50,0]]",
+        ),
+        (
+            "mean(v)",
+            "fill(-2.5)",
+            "[[0,-2.5],[10,1],[20,-2.5],[30,-2.5],[40,4],[50,-2.5]]",
+        ),
+        (
+            "mean(v)",
+            "fill(previous)",
+            "[[0,null],[10,1],[20,1],[30,1],[40,4],[50,4]]",
+        ),
+        (
+            "mean(v)",
+            "fill(linear)",
+            "[[0,null],[10,1],[20,2],[30,3],[40,4],[50,null]]",
+        ),
+        (
+            "sum(c)",
+            "fill(linear)",
+            "[[0,null],[10,1],[20,2],[30,3],[40,4],[50,null]]",
+        ),
+        (
+            "count(v)",
+            "fill(null)",
+            "[[0,0],[10,1],[20,0],[30,0],[40,1],[50,0]]",
+        ),
         ("count(v)", "fill(none)", "[[10,1],[40,1]]"),
     ];
     for (call, fill, expected) in cases {
-        let q = format!("SELECT {call} FROM gap WHERE time >= 0s AND time < 60s GROUP BY time(10s) {fill}");
+        let q = format!(
+            "SELECT {call} FROM gap WHERE time >= 0s AND time < 60s GROUP BY time(10s) {fill}"
+        );
         assert_eq!(values(&run(&b, &q)), *expected, "{q}");
     }
 }
@@ -279,10 +328,14 @@ fn bucket_alignment() {
     assert_eq!(values(&run(&b, q)), "[[15,1],[25,1],[35,1]]");
     let q = "SELECT count(v) FROM agg WHERE time >= 15s AND time <= 45s GROUP BY time(20s)";
     assert_eq!(values(&run(&b, q)), "[[0,0],[20,2],[40,1]]");
-    b.write(&[point("neg", &[], &[("v", F::F(1.0))], -5 * S)]);
+    b.write(&[point("neg", &[], &[("v", F::D(1.0))], -5 * S)]);
     let q = "SELECT count(v) FROM neg WHERE time >= -20s AND time <= 0s GROUP BY time(10s)";
     assert_eq!(values(&run(&b, q)), "[[-20,0],[-10,1],[0,0]]");
-    let (status, body) = run_with(&b, "SELECT count(v) FROM agg WHERE time >= 0s AND time < 1000s GROUP BY time(1ns)", Some("s"));
+    let (status, body) = run_with(
+        &b,
+        "SELECT count(v) FROM agg WHERE time >= 0s AND time < 1000s GROUP BY time(1ns)",
+        Some("s"),
+    );
     assert_eq!(status, 200);
     assert!(body.contains("max-select-buckets limit exceeded"), "{body}");
 }
@@ -294,20 +347,47 @@ fn bucket_alignment() {
 fn transformations() {
     let b = agg_backend();
     let cases: &[(&str, &str)] = &[
-        ("derivative(mean(v))", "[[20,-0.2],[30,0.3],[40,-0.3],[50,0.4]]"),
-        ("derivative(mean(v), 10s)", "[[20,-2],[30,3],[40,-3],[50,4]]"),
+        (
+            "derivative(mean(v))",
+            "[[20,-0.2],[30,0.3],[40,-0.3],[50,0.4]]",
+        ),
+        (
+            "derivative(mean(v), 10s)",
+            "[[20,-2],[30,3],[40,-3],[50,4]]",
+        ),
         ("non_negative_derivative(mean(v), 10s)", "[[30,3],[50,4]]"),
         ("difference(mean(i))", "[[20,-2],[30,3],[40,-3],[50,4]]"),
         ("difference(max(i))", "[[20,-2],[30,3],[40,-3],[50,4]]"),
         ("non_negative_difference(mean(v))", "[[30,3],[50,4]]"),
-        ("cumulative_sum(sum(i))", "[[10,3],[20,4],[30,8],[40,9],[50,14]]"),
-        ("moving_average(mean(v), 2)", "[[20,2],[30,2.5],[40,2.5],[50,3]]"),
+        (
+            "cumulative_sum(sum(i))",
+            "[[10,3],[20,4],[30,8],[40,9],[50,14]]",
+        ),
+        (
+            "moving_average(mean(v), 2)",
+            "[[20,2],[30,2.5],[40,2.5],[50,3]]",
+        ),
     ];
     for (call, expected) in cases {
-        let q = format!("SELECT {call} FROM agg WHERE time >= 10s AND time < 60s GROUP BY time(10s)");
+        let q =
+            format!("SELECT {call} FROM agg WHERE time >= 10s AND time < 60s GROUP BY time(10s)");
         assert_eq!(values(&run(&b, &q)), *expected, "{q}");
     }
-    assert_eq!(values(&run(&b, "SELECT difference(v) FROM agg")), "[[20,-2],[30,3],[40,-3],[50,4]]");
+    assert_eq!(
+        values(&run(&b, "SELECT difference(v) FROM agg")),
+        "[[20,-2],[30,3],[40,-3],[50,4]]"
+    );
+    // The bucket before the range start feeds the first output, as in InfluxDB.
+    let q = "SELECT derivative(mean(v), 10s) FROM agg WHERE time >= 20s AND time < 60s GROUP BY time(10s)";
+    assert_eq!(values(&run(&b, q)), "[[20,-2],[30,3],[40,-3],[50,4]]");
+    let q = "SELECT moving_average(mean(v), 3) FROM agg WHERE time >= 30s AND time < 60s GROUP BY time(10s)";
+    assert_eq!(
+        values(&run(&b, q)),
+        "[[30,2.6666666666666665],[40,2],[50,3.3333333333333335]]"
+    );
+    // Without a lower bound each group's buckets start at its first point.
+    let q = "SELECT count(v) FROM agg WHERE time < 30s GROUP BY time(10s)";
+    assert_eq!(values(&run(&b, q)), "[[10,1],[20,1]]");
 }
 
 /// Goal: raw SELECT: `*` = time then tags and fields alphabetically, WHERE
@@ -321,15 +401,30 @@ fn raw_selects() {
         r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["time","host","n","region","v"],"values":[[100,"a",0,"eu",0],[105,"b",null,"us",10],[110,"a",10,"eu",1]]}]}]}"#
     );
     assert_eq!(
-        values(&run(&b, "SELECT v FROM cpu WHERE (host = 'a' OR v > 14) AND v >= 4")),
+        values(&run(
+            &b,
+            "SELECT v FROM cpu WHERE (host = 'a' OR v > 14) AND v >= 4"
+        )),
         "[[140,4],[150,5],[155,15]]"
     );
     assert_eq!(
-        values(&run(&b, "SELECT v, host FROM cpu WHERE host =~ /(?i)^B$/ ORDER BY time DESC LIMIT 2 OFFSET 1")),
+        values(&run(
+            &b,
+            "SELECT v, host FROM cpu WHERE host =~ /(?i)^B$/ ORDER BY time DESC LIMIT 2 OFFSET 1"
+        )),
         r#"[[145,14,"b"],[135,13,"b"]]"#
     );
-    assert_eq!(values(&run(&b, "SELECT v FROM cpu WHERE host !~ /a/ AND region != 'eu' AND v < 11")), "[[105,10]]");
-    assert_eq!(values(&run(&b, "SELECT v FROM cpu WHERE \"n\"::field >= 40")), "[[140,4],[150,5]]");
+    assert_eq!(
+        values(&run(
+            &b,
+            "SELECT v FROM cpu WHERE host !~ /a/ AND region != 'eu' AND v < 11"
+        )),
+        "[[105,10]]"
+    );
+    assert_eq!(
+        values(&run(&b, "SELECT v FROM cpu WHERE \"n\"::field >= 40")),
+        "[[140,4],[150,5]]"
+    );
     assert_eq!(
         run(&b, "SELECT last(v) FROM cpu GROUP BY host"),
         r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","tags":{"host":"a"},"columns":["time","last"],"values":[[150,5]]},{"name":"cpu","tags":{"host":"b"},"columns":["time","last"],"values":[[155,15]]}]}]}"#
@@ -342,9 +437,18 @@ fn raw_selects() {
         run(&b, "SELECT mean(v) FROM cpu WHERE time >= 100s AND time < 120s GROUP BY time(10s), \"host\"::tag fill(none)"),
         r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","tags":{"host":"a"},"columns":["time","mean"],"values":[[100,0],[110,1]]},{"name":"cpu","tags":{"host":"b"},"columns":["time","mean"],"values":[[100,10],[110,11]]}]}]}"#
     );
-    assert_eq!(run(&b, "SELECT * FROM cpu WHERE host = 'z'"), r#"{"results":[{"statement_id":0}]}"#);
-    assert_eq!(run(&b, "SELECT nope FROM cpu"), r#"{"results":[{"statement_id":0}]}"#);
-    assert_eq!(run(&b, "SELECT v FROM nope"), r#"{"results":[{"statement_id":0}]}"#);
+    assert_eq!(
+        run(&b, "SELECT * FROM cpu WHERE host = 'z'"),
+        r#"{"results":[{"statement_id":0}]}"#
+    );
+    assert_eq!(
+        run(&b, "SELECT nope FROM cpu"),
+        r#"{"results":[{"statement_id":0}]}"#
+    );
+    assert_eq!(
+        run(&b, "SELECT v FROM nope"),
+        r#"{"results":[{"statement_id":0}]}"#
+    );
     assert_eq!(
         values(&run(&b, "SELECT * FROM /^me/")),
         r#"[[100,7,"a","hi",true]]"#
@@ -356,17 +460,37 @@ fn raw_selects() {
 #[test]
 fn time_and_number_formatting() {
     let b = TestBackend::new(1, 8);
-    b.write(&[point("n", &[], &[("i", F::I(i64::MAX)), ("f", F::F(1e21)), ("s", F::S("<a&b>"))], 1_600_000_000_123_456_789)]);
-    b.write(&[point("n", &[], &[("i", F::I(i64::MIN))], 1_600_000_000_000_000_000)]);
+    b.write(&[point(
+        "n",
+        &[],
+        &[
+            ("i", F::I(i64::MAX)),
+            ("f", F::D(1e21)),
+            ("s", F::S("<a&b>")),
+        ],
+        1_600_000_000_123_456_789,
+    )]);
+    b.write(&[point(
+        "n",
+        &[],
+        &[("i", F::I(i64::MIN))],
+        1_600_000_000_000_000_000,
+    )]);
     let (_, body) = run_with(&b, "SELECT * FROM n", None);
     assert_eq!(
         body,
         r#"{"results":[{"statement_id":0,"series":[{"name":"n","columns":["time","f","i","s"],"values":[["2020-09-13T12:26:40Z",null,-9223372036854775808,null],["2020-09-13T12:26:40.123456789Z",1e+21,9223372036854775807,"\u003ca\u0026b\u003e"]]}]}]}"#
     );
     let (_, body) = run_with(&b, "SELECT i FROM n", Some("ms"));
-    assert_eq!(values(&body), "[[1600000000000,-9223372036854775808],[1600000000123,9223372036854775807]]");
+    assert_eq!(
+        values(&body),
+        "[[1600000000000,-9223372036854775808],[1600000000123,9223372036854775807]]"
+    );
     let (_, body) = run_with(&b, "SELECT i FROM n", Some("ns"));
-    assert!(body.contains("[1600000000123456789,9223372036854775807]"), "{body}");
+    assert!(
+        body.contains("[1600000000123456789,9223372036854775807]"),
+        "{body}"
+    );
 }
 
 /// Goal: SHOW statements answer in InfluxDB's shapes. Method: each SHOW
@@ -375,19 +499,58 @@ fn time_and_number_formatting() {
 fn show_statements() {
     let b = cpu_backend(3);
     let cases: &[(&str, &str)] = &[
-        ("SHOW DATABASES", r#"{"results":[{"statement_id":0,"series":[{"name":"databases","columns":["name"],"values":[["db"]]}]}]}"#),
-        ("SHOW MEASUREMENTS", r#"{"results":[{"statement_id":0,"series":[{"name":"measurements","columns":["name"],"values":[["cpu"],["mem"]]}]}]}"#),
-        ("SHOW MEASUREMENTS WITH MEASUREMENT =~ /(?i)CP/ LIMIT 100", r#"{"results":[{"statement_id":0,"series":[{"name":"measurements","columns":["name"],"values":[["cpu"]]}]}]}"#),
-        ("SHOW MEASUREMENTS WHERE region = 'us'", r#"{"results":[{"statement_id":0,"series":[{"name":"measurements","columns":["name"],"values":[["cpu"]]}]}]}"#),
-        ("SHOW MEASUREMENTS WITH MEASUREMENT = \"x\"", r#"{"results":[{"statement_id":0}]}"#),
-        ("SHOW TAG KEYS", r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["tagKey"],"values":[["host"],["region"]]},{"name":"mem","columns":["tagKey"],"values":[["host"]]}]}]}"#),
-        ("SHOW TAG KEYS FROM \"cpu\"", r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["tagKey"],"values":[["host"],["region"]]}]}]}"#),
-        ("SHOW TAG VALUES FROM \"cpu\" WITH KEY = \"host\"", r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["key","value"],"values":[["host","a"],["host","b"]]}]}]}"#),
-        ("SHOW TAG VALUES FROM cpu WITH KEY IN (\"region\", \"host\") WHERE host = 'b'", r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["key","value"],"values":[["host","b"],["region","us"]]}]}]}"#),
-        ("SHOW FIELD KEYS FROM \"cpu\"", r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["fieldKey","fieldType"],"values":[["n","integer"],["v","float"]]}]}]}"#),
-        ("SHOW RETENTION POLICIES ON \"db\"", r#"{"results":[{"statement_id":0,"series":[{"columns":["name","duration","shardGroupDuration","replicaN","default"],"values":[["autogen","0s","168h0m0s",1,true]]}]}]}"#),
-        ("SHOW SERIES FROM cpu", r#"{"results":[{"statement_id":0,"series":[{"columns":["key"],"values":[["cpu,host=a,region=eu"],["cpu,host=b,region=us"]]}]}]}"#),
-        ("SHOW MEASUREMENTS; SHOW TAG KEYS FROM \"mem\"", r#"{"results":[{"statement_id":0,"series":[{"name":"measurements","columns":["name"],"values":[["cpu"],["mem"]]}]},{"statement_id":1,"series":[{"name":"mem","columns":["tagKey"],"values":[["host"]]}]}]}"#),
+        (
+            "SHOW DATABASES",
+            r#"{"results":[{"statement_id":0,"series":[{"name":"databases","columns":["name"],"values":[["db"]]}]}]}"#,
+        ),
+        (
+            "SHOW MEASUREMENTS",
+            r#"{"results":[{"statement_id":0,"series":[{"name":"measurements","columns":["name"],"values":[["cpu"],["mem"]]}]}]}"#,
+        ),
+        (
+            "SHOW MEASUREMENTS WITH MEASUREMENT =~ /(?i)CP/ LIMIT 100",
+            r#"{"results":[{"statement_id":0,"series":[{"name":"measurements","columns":["name"],"values":[["cpu"]]}]}]}"#,
+        ),
+        (
+            "SHOW MEASUREMENTS WHERE region = 'us'",
+            r#"{"results":[{"statement_id":0,"series":[{"name":"measurements","columns":["name"],"values":[["cpu"]]}]}]}"#,
+        ),
+        (
+            "SHOW MEASUREMENTS WITH MEASUREMENT = \"x\"",
+            r#"{"results":[{"statement_id":0}]}"#,
+        ),
+        (
+            "SHOW TAG KEYS",
+            r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["tagKey"],"values":[["host"],["region"]]},{"name":"mem","columns":["tagKey"],"values":[["host"]]}]}]}"#,
+        ),
+        (
+            "SHOW TAG KEYS FROM \"cpu\"",
+            r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["tagKey"],"values":[["host"],["region"]]}]}]}"#,
+        ),
+        (
+            "SHOW TAG VALUES FROM \"cpu\" WITH KEY = \"host\"",
+            r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["key","value"],"values":[["host","a"],["host","b"]]}]}]}"#,
+        ),
+        (
+            "SHOW TAG VALUES FROM cpu WITH KEY IN (\"region\", \"host\") WHERE host = 'b'",
+            r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["key","value"],"values":[["host","b"],["region","us"]]}]}]}"#,
+        ),
+        (
+            "SHOW FIELD KEYS FROM \"cpu\"",
+            r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["fieldKey","fieldType"],"values":[["n","integer"],["v","float"]]}]}]}"#,
+        ),
+        (
+            "SHOW RETENTION POLICIES ON \"db\"",
+            r#"{"results":[{"statement_id":0,"series":[{"columns":["name","duration","shardGroupDuration","replicaN","default"],"values":[["autogen","0s","168h0m0s",1,true]]}]}]}"#,
+        ),
+        (
+            "SHOW SERIES FROM cpu",
+            r#"{"results":[{"statement_id":0,"series":[{"columns":["key"],"values":[["cpu,host=a,region=eu"],["cpu,host=b,region=us"]]}]}]}"#,
+        ),
+        (
+            "SHOW MEASUREMENTS; SHOW TAG KEYS FROM \"mem\"",
+            r#"{"results":[{"statement_id":0,"series":[{"name":"measurements","columns":["name"],"values":[["cpu"],["mem"]]}]},{"statement_id":1,"series":[{"name":"mem","columns":["tagKey"],"values":[["host"]]}]}]}"#,
+        ),
     ];
     for (q, expected) in cases {
         assert_eq!(run(&b, q), *expected, "{q}");
@@ -401,7 +564,10 @@ fn show_statements() {
 fn errors_and_statuses() {
     let b = cpu_backend(1);
     assert_eq!(
-        run(&b, "SELECT v FROM nope; SELECT bad(v) FROM cpu; SHOW DATABASES"),
+        run(
+            &b,
+            "SELECT v FROM nope; SELECT bad(v) FROM cpu; SHOW DATABASES"
+        ),
         r#"{"results":[{"statement_id":0},{"statement_id":1,"error":"undefined function bad()"},{"statement_id":2,"error":"not executed"}]}"#
     );
     assert_eq!(
@@ -412,21 +578,63 @@ fn errors_and_statuses() {
         run(&b, "SELECT mean(v), v FROM cpu"),
         r#"{"results":[{"statement_id":0,"error":"mixing aggregate and non-aggregate queries is not supported"}]}"#
     );
-    assert_eq!(run(&b, "SELECT v FROM x.autogen.cpu"), r#"{"results":[{"statement_id":0,"error":"database not found: x"}]}"#);
-    let params = QueryParams { q: "SELECT * FROM cpu LIMIT 1".into(), ..QueryParams::default() };
+    assert_eq!(
+        run(&b, "SELECT v FROM x.autogen.cpu"),
+        r#"{"results":[{"statement_id":0,"error":"database not found: x"}]}"#
+    );
+    assert_eq!(
+        run(&b, "SELECT v FROM db.nope.cpu"),
+        r#"{"results":[{"statement_id":0,"error":"retention policy not found: nope"}]}"#
+    );
+    assert_eq!(
+        values(&run(&b, "SELECT v FROM \"db\".\"autogen\".\"cpu\" LIMIT 1")),
+        "[[100,0]]"
+    );
+    let params = QueryParams {
+        q: "SELECT * FROM cpu LIMIT 1".into(),
+        ..QueryParams::default()
+    };
     let output = futures_lite::future::block_on(execute(&params, &b));
     assert_eq!(
-        (output.status, String::from_utf8(output.body).unwrap_or_default()),
-        (200, "{\"results\":[{\"statement_id\":0,\"error\":\"database name required\"}]}\n".to_string())
+        (
+            output.status,
+            String::from_utf8(output.body).unwrap_or_default()
+        ),
+        (
+            200,
+            "{\"results\":[{\"statement_id\":0,\"error\":\"database name required\"}]}\n"
+                .to_string()
+        )
     );
     assert_eq!(run_with(&b, "SELECT", None).0, 400);
-    assert_eq!(run_with(&b, "", None), (400, r#"{"error":"missing required parameter \"q\""}"#.to_string()));
-    let locked = TestBackend { readable: Some("other"), ..cpu_backend(1) };
+    assert_eq!(
+        run_with(&b, "", None),
+        (
+            400,
+            r#"{"error":"missing required parameter \"q\""}"#.to_string()
+        )
+    );
+    let locked = TestBackend {
+        readable: Some("other"),
+        ..cpu_backend(1)
+    };
     assert_eq!(run_with(&locked, "SELECT v FROM cpu", None).0, 403);
-    assert_eq!(run(&b, "CREATE DATABASE \"x\""), r#"{"results":[{"statement_id":0}]}"#);
-    assert_eq!(run(&b, "SELECT v FROM x.autogen.cpu"), r#"{"results":[{"statement_id":0}]}"#);
-    assert_eq!(run(&b, "DROP DATABASE db"), r#"{"results":[{"statement_id":0}]}"#);
-    assert_eq!(run_with(&b, "SHOW MEASUREMENTS ON db", None).1, r#"{"results":[{"statement_id":0,"error":"database not found: db"}]}"#);
+    assert_eq!(
+        run(&b, "CREATE DATABASE \"x\""),
+        r#"{"results":[{"statement_id":0}]}"#
+    );
+    assert_eq!(
+        run(&b, "SELECT v FROM x.autogen.cpu"),
+        r#"{"results":[{"statement_id":0}]}"#
+    );
+    assert_eq!(
+        run(&b, "DROP DATABASE db"),
+        r#"{"results":[{"statement_id":0}]}"#
+    );
+    assert_eq!(
+        run_with(&b, "SHOW MEASUREMENTS ON db", None).1,
+        r#"{"results":[{"statement_id":0,"error":"database not found: db"}]}"#
+    );
 }
 
 /// Goal: chunked answers split series into `chunk_size` rows with
@@ -453,10 +661,17 @@ fn chunked_and_pretty() {
             "\n"
         )
     );
-    let params = QueryParams { q: "SHOW DATABASES".into(), pretty: true, ..QueryParams::default() };
+    let params = QueryParams {
+        q: "SHOW DATABASES".into(),
+        pretty: true,
+        ..QueryParams::default()
+    };
     let output = futures_lite::future::block_on(execute(&params, &b));
     let body = String::from_utf8(output.body).unwrap_or_default();
-    assert!(body.starts_with("{\n    \"results\": [\n        {\n            \"statement_id\": 0,"), "{body}");
+    assert!(
+        body.starts_with("{\n    \"results\": [\n        {\n            \"statement_id\": 0,"),
+        "{body}"
+    );
 }
 
 /// Goal: a Grafana default panel query works end to end across shards
@@ -465,9 +680,18 @@ fn chunked_and_pretty() {
 fn grafana_panel_query() {
     let b = cpu_backend(3);
     let q = "SELECT mean(\"v\") FROM \"cpu\" WHERE (\"host\"::tag = 'a') AND time >= now() - 15m and time <= now() GROUP BY time(20s), \"host\"::tag fill(null)";
-    let params = QueryParams { q: q.into(), db: Some("db".into()), epoch: Some("ms".into()), now_ns: 160 * S, ..QueryParams::default() };
+    let params = QueryParams {
+        q: q.into(),
+        db: Some("db".into()),
+        epoch: Some("ms".into()),
+        now_ns: 160 * S,
+        ..QueryParams::default()
+    };
     let output = futures_lite::future::block_on(execute(&params, &b));
     let body = String::from_utf8(output.body).unwrap_or_default();
     assert!(body.starts_with(r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","tags":{"host":"a"},"columns":["time","mean"],"values":[[-740000,null],[-720000,null]"#), "{body}");
-    assert!(body.ends_with("[100000,0.5],[120000,2.5],[140000,4.5],[160000,null]]}]}]}\n"), "{body}");
+    assert!(
+        body.ends_with("[100000,0.5],[120000,2.5],[140000,4.5],[160000,null]]}]}]}\n"),
+        "{body}"
+    );
 }

@@ -49,7 +49,10 @@ fn statement_table_parses() {
         let debug = format!("{statement:?}");
         assert!(debug.starts_with(kind), "{text}: {debug}");
     }
-    assert_eq!(parse_query("SHOW DATABASES; SHOW MEASUREMENTS;").map(|s| s.len()), Ok(2));
+    assert_eq!(
+        parse_query("SHOW DATABASES; SHOW MEASUREMENTS;").map(|s| s.len()),
+        Ok(2)
+    );
 }
 
 /// Goal: a Grafana-style SELECT keeps every clause. Method: parse one with
@@ -61,7 +64,13 @@ fn select_clauses_are_kept() {
     );
     assert_eq!(s.fields.len(), 2);
     assert_eq!(s.fields[0].alias.as_deref(), Some("x"));
-    assert!(matches!(&s.fields[0].expr, Expr::Binary { op: BinaryOp::Mul, .. }));
+    assert!(matches!(
+        &s.fields[0].expr,
+        Expr::Binary {
+            op: BinaryOp::Mul,
+            ..
+        }
+    ));
     assert_eq!(s.sources[0].database.as_deref(), Some("db"));
     assert_eq!(s.sources[0].retention_policy.as_deref(), Some("rp"));
     assert_eq!(s.group_time, Some((60_000_000_000, -30_000_000_000)));
@@ -70,11 +79,21 @@ fn select_clauses_are_kept() {
     assert!(s.descending);
     assert_eq!((s.limit, s.offset, s.slimit, s.soffset), (10, 2, 3, 1));
     assert_eq!(s.timezone.as_deref(), Some("UTC"));
-    let Some(Expr::Binary { op: BinaryOp::And, lhs, .. }) = &s.condition else {
+    let Some(Expr::Binary {
+        op: BinaryOp::And,
+        lhs,
+        ..
+    }) = &s.condition
+    else {
         panic!("condition {:?}", s.condition)
     };
     // AND binds tighter than OR; the parenthesised OR stays together.
-    let Expr::Binary { op: BinaryOp::And, lhs: inner, .. } = lhs.as_ref() else {
+    let Expr::Binary {
+        op: BinaryOp::And,
+        lhs: inner,
+        ..
+    } = lhs.as_ref()
+    else {
         panic!("{lhs:?}")
     };
     assert!(matches!(inner.as_ref(), Expr::Paren(_)));
@@ -84,7 +103,9 @@ fn select_clauses_are_kept() {
 /// slash, strings with escapes, negative numbers, `GROUP BY *`.
 #[test]
 fn literals_lex() {
-    let s = select("SELECT v FROM /a\\/b/ WHERE s = 'it\\'s' AND d > -2 AND t < 1w GROUP BY * fill(previous)");
+    let s = select(
+        "SELECT v FROM /a\\/b/ WHERE s = 'it\\'s' AND d > -2 AND t < 1w GROUP BY * fill(previous)",
+    );
     let MeasurementName::Regex(re) = &s.sources[0].measurement else {
         panic!("regex source")
     };
@@ -95,7 +116,16 @@ fn literals_lex() {
     assert!(text.contains("Duration(604800000000000)"), "{text}");
     assert!(matches!(s.group_tags, GroupTags::All));
     assert_eq!(s.fill, Fill::Previous);
-    for (unit, ns) in [("ns", 1), ("u", 1_000), ("µ", 1_000), ("ms", 1_000_000), ("s", 1_000_000_000), ("m", 60_000_000_000), ("h", 3_600_000_000_000), ("d", 86_400_000_000_000)] {
+    for (unit, ns) in [
+        ("ns", 1),
+        ("u", 1_000),
+        ("µ", 1_000),
+        ("ms", 1_000_000),
+        ("s", 1_000_000_000),
+        ("m", 60_000_000_000),
+        ("h", 3_600_000_000_000),
+        ("d", 86_400_000_000_000),
+    ] {
         let s = select(&format!("SELECT count(v) FROM m GROUP BY time(2{unit})"));
         assert_eq!(s.group_time, Some((2 * ns, 0)), "{unit}");
     }
@@ -124,7 +154,11 @@ fn errors_match_influxdb_wording() {
 /// Method: deep parentheses, unterminated quotes, every prefix of a query.
 #[test]
 fn hostile_input_is_an_error() {
-    let deep = format!("SELECT v FROM m WHERE {}a = 1{}", "(".repeat(5000), ")".repeat(5000));
+    let deep = format!(
+        "SELECT v FROM m WHERE {}a = 1{}",
+        "(".repeat(5000),
+        ")".repeat(5000)
+    );
     assert!(parse_query(&deep).is_err());
     assert!(parse_query("SELECT \"v FROM m").is_err());
     assert!(parse_query("SELECT v FROM m WHERE a = 'x").is_err());
