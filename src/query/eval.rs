@@ -6,7 +6,7 @@
 //! needs all series at once happens here. Results are built as
 //! [`OutSeries`] and written by [`write_response`] in InfluxDB's JSON shape.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::store::{
@@ -855,8 +855,19 @@ struct RowContext<'a> {
     time: i64,
     tags: &'a [(String, String)],
     tag_keys: &'a BTreeSet<String>,
-    /// Field name → value in this row.
-    fields: &'a HashMap<&'a str, Option<&'a Value>>,
+    /// (field name, value) of this row; a handful of columns, so a linear
+    /// scan beats hashing.
+    fields: &'a [(&'a str, Option<&'a Value>)],
+}
+
+impl RowContext<'_> {
+    /// `None`: not a column of this scan; `Some(None)`: a null field.
+    fn field(&self, name: &str) -> Option<Option<&Value>> {
+        self.fields
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+    }
 }
 
 fn lookup_tag<'a>(tags: &'a [(String, String)], key: &str) -> &'a str {
@@ -872,9 +883,9 @@ fn eval_row(expr: &Expr, ctx: &RowContext<'_>) -> Option<Value> {
             let as_tag = || Some(Value::String(lookup_tag(ctx.tags, name).to_string()));
             match kind {
                 Some(RefKind::Tag) => as_tag(),
-                Some(RefKind::Field) => ctx.fields.get(name.as_str()).copied().flatten().cloned(),
+                Some(RefKind::Field) => ctx.field(name).flatten().cloned(),
                 None => {
-                    if let Some(value) = ctx.fields.get(name.as_str()) {
+                    if let Some(value) = ctx.field(name) {
                         value.cloned()
                     } else if ctx.tag_keys.contains(name) {
                         as_tag()
@@ -1463,12 +1474,12 @@ fn for_each_row(
         }
     }
     order.sort();
-    let mut fields: HashMap<&str, Option<&Value>> = HashMap::with_capacity(column_names.len());
+    let mut fields: Vec<(&str, Option<&Value>)> = Vec::with_capacity(column_names.len());
     for (time, s, r) in order {
         let series = &group.series[s];
         fields.clear();
         for (c, name) in column_names.iter().enumerate() {
-            fields.insert(name.as_str(), series.columns[c][r].as_ref());
+            fields.push((name.as_str(), series.columns[c][r].as_ref()));
         }
         let ctx = RowContext {
             time,
@@ -1518,7 +1529,7 @@ fn is_tag_expr(expr: &Expr, ctx: &RowContext<'_>) -> bool {
             ..
         } => true,
         Expr::VarRef { name, kind: None } => {
-            !ctx.fields.contains_key(name.as_str()) && ctx.tag_keys.contains(name)
+            ctx.field(name).is_none() && ctx.tag_keys.contains(name)
         }
         _ => false,
     }
@@ -2017,13 +2028,39 @@ fn aggregate_group(
     let raw_mode = bases.iter().any(|b| b.function == "raw");
     // Points per base call, in time order.
     let mut points: Vec<Vec<(i64, Value)>> = vec![Vec::new(); bases.len()];
-    for_each_row(group, column_names, tag_keys, condition, |time, ctx| {
-        for (i, base) in bases.iter().enumerate() {
-            if let Some(Some(value)) = ctx.fields.get(base.field.as_str()) {
-                points[i].push((time, (*value).clone()));
+    let base_columns: Vec<Option<usize>> = bases
+        .iter()
+        .map(|b| column_names.iter().position(|c| *c == b.field))
+        .collect();
+    if let Some(condition) = condition {
+        for_each_row(
+            group,
+            column_names,
+            tag_keys,
+            Some(condition),
+            |time, ctx| {
+                for (i, column) in base_columns.iter().enumerate() {
+                    if let Some(Some(value)) = column.map(|c| ctx.fields[c].1) {
+                        points[i].push((time, value.clone()));
+                    }
+                }
+            },
+        );
+    } else {
+        // Fast path: read the columns directly; a stable sort by time keeps
+        // the series order for equal times, like `for_each_row`.
+        for (i, column) in base_columns.iter().enumerate() {
+            let Some(c) = *column else { continue };
+            for series in &group.series {
+                for (time, value) in series.times.iter().zip(&series.columns[c]) {
+                    if let Some(value) = value {
+                        points[i].push((*time, value.clone()));
+                    }
+                }
             }
+            points[i].sort_by_key(|(t, _)| *t);
         }
-    });
+    }
     if points.iter().all(Vec::is_empty) {
         return Ok(Vec::new());
     }

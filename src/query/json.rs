@@ -7,6 +7,8 @@
 //! keeps integers exact; controlling each of these is simpler with a small
 //! writer into a reused `Vec<u8>` than by configuring a general serializer.
 
+use std::io::Write;
+
 /// Appends a JSON string literal, escaped like Go's `encoding/json`.
 pub fn write_str(out: &mut Vec<u8>, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -61,16 +63,17 @@ pub fn write_f64(out: &mut Vec<u8>, value: f64) {
             }
         }
     } else {
-        out.extend_from_slice(format!("{value}").as_bytes());
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "{value}");
     }
 }
 
 pub fn write_i64(out: &mut Vec<u8>, value: i64) {
-    out.extend_from_slice(value.to_string().as_bytes());
+    let _ = write!(out, "{value}");
 }
 
 pub fn write_u64(out: &mut Vec<u8>, value: u64) {
-    out.extend_from_slice(value.to_string().as_bytes());
+    let _ = write!(out, "{value}");
 }
 
 /// Re-indents compact JSON like Go's `json.MarshalIndent(v, "", "    ")`.

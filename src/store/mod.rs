@@ -627,35 +627,6 @@ impl ShardStore {
                 .iter()
                 .map(|tags| request.tag_filter.matches(tags))
                 .collect();
-            // (series, time, chunk order, row) of every candidate row.
-            let mut hits: Vec<(u32, i64, u32, u32)> = Vec::new();
-            let chunks = table.sealed.iter().chain(std::iter::once(&table.active));
-            for (order, chunk) in chunks.enumerate() {
-                if chunk.len() == 0
-                    || chunk.time_max_ns < request.time_min_ns
-                    || chunk.time_min_ns > request.time_max_ns
-                {
-                    continue;
-                }
-                for row in 0..chunk.len() {
-                    let time = chunk.times[row];
-                    let series = chunk.series[row];
-                    if time < request.time_min_ns
-                        || time > request.time_max_ns
-                        || !passing[series as usize]
-                    {
-                        continue;
-                    }
-                    hits.push((series, time, order as u32, row as u32));
-                    // Bound the work even before deduplication.
-                    if hits.len() > request.row_limit.saturating_mul(4).max(1024) {
-                        return Err(ScanError::TooManyRows {
-                            limit: request.row_limit,
-                        });
-                    }
-                }
-            }
-            hits.sort_unstable();
             let all_chunks: Vec<&Chunk> = table
                 .sealed
                 .iter()
@@ -665,57 +636,94 @@ impl ShardStore {
                 .iter()
                 .map(|chunk| columns.iter().map(|c| chunk.columns.get(*c)).collect())
                 .collect();
-            let mut by_series: Vec<SeriesRows> = Vec::new();
-            let mut current: Option<u32> = None;
-            let mut i = 0;
-            while i < hits.len() {
-                let (series, time, _, _) = hits[i];
-                let mut j = i;
-                while j < hits.len() && hits[j].0 == series && hits[j].1 == time {
-                    j += 1;
+            // Per series: (time, chunk order, row) of every candidate row.
+            let mut per_series: Vec<Vec<(i64, u32, u32)>> = vec![Vec::new(); table.series.len()];
+            let mut candidates = 0usize;
+            let candidates_max = request.row_limit.saturating_mul(4).max(1024);
+            for (order, chunk) in all_chunks.iter().enumerate() {
+                if chunk.len() == 0
+                    || chunk.time_max_ns < request.time_min_ns
+                    || chunk.time_min_ns > request.time_max_ns
+                {
+                    continue;
                 }
-                // Merge hits[i..j] (older chunk first, later non-null wins).
-                let mut values: Vec<Option<Value>> = vec![None; columns.len()];
-                for &(_, _, order, row) in &hits[i..j] {
-                    for (c, column) in column_refs[order as usize].iter().enumerate() {
-                        if let Some(column) = column {
-                            if column.is_valid(row as usize) {
-                                values[c] = column.get(row as usize);
+                let refs = &column_refs[order];
+                for row in 0..chunk.len() {
+                    let time = chunk.times[row];
+                    let series = chunk.series[row] as usize;
+                    if time < request.time_min_ns || time > request.time_max_ns || !passing[series]
+                    {
+                        continue;
+                    }
+                    // A row without any requested column contributes nothing.
+                    if !refs.is_empty() && !refs.iter().flatten().any(|c| c.is_valid(row)) {
+                        continue;
+                    }
+                    per_series[series].push((time, order as u32, row as u32));
+                    candidates += 1;
+                    // Bound the work even before deduplication.
+                    if candidates > candidates_max {
+                        return Err(ScanError::TooManyRows {
+                            limit: request.row_limit,
+                        });
+                    }
+                }
+            }
+            let mut series_ids: Vec<usize> = (0..per_series.len())
+                .filter(|id| !per_series[*id].is_empty())
+                .collect();
+            series_ids.sort_by(|a, b| table.series[*a].cmp(&table.series[*b]));
+            // Reused per row: no allocation per row.
+            let mut values: Vec<Option<Value>> = vec![None; columns.len()];
+            for series in series_ids {
+                let hits = &mut per_series[series];
+                // Usually already in order: chunks are mostly appended in time.
+                hits.sort_unstable();
+                let mut found = SeriesRows {
+                    measurement: name.clone(),
+                    tags: table.series[series].clone(),
+                    times: Vec::with_capacity(hits.len()),
+                    columns: vec![Vec::with_capacity(hits.len()); columns.len()],
+                };
+                let mut i = 0;
+                while i < hits.len() {
+                    let time = hits[i].0;
+                    let mut j = i;
+                    while j < hits.len() && hits[j].0 == time {
+                        j += 1;
+                    }
+                    // Merge hits[i..j] (older chunk first, later non-null wins).
+                    values.iter_mut().for_each(|v| *v = None);
+                    for &(_, order, row) in &hits[i..j] {
+                        for (c, column) in column_refs[order as usize].iter().enumerate() {
+                            if let Some(column) = column {
+                                if column.is_valid(row as usize) {
+                                    values[c] = column.get(row as usize);
+                                }
                             }
                         }
                     }
+                    i = j;
+                    let present = request.fields.is_empty()
+                        || values[..request.fields.len()].iter().any(Option::is_some);
+                    if !present {
+                        continue;
+                    }
+                    rows_total += 1;
+                    if rows_total > request.row_limit {
+                        return Err(ScanError::TooManyRows {
+                            limit: request.row_limit,
+                        });
+                    }
+                    found.times.push(time);
+                    for (c, value) in values.iter_mut().enumerate() {
+                        found.columns[c].push(value.take());
+                    }
                 }
-                i = j;
-                let present = request.fields.is_empty()
-                    || values[..request.fields.len()].iter().any(Option::is_some);
-                if !present {
-                    continue;
-                }
-                rows_total += 1;
-                if rows_total > request.row_limit {
-                    return Err(ScanError::TooManyRows {
-                        limit: request.row_limit,
-                    });
-                }
-                if current != Some(series) {
-                    current = Some(series);
-                    by_series.push(SeriesRows {
-                        measurement: name.clone(),
-                        tags: table.series[series as usize].clone(),
-                        times: Vec::new(),
-                        columns: vec![Vec::new(); columns.len()],
-                    });
-                }
-                let Some(target) = by_series.last_mut() else {
-                    continue;
-                };
-                target.times.push(time);
-                for (c, value) in values.into_iter().enumerate() {
-                    target.columns[c].push(value);
+                if !found.times.is_empty() {
+                    out.push(found);
                 }
             }
-            by_series.sort_by(|a, b| a.tags.cmp(&b.tags));
-            out.extend(by_series);
         }
         Ok(out)
     }

@@ -695,3 +695,102 @@ fn grafana_panel_query() {
         "{body}"
     );
 }
+
+/// Loads `series` hosts × `points` points at 10 s resolution, runs the
+/// Grafana panel query, returns (store bytes per point, query time).
+fn grafana_workload(
+    series: usize,
+    points: usize,
+    shards: usize,
+) -> (f64, std::time::Duration, String) {
+    let backend = TestBackend::new(shards, 4096);
+    let hosts: Vec<&'static str> = (0..series)
+        .map(|i| &*Box::leak(format!("host{i:04}").into_boxed_str()))
+        .collect();
+    let end = 1_000_000 * S;
+    let start = end - points as i64 * 10 * S;
+    for p in 0..points {
+        let batch: Vec<Point<'static>> = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, host)| {
+                point(
+                    "cpu",
+                    &[("host", host), ("region", "eu")],
+                    &[("usage", F::D((i + p) as f64 * 0.5))],
+                    start + p as i64 * 10 * S,
+                )
+            })
+            .collect();
+        backend.write(&batch);
+    }
+    let bytes: usize = backend
+        .shards
+        .iter()
+        .map(|s| s.borrow().memory_bytes())
+        .sum();
+    let params = QueryParams {
+        q: format!(
+            "SELECT mean(\"usage\") FROM \"cpu\" WHERE time >= {}ms and time <= {}ms GROUP BY time(1m), \"host\" fill(null)",
+            start / 1_000_000,
+            end / 1_000_000
+        ),
+        db: Some("db".into()),
+        epoch: Some("ms".into()),
+        now_ns: end,
+        ..QueryParams::default()
+    };
+    if series >= 1000 {
+        let request = ScanRequest::Rows(RowsRequest {
+            database: "db".into(),
+            measurements: vec!["cpu".into()],
+            tag_filter: TagFilter::All,
+            time_min_ns: start,
+            time_max_ns: end,
+            fields: vec!["usage".into()],
+            condition_fields: Vec::new(),
+            row_limit: usize::MAX,
+        });
+        let began = std::time::Instant::now();
+        let rows = futures_lite::future::block_on(backend.scan(request));
+        println!(
+            "scan alone: {:.1} ms ({} responses)",
+            began.elapsed().as_secs_f64() * 1000.0,
+            rows.map_or(0, |r| r.len())
+        );
+    }
+    let began = std::time::Instant::now();
+    let output = futures_lite::future::block_on(execute(&params, &backend));
+    let elapsed = began.elapsed();
+    assert_eq!(output.status, 200);
+    let body = String::from_utf8(output.body).unwrap_or_default();
+    (bytes as f64 / (series * points) as f64, elapsed, body)
+}
+
+/// Goal: the Grafana benchmark workload runs and answers one series per
+/// host (tiny size, so it cannot rot). Method: 5 hosts × 30 points.
+#[test]
+fn grafana_workload_tiny() {
+    let (bytes_per_point, _, body) = grafana_workload(5, 30, 2);
+    assert_eq!(body.matches("\"tags\":{\"host\":").count(), 5);
+    assert!(
+        bytes_per_point > 8.0 && bytes_per_point < 200.0,
+        "{bytes_per_point}"
+    );
+}
+
+/// Goal: record bytes per point and Grafana query latency at issue 6's
+/// size (1 000 series × 1 hour at 10 s). Method: run with
+/// `cargo test --release --lib grafana_workload_full -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn grafana_workload_full() {
+    for _ in 0..3 {
+        let (bytes_per_point, elapsed, body) = grafana_workload(1000, 360, 2);
+        println!(
+            "1000 series x 360 points: {bytes_per_point:.1} store bytes/point, query {:.1} ms, {} bytes JSON",
+            elapsed.as_secs_f64() * 1000.0,
+            body.len()
+        );
+    }
+}
