@@ -1,68 +1,75 @@
-//! InfluxQL `/query`. TEMPORARY STUB with the agreed API (issue 6 replaces it).
+//! InfluxQL `/query` (issue 6): text → statements → per-shard scans →
+//! merged answer → JSON exactly as InfluxDB 1.x prints it.
+//!
+//! Ownership: this module owns parsing ([`parser`]), evaluation ([`eval`])
+//! and output ([`json`], [`time`]). It never touches shard state directly:
+//! every read goes through [`QueryBackend::scan`], which the integrator
+//! implements as a fan-out over all shards (each runs
+//! [`crate::store::ShardStore::scan`]) and tests implement over local stores.
+//!
+//! Invariants:
+//! - a parse error is HTTP 400 `{"error":"error parsing query: …"}`; every
+//!   other problem is a statement error (HTTP 200, `results[i].error`);
+//! - work is bounded: rows per scan ([`ROWS_MAX`]), series
+//!   ([`SERIES_MAX`]) and time buckets ([`BUCKETS_MAX`]) give an error
+//!   message, never an unbounded allocation;
+//! - integers are printed from `i64`/`u64`, never through `f64`.
 
 use std::future::Future;
 
 use crate::store::{ScanRequest, ScanResponse};
 
+pub mod ast;
+pub mod eval;
+pub mod json;
+pub mod parser;
+pub mod time;
+
+/// Rows one statement may read (InfluxDB's `max-select-point`).
+pub const ROWS_MAX: usize = 10_000_000;
+/// Series one statement may read (InfluxDB's `max-select-series`).
+pub const SERIES_MAX: usize = 1_000_000;
+/// Time buckets one statement may produce over all its series
+/// (InfluxDB's `max-select-buckets`).
+pub const BUCKETS_MAX: usize = 1_000_000;
+/// Rows per chunk of a `chunked=true` answer when `chunk_size` is absent.
+pub const CHUNK_SIZE_DEFAULT: usize = 10_000;
+
+/// The parameters of one `/query` request.
 #[derive(Clone, Debug, Default)]
 pub struct QueryParams {
     pub q: String,
     pub db: Option<String>,
     pub rp: Option<String>,
+    /// `ns u µ ms s m h`; `None` → RFC3339 strings.
     pub epoch: Option<String>,
     pub pretty: bool,
     pub chunked: bool,
     pub chunk_size: Option<usize>,
+    /// `now()` for the whole request.
     pub now_ns: i64,
 }
 
+/// The answer: status and JSON body (chunked → newline-separated docs).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueryOutput {
     pub status: u16,
     pub body: Vec<u8>,
 }
 
+/// What the evaluator needs from the server.
 pub trait QueryBackend {
+    /// The merged responses of every shard for one request.
     fn scan(&self, request: ScanRequest)
         -> impl Future<Output = Result<Vec<ScanResponse>, String>>;
     fn databases(&self) -> Vec<String>;
     fn create_database(&self, name: &str) -> impl Future<Output = Result<(), String>>;
     fn drop_database(&self, name: &str) -> impl Future<Output = Result<(), String>>;
+    /// Auth: may the caller read this database?
     fn may_read(&self, database: &str) -> bool;
 }
 
+/// Answers one `/query` request.
 pub async fn execute(params: &QueryParams, backend: &impl QueryBackend) -> QueryOutput {
-    let q = params.q.trim();
-    if let Some(rest) = q.strip_prefix("CREATE DATABASE ") {
-        let name = rest.trim().trim_matches('"');
-        return match backend.create_database(name).await {
-            Ok(()) => QueryOutput {
-                status: 200,
-                body: b"{\"results\":[{\"statement_id\":0}]}\n".to_vec(),
-            },
-            Err(e) => QueryOutput {
-                status: 200,
-                body: format!("{{\"results\":[{{\"statement_id\":0,\"error\":{e:?}}}]}}\n")
-                    .into_bytes(),
-            },
-        };
-    }
-    if q == "SHOW DATABASES" {
-        let names: Vec<String> = backend
-            .databases()
-            .iter()
-            .map(|n| format!("[{n:?}]"))
-            .collect();
-        return QueryOutput {
-            status: 200,
-            body: format!(
-                "{{\"results\":[{{\"statement_id\":0,\"series\":[{{\"name\":\"databases\",\"columns\":[\"name\"],\"values\":[{}]}}]}}]}}\n",
-                names.join(",")
-            )
-            .into_bytes(),
-        };
-    }
-    QueryOutput {
-        status: 400,
-        body: b"{\"error\":\"error parsing query: not implemented yet\"}\n".to_vec(),
-    }
+    eval::execute(params, backend).await
 }

@@ -1,49 +1,765 @@
-//! Per-shard columnar in-memory store. TEMPORARY STUB with the agreed API
-//! (issue 6 replaces it).
+//! Per-shard columnar in-memory store (issue 6).
+//!
+//! Ownership: one [`ShardStore`] per shard, owned by that shard's executor
+//! (single-threaded; plain fields, no locks). Rows arrive as validated
+//! [`BatchReader`]s after the WAL sync (live) or from WAL replay (start-up).
+//!
+//! Layout: database → table (measurement) → chunks. A table keeps a series
+//! dictionary (series id → sorted tag pairs), so a row stores only its
+//! series id; the tag columns are dictionary-encoded through it. A chunk
+//! holds a time column, a series-id column and one typed field column per
+//! field name, each with a validity vector. The active chunk is mutable;
+//! when it reaches `chunk_rows` rows it is sealed (immutable from then on,
+//! ready to be written elsewhere by a later issue).
+//!
+//! Invariants:
+//! - inside one chunk, (series, time) is unique: a repeated (series, time)
+//!   in the active chunk merges into the existing row (later value wins per
+//!   field);
+//! - across chunks the same (series, time) may appear several times; scans
+//!   resolve it by chunk order (older first, later non-null field wins), so
+//!   the answer is the same as if sealed chunks had been rewritten;
+//! - every column of a chunk has exactly `times.len()` entries;
+//! - a column's type is fixed by its first value; a value of another type
+//!   (impossible behind the catalog) is ignored, never a panic.
+//!
+//! Scans ([`ShardStore::scan`]) answer owned, `Send` requests with owned
+//! responses, so the coordinating shard can fan out and merge. Every scan is
+//! bounded by a row (or series) limit and fails with [`ScanError`] past it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+use regex::Regex;
 
 use crate::batch::BatchReader;
+use crate::line_protocol::FieldValue;
 
-#[derive(Clone, Debug)]
+/// Sizes of the store, from `Config`.
+#[derive(Clone, Copy, Debug)]
 pub struct StoreLimits {
+    /// Budget for [`ShardStore::memory_bytes`]; writes are refused
+    /// ([`ShardStore::has_room`]) when an incoming payload would pass it.
     pub memory_bytes_max: usize,
+    /// Rows per chunk before it is sealed.
     pub chunk_rows: usize,
 }
 
-#[derive(Debug, Clone)]
-pub enum ScanRequest {
-    Nothing,
+/// The type of a field column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldType {
+    Float,
+    Integer,
+    Unsigned,
+    String,
+    Boolean,
 }
-#[derive(Debug, Clone)]
-pub enum ScanResponse {
-    Nothing,
-}
-#[derive(Debug, Clone)]
-pub struct ScanError(pub String);
 
+impl FieldType {
+    /// The name InfluxDB prints in `SHOW FIELD KEYS`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FieldType::Float => "float",
+            FieldType::Integer => "integer",
+            FieldType::Unsigned => "unsigned",
+            FieldType::String => "string",
+            FieldType::Boolean => "boolean",
+        }
+    }
+}
+
+/// One owned field value in a scan response.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Float(f64),
+    Integer(i64),
+    Unsigned(u64),
+    String(String),
+    Boolean(bool),
+}
+
+/// Which measurements a schema request covers.
+#[derive(Clone, Debug)]
+pub enum MeasurementFilter {
+    All,
+    Names(Vec<String>),
+    Regex(Regex),
+}
+
+impl MeasurementFilter {
+    fn matches(&self, name: &str) -> bool {
+        match self {
+            MeasurementFilter::All => true,
+            MeasurementFilter::Names(names) => names.iter().any(|n| n == name),
+            MeasurementFilter::Regex(re) => re.is_match(name),
+        }
+    }
+}
+
+/// A predicate over a series' tags. A missing tag reads as `""`, like
+/// InfluxDB.
+#[derive(Clone, Debug)]
+pub enum TagFilter {
+    All,
+    And(Box<TagFilter>, Box<TagFilter>),
+    Or(Box<TagFilter>, Box<TagFilter>),
+    Eq { key: String, value: String },
+    NotEq { key: String, value: String },
+    Match { key: String, regex: Regex },
+    NotMatch { key: String, regex: Regex },
+}
+
+impl TagFilter {
+    /// Does a series with these (sorted) tags pass?
+    pub fn matches(&self, tags: &[(String, String)]) -> bool {
+        let lookup = |key: &str| -> &str {
+            tags.binary_search_by(|(k, _)| k.as_str().cmp(key))
+                .map(|i| tags[i].1.as_str())
+                .unwrap_or("")
+        };
+        match self {
+            TagFilter::All => true,
+            TagFilter::And(a, b) => a.matches(tags) && b.matches(tags),
+            TagFilter::Or(a, b) => a.matches(tags) || b.matches(tags),
+            TagFilter::Eq { key, value } => lookup(key) == value,
+            TagFilter::NotEq { key, value } => lookup(key) != value,
+            TagFilter::Match { key, regex } => regex.is_match(lookup(key)),
+            TagFilter::NotMatch { key, regex } => !regex.is_match(lookup(key)),
+        }
+    }
+}
+
+/// Raw rows of matching series.
+#[derive(Clone, Debug)]
+pub struct RowsRequest {
+    pub database: String,
+    /// Exact measurement names (the coordinator resolves regexes first).
+    pub measurements: Vec<String>,
+    pub tag_filter: TagFilter,
+    /// Inclusive bounds.
+    pub time_min_ns: i64,
+    pub time_max_ns: i64,
+    /// Columns returned; a row is returned only when at least one of these
+    /// is non-null (InfluxDB's rule for selected fields). Empty: every row.
+    pub fields: Vec<String>,
+    /// Further columns returned (for WHERE on fields) that do not decide
+    /// whether a row exists.
+    pub condition_fields: Vec<String>,
+    /// More rows than this in the response → [`ScanError::TooManyRows`].
+    pub row_limit: usize,
+}
+
+/// Measurement names, tag keys, field keys and types, optionally series.
+#[derive(Clone, Debug)]
+pub struct SchemaRequest {
+    pub database: String,
+    pub measurements: MeasurementFilter,
+    /// Only series passing this count (for tag keys and series); a
+    /// measurement with no passing series is left out unless `All`.
+    pub tag_filter: TagFilter,
+    pub include_series: bool,
+    /// More series than this in the response → [`ScanError::TooManySeries`].
+    pub series_limit: usize,
+}
+
+/// A request to one shard. Owned and `Send`, so it crosses cores.
+#[derive(Clone, Debug)]
+pub enum ScanRequest {
+    Rows(RowsRequest),
+    Schema(SchemaRequest),
+}
+
+/// The rows of one series, sorted by time, unique times.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeriesRows {
+    pub measurement: String,
+    /// Sorted by key.
+    pub tags: Vec<(String, String)>,
+    pub times: Vec<i64>,
+    /// One vector per requested column (`fields` then `condition_fields`),
+    /// each `times.len()` long.
+    pub columns: Vec<Vec<Option<Value>>>,
+}
+
+/// What one shard knows of one measurement.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MeasurementSchema {
+    pub name: String,
+    /// Sorted.
+    pub tag_keys: Vec<String>,
+    /// Sorted by name.
+    pub fields: Vec<(String, FieldType)>,
+    /// Tag sets of the passing series (only when asked), sorted.
+    pub series: Vec<Vec<(String, String)>>,
+}
+
+/// A shard's answer. Owned and `Send`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ScanResponse {
+    /// Series in (measurement, tags) order.
+    Rows(Vec<SeriesRows>),
+    /// Measurements in name order.
+    Schema(Vec<MeasurementSchema>),
+}
+
+/// Why a scan was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScanError {
+    TooManyRows { limit: usize },
+    TooManySeries { limit: usize },
+}
+
+impl fmt::Display for ScanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ScanError::TooManyRows { limit } => {
+                write!(
+                    f,
+                    "query would read more than {limit} rows (max-select-point)"
+                )
+            }
+            ScanError::TooManySeries { limit } => {
+                write!(
+                    f,
+                    "query would read more than {limit} series (max-select-series)"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for ScanError {}
+
+#[derive(Debug)]
+enum ColumnData {
+    Float(Vec<f64>),
+    Integer(Vec<i64>),
+    Unsigned(Vec<u64>),
+    String(Vec<String>),
+    Boolean(Vec<bool>),
+}
+
+/// One typed field column with validity.
+#[derive(Debug)]
+struct Column {
+    data: ColumnData,
+    valid: Vec<bool>,
+}
+
+/// Estimated bytes of one value slot (value + validity).
+fn slot_bytes(field_type: FieldType) -> usize {
+    match field_type {
+        FieldType::Float | FieldType::Integer | FieldType::Unsigned => 9,
+        FieldType::String => std::mem::size_of::<String>() + 1,
+        FieldType::Boolean => 2,
+    }
+}
+
+impl Column {
+    fn new(field_type: FieldType, rows: usize) -> Column {
+        let data = match field_type {
+            FieldType::Float => ColumnData::Float(vec![0.0; rows]),
+            FieldType::Integer => ColumnData::Integer(vec![0; rows]),
+            FieldType::Unsigned => ColumnData::Unsigned(vec![0; rows]),
+            FieldType::String => ColumnData::String(vec![String::new(); rows]),
+            FieldType::Boolean => ColumnData::Boolean(vec![false; rows]),
+        };
+        Column {
+            data,
+            valid: vec![false; rows],
+        }
+    }
+
+    fn field_type(&self) -> FieldType {
+        match self.data {
+            ColumnData::Float(_) => FieldType::Float,
+            ColumnData::Integer(_) => FieldType::Integer,
+            ColumnData::Unsigned(_) => FieldType::Unsigned,
+            ColumnData::String(_) => FieldType::String,
+            ColumnData::Boolean(_) => FieldType::Boolean,
+        }
+    }
+
+    fn push_null(&mut self) {
+        match &mut self.data {
+            ColumnData::Float(v) => v.push(0.0),
+            ColumnData::Integer(v) => v.push(0),
+            ColumnData::Unsigned(v) => v.push(0),
+            ColumnData::String(v) => v.push(String::new()),
+            ColumnData::Boolean(v) => v.push(false),
+        }
+        self.valid.push(false);
+    }
+
+    /// Sets row `row`; returns the change in heap bytes (strings), or
+    /// `None` when the value's type does not match the column.
+    fn set(&mut self, row: usize, value: &FieldValue<'_>) -> Option<isize> {
+        let delta = match (&mut self.data, value) {
+            (ColumnData::Float(v), FieldValue::Float(x)) => {
+                v[row] = *x;
+                0
+            }
+            (ColumnData::Integer(v), FieldValue::Integer(x)) => {
+                v[row] = *x;
+                0
+            }
+            (ColumnData::Unsigned(v), FieldValue::UInteger(x)) => {
+                v[row] = *x;
+                0
+            }
+            (ColumnData::Boolean(v), FieldValue::Boolean(x)) => {
+                v[row] = *x;
+                0
+            }
+            (ColumnData::String(v), FieldValue::String(x)) => {
+                let old = v[row].len() as isize;
+                v[row] = x.to_string();
+                x.len() as isize - old
+            }
+            _ => return None,
+        };
+        self.valid[row] = true;
+        Some(delta)
+    }
+
+    fn get(&self, row: usize) -> Option<Value> {
+        if !self.valid[row] {
+            return None;
+        }
+        Some(match &self.data {
+            ColumnData::Float(v) => Value::Float(v[row]),
+            ColumnData::Integer(v) => Value::Integer(v[row]),
+            ColumnData::Unsigned(v) => Value::Unsigned(v[row]),
+            ColumnData::String(v) => Value::String(v[row].clone()),
+            ColumnData::Boolean(v) => Value::Boolean(v[row]),
+        })
+    }
+
+    fn is_valid(&self, row: usize) -> bool {
+        self.valid[row]
+    }
+}
+
+fn field_type_of(value: &FieldValue<'_>) -> FieldType {
+    match value {
+        FieldValue::Float(_) => FieldType::Float,
+        FieldValue::Integer(_) => FieldType::Integer,
+        FieldValue::UInteger(_) => FieldType::Unsigned,
+        FieldValue::String(_) => FieldType::String,
+        FieldValue::Boolean(_) => FieldType::Boolean,
+    }
+}
+
+/// A run of rows of one table.
+#[derive(Debug, Default)]
+struct Chunk {
+    times: Vec<i64>,
+    series: Vec<u32>,
+    columns: BTreeMap<String, Column>,
+    time_min_ns: i64,
+    time_max_ns: i64,
+    /// (series, time) → row; only while the chunk is active.
+    index: HashMap<(u32, i64), u32>,
+}
+
+impl Chunk {
+    fn len(&self) -> usize {
+        self.times.len()
+    }
+}
+
+/// Bytes per row outside field columns: time, series id, index entry.
+const ROW_OVERHEAD_BYTES: usize = 8 + 4 + 24;
+/// Bytes per series-dictionary entry outside its strings.
+const SERIES_OVERHEAD_BYTES: usize = 64;
+
+#[derive(Debug, Default)]
+struct Table {
+    /// Series id → tags sorted by key.
+    series: Vec<Vec<(String, String)>>,
+    /// Series hash → ids with that hash (collisions resolved by tags).
+    series_by_hash: HashMap<u64, Vec<u32>>,
+    tag_keys: BTreeSet<String>,
+    field_types: BTreeMap<String, FieldType>,
+    sealed: Vec<Chunk>,
+    active: Chunk,
+}
+
+#[derive(Debug, Default)]
+struct Database {
+    tables: BTreeMap<String, Table>,
+}
+
+/// The store of one shard.
+#[derive(Debug)]
 pub struct ShardStore {
-    rows: usize,
+    limits: StoreLimits,
+    databases: BTreeMap<String, Database>,
+    /// Running estimate, see [`ShardStore::memory_bytes`].
+    memory_bytes: usize,
 }
 
 impl ShardStore {
     pub fn new(limits: StoreLimits) -> ShardStore {
-        let _ = limits;
-        ShardStore { rows: 0 }
+        assert!(limits.chunk_rows > 0, "chunk_rows must be positive");
+        ShardStore {
+            limits,
+            databases: BTreeMap::new(),
+            memory_bytes: 0,
+        }
     }
+
+    /// Estimated heap bytes held: per row its time, series id and index
+    /// entry, per value slot its width and validity byte, string bytes, and
+    /// the series dictionary. Capacity slack is not counted.
     pub fn memory_bytes(&self) -> usize {
-        self.rows * 64
+        self.memory_bytes
     }
+
+    /// May a write of this many payload bytes enter? A payload byte costs
+    /// at most about one store byte (names are dictionary-encoded), so the
+    /// payload size bounds the growth.
     pub fn has_room(&self, incoming_payload_bytes: usize) -> bool {
-        let _ = incoming_payload_bytes;
-        true
+        self.memory_bytes.saturating_add(incoming_payload_bytes) <= self.limits.memory_bytes_max
     }
+
+    /// Adds the rows of a validated batch. Never fails.
     pub fn apply(&mut self, batch: &BatchReader<'_>) {
-        self.rows += batch.row_count() as usize;
+        let chunk_rows = self.limits.chunk_rows;
+        let database = self
+            .databases
+            .entry(batch.database().to_string())
+            .or_default();
+        let mut added: isize = 0;
+        for row in batch.rows() {
+            let table = match database.tables.get_mut(row.table) {
+                Some(table) => table,
+                None => database.tables.entry(row.table.to_string()).or_default(),
+            };
+            // Series id.
+            let candidates = table.series_by_hash.entry(row.series_hash).or_default();
+            let found = candidates.iter().copied().find(|id| {
+                let tags = &table.series[*id as usize];
+                tags.len() == row.tag_count()
+                    && tags
+                        .iter()
+                        .zip(row.tags())
+                        .all(|((k, v), (rk, rv))| k == rk && v == rv)
+            });
+            let series_id = match found {
+                Some(id) => id,
+                None => {
+                    let id = table.series.len() as u32;
+                    let tags: Vec<(String, String)> = row
+                        .tags()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect();
+                    added += (SERIES_OVERHEAD_BYTES
+                        + tags
+                            .iter()
+                            .map(|(k, v)| k.len() + v.len() + 48)
+                            .sum::<usize>()) as isize;
+                    for (k, _) in &tags {
+                        if !table.tag_keys.contains(k) {
+                            table.tag_keys.insert(k.clone());
+                        }
+                    }
+                    table.series.push(tags);
+                    candidates.push(id);
+                    id
+                }
+            };
+            // Row in the active chunk.
+            let chunk = &mut table.active;
+            let row_index = match chunk.index.get(&(series_id, row.time_ns)) {
+                Some(index) => *index as usize,
+                None => {
+                    let index = chunk.len();
+                    if index == 0 {
+                        chunk.time_min_ns = row.time_ns;
+                        chunk.time_max_ns = row.time_ns;
+                    } else {
+                        chunk.time_min_ns = chunk.time_min_ns.min(row.time_ns);
+                        chunk.time_max_ns = chunk.time_max_ns.max(row.time_ns);
+                    }
+                    chunk.times.push(row.time_ns);
+                    chunk.series.push(series_id);
+                    for column in chunk.columns.values_mut() {
+                        column.push_null();
+                        added += slot_bytes(column.field_type()) as isize;
+                    }
+                    chunk.index.insert((series_id, row.time_ns), index as u32);
+                    added += ROW_OVERHEAD_BYTES as isize;
+                    index
+                }
+            };
+            for (key, value) in row.fields() {
+                let field_type = field_type_of(&value);
+                let column = match chunk.columns.get_mut(key) {
+                    Some(column) => column,
+                    None => {
+                        let rows = chunk.len();
+                        added += (slot_bytes(field_type) * rows + key.len() + 64) as isize;
+                        chunk
+                            .columns
+                            .entry(key.to_string())
+                            .or_insert_with(|| Column::new(field_type, rows))
+                    }
+                };
+                if let Some(delta) = column.set(row_index, &value) {
+                    added += delta;
+                    if !table.field_types.contains_key(key) {
+                        table.field_types.insert(key.to_string(), field_type);
+                    }
+                }
+            }
+            if chunk.len() >= chunk_rows {
+                let mut sealed = std::mem::take(&mut table.active);
+                added -= (sealed.index.len() * 24) as isize;
+                sealed.index = HashMap::new();
+                sealed.times.shrink_to_fit();
+                sealed.series.shrink_to_fit();
+                table.sealed.push(sealed);
+            }
+        }
+        self.memory_bytes = (self.memory_bytes as isize + added).max(0) as usize;
     }
+
     pub fn drop_database(&mut self, database: &str) {
-        let _ = database;
+        if self.databases.remove(database).is_some() {
+            self.memory_bytes = self
+                .databases
+                .values()
+                .flat_map(|d| d.tables.values())
+                .map(table_bytes)
+                .sum();
+        }
     }
+
+    /// Names of the databases that hold data on this shard.
+    pub fn database_names(&self) -> Vec<String> {
+        self.databases.keys().cloned().collect()
+    }
+
     pub fn scan(&self, request: &ScanRequest) -> Result<ScanResponse, ScanError> {
-        let _ = request;
-        Ok(ScanResponse::Nothing)
+        match request {
+            ScanRequest::Rows(rows) => self.scan_rows(rows).map(ScanResponse::Rows),
+            ScanRequest::Schema(schema) => self.scan_schema(schema).map(ScanResponse::Schema),
+        }
+    }
+
+    fn scan_schema(&self, request: &SchemaRequest) -> Result<Vec<MeasurementSchema>, ScanError> {
+        let Some(database) = self.databases.get(&request.database) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        let mut series_total = 0usize;
+        let filtered = !matches!(request.tag_filter, TagFilter::All);
+        for (name, table) in &database.tables {
+            if !request.measurements.matches(name) {
+                continue;
+            }
+            let mut tag_keys: BTreeSet<&str> = BTreeSet::new();
+            let mut series = Vec::new();
+            let mut any = false;
+            for tags in &table.series {
+                if filtered && !request.tag_filter.matches(tags) {
+                    continue;
+                }
+                any = true;
+                if filtered {
+                    tag_keys.extend(tags.iter().map(|(k, _)| k.as_str()));
+                }
+                if request.include_series {
+                    series_total += 1;
+                    if series_total > request.series_limit {
+                        return Err(ScanError::TooManySeries {
+                            limit: request.series_limit,
+                        });
+                    }
+                    series.push(tags.clone());
+                }
+            }
+            if filtered && !any {
+                continue;
+            }
+            let tag_keys = if filtered {
+                tag_keys.into_iter().map(str::to_string).collect()
+            } else {
+                table.tag_keys.iter().cloned().collect()
+            };
+            series.sort();
+            out.push(MeasurementSchema {
+                name: name.clone(),
+                tag_keys,
+                fields: table
+                    .field_types
+                    .iter()
+                    .map(|(k, t)| (k.clone(), *t))
+                    .collect(),
+                series,
+            });
+        }
+        Ok(out)
+    }
+
+    fn scan_rows(&self, request: &RowsRequest) -> Result<Vec<SeriesRows>, ScanError> {
+        let Some(database) = self.databases.get(&request.database) else {
+            return Ok(Vec::new());
+        };
+        let mut names: Vec<&String> = request.measurements.iter().collect();
+        names.sort();
+        names.dedup();
+        let mut out = Vec::new();
+        let mut rows_total = 0usize;
+        let columns: Vec<&str> = request
+            .fields
+            .iter()
+            .chain(&request.condition_fields)
+            .map(String::as_str)
+            .collect();
+        for name in names {
+            let Some(table) = database.tables.get(name.as_str()) else {
+                continue;
+            };
+            let passing: Vec<bool> = table
+                .series
+                .iter()
+                .map(|tags| request.tag_filter.matches(tags))
+                .collect();
+            let all_chunks: Vec<&Chunk> = table
+                .sealed
+                .iter()
+                .chain(std::iter::once(&table.active))
+                .collect();
+            let column_refs: Vec<Vec<Option<&Column>>> = all_chunks
+                .iter()
+                .map(|chunk| columns.iter().map(|c| chunk.columns.get(*c)).collect())
+                .collect();
+            // Per series: (time, chunk order, row) of every candidate row.
+            let mut per_series: Vec<Vec<(i64, u32, u32)>> = vec![Vec::new(); table.series.len()];
+            let mut candidates = 0usize;
+            let candidates_max = request.row_limit.saturating_mul(4).max(1024);
+            for (order, chunk) in all_chunks.iter().enumerate() {
+                if chunk.len() == 0
+                    || chunk.time_max_ns < request.time_min_ns
+                    || chunk.time_min_ns > request.time_max_ns
+                {
+                    continue;
+                }
+                let refs = &column_refs[order];
+                for row in 0..chunk.len() {
+                    let time = chunk.times[row];
+                    let series = chunk.series[row] as usize;
+                    if time < request.time_min_ns || time > request.time_max_ns || !passing[series]
+                    {
+                        continue;
+                    }
+                    // A row without any requested column contributes nothing.
+                    if !refs.is_empty() && !refs.iter().flatten().any(|c| c.is_valid(row)) {
+                        continue;
+                    }
+                    per_series[series].push((time, order as u32, row as u32));
+                    candidates += 1;
+                    // Bound the work even before deduplication.
+                    if candidates > candidates_max {
+                        return Err(ScanError::TooManyRows {
+                            limit: request.row_limit,
+                        });
+                    }
+                }
+            }
+            let mut series_ids: Vec<usize> = (0..per_series.len())
+                .filter(|id| !per_series[*id].is_empty())
+                .collect();
+            series_ids.sort_by(|a, b| table.series[*a].cmp(&table.series[*b]));
+            // Reused per row: no allocation per row.
+            let mut values: Vec<Option<Value>> = vec![None; columns.len()];
+            for series in series_ids {
+                let hits = &mut per_series[series];
+                // Usually already in order: chunks are mostly appended in time.
+                hits.sort_unstable();
+                let mut found = SeriesRows {
+                    measurement: name.clone(),
+                    tags: table.series[series].clone(),
+                    times: Vec::with_capacity(hits.len()),
+                    columns: vec![Vec::with_capacity(hits.len()); columns.len()],
+                };
+                let mut i = 0;
+                while i < hits.len() {
+                    let time = hits[i].0;
+                    let mut j = i;
+                    while j < hits.len() && hits[j].0 == time {
+                        j += 1;
+                    }
+                    // Merge hits[i..j] (older chunk first, later non-null wins).
+                    values.iter_mut().for_each(|v| *v = None);
+                    for &(_, order, row) in &hits[i..j] {
+                        for (c, column) in column_refs[order as usize].iter().enumerate() {
+                            if let Some(column) = column {
+                                if column.is_valid(row as usize) {
+                                    values[c] = column.get(row as usize);
+                                }
+                            }
+                        }
+                    }
+                    i = j;
+                    let present = request.fields.is_empty()
+                        || values[..request.fields.len()].iter().any(Option::is_some);
+                    if !present {
+                        continue;
+                    }
+                    rows_total += 1;
+                    if rows_total > request.row_limit {
+                        return Err(ScanError::TooManyRows {
+                            limit: request.row_limit,
+                        });
+                    }
+                    found.times.push(time);
+                    for (c, value) in values.iter_mut().enumerate() {
+                        found.columns[c].push(value.take());
+                    }
+                }
+                if !found.times.is_empty() {
+                    out.push(found);
+                }
+            }
+        }
+        Ok(out)
     }
 }
+
+/// Recomputed estimate for one table (used after drops).
+fn table_bytes(table: &Table) -> usize {
+    let series: usize = table
+        .series
+        .iter()
+        .map(|tags| {
+            SERIES_OVERHEAD_BYTES
+                + tags
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 48)
+                    .sum::<usize>()
+        })
+        .sum();
+    let chunks: usize = table
+        .sealed
+        .iter()
+        .chain(std::iter::once(&table.active))
+        .map(|chunk| {
+            let rows = chunk.len();
+            let mut bytes = rows * ROW_OVERHEAD_BYTES - (rows - chunk.index.len()) * 24;
+            for (key, column) in &chunk.columns {
+                bytes += slot_bytes(column.field_type()) * rows + key.len() + 64;
+                if let ColumnData::String(values) = &column.data {
+                    bytes += values.iter().map(String::len).sum::<usize>();
+                }
+            }
+            bytes
+        })
+        .sum();
+    series + chunks
+}
+
+#[cfg(test)]
+mod tests;
