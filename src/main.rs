@@ -109,8 +109,15 @@ fn load(args: &ConfigArgs) -> Result<Config, ExitCode> {
 }
 
 fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string());
+    // glommio logs an ERROR when its optional iopoll probe does not apply to
+    // a file system; it then uses the normal ring, which is what we want.
+    let directives = if directives.contains("glommio") {
+        directives
+    } else {
+        format!("{directives},glommio::reactor=off")
+    };
+    let filter = tracing_subscriber::EnvFilter::new(directives);
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -113,7 +113,6 @@ fn assert_script_ok(script: &str, output: &Output, ok_line: &str) {
 /// compares what `query` returns with what it wrote and exits non-zero on
 /// any difference.
 #[test]
-#[ignore = "needs the write path (issue 4)"]
 fn v1_python_client_writes_and_reads_back() {
     let python = python();
     let (_server, addr) = server_under_test();
@@ -137,7 +136,6 @@ fn v1_python_client_writes_and_reads_back() {
 /// error callback fails it, then it reads back over `/query` and compares
 /// count, sums, and the last point of one series exactly.
 #[test]
-#[ignore = "needs the write path (issue 4)"]
 fn v2_python_client_gzip_batching_writes_everything() {
     let python = python();
     let (_server, addr) = server_under_test();

@@ -291,7 +291,6 @@ fn prepare(fixture: &Fixture) -> Target {
 /// compare status and the JSON value of the body; report every differing
 /// case with its query, the first differing JSON path, expected and actual.
 #[test]
-#[ignore = "needs /query (issue 6)"]
 fn golden_queries_match_influxdb_1_6_7() {
     let fixture = load_fixture();
     let only = env_regex("RINGEST_GOLDEN_CASES");
