@@ -92,6 +92,8 @@ impl fmt::Display for StatementError {
 pub enum Cell {
     Null,
     Time(i64),
+    /// A time printed in a `tz()` zone.
+    ZonedTime(i64, std::rc::Rc<qtime::Zone>),
     Value(Value),
 }
 
@@ -176,6 +178,14 @@ fn epoch_divisor(epoch: Option<&str>) -> Option<i64> {
 fn write_cell(out: &mut Vec<u8>, cell: &Cell, divisor: Option<i64>) {
     match cell {
         Cell::Null => out.extend_from_slice(b"null"),
+        Cell::ZonedTime(ns, zone) => match divisor {
+            Some(d) => json::write_i64(out, ns / d),
+            None => {
+                out.push(b'"');
+                qtime::write_rfc3339_nano_in(out, *ns, zone);
+                out.push(b'"');
+            }
+        },
         Cell::Time(ns) => match divisor {
             Some(d) => json::write_i64(out, ns / d),
             None => {
@@ -1397,11 +1407,12 @@ async fn run_select(
     params: &QueryParams,
     backend: &impl QueryBackend,
 ) -> StatementResult {
-    if let Some(zone) = &select.timezone {
-        if !matches!(zone.as_str(), "UTC" | "Etc/UTC" | "GMT" | "Etc/GMT" | "") {
-            return Err(StatementError::UnsupportedTimeZone(zone.clone()));
-        }
-    }
+    let zone = match &select.timezone {
+        Some(name) => qtime::Zone::load(name)
+            .ok_or_else(|| StatementError::UnsupportedTimeZone(name.clone()))?,
+        None => qtime::Zone::utc(),
+    };
+    let zone = std::rc::Rc::new(zone);
     let explicit_db = select.sources.iter().find_map(|s| s.database.clone());
     let db = database(explicit_db.as_ref(), params, backend)?;
     // One retention policy exists: autogen.
@@ -1515,6 +1526,7 @@ async fn run_select(
             let rows = if has_calls {
                 aggregate_group(
                     select,
+                    &zone,
                     &columns,
                     &group,
                     &column_names,
@@ -1539,8 +1551,15 @@ async fn run_select(
             if select.descending {
                 rows.reverse();
             }
-            let rows: Vec<Vec<Cell>> =
+            let mut rows: Vec<Vec<Cell>> =
                 limit_offset(rows.into_iter(), select.limit, select.offset).collect();
+            if !zone.is_utc() {
+                for row in &mut rows {
+                    if let Some(Cell::Time(t)) = row.first() {
+                        row[0] = Cell::ZonedTime(*t, zone.clone());
+                    }
+                }
+            }
             if rows.is_empty() {
                 continue;
             }
@@ -2296,6 +2315,7 @@ fn lookback_ns(select: &Select) -> i64 {
 #[allow(clippy::too_many_arguments)]
 fn aggregate_group(
     select: &Select,
+    zone: &qtime::Zone,
     columns: &[Column],
     group: &Group,
     column_names: &[String],
@@ -2361,7 +2381,19 @@ fn aggregate_group(
     // Buckets before `output_from` exist only to feed transformations.
     let mut output_from = i64::MIN;
     let times: Vec<i64> = if let Some((interval, offset)) = select.group_time {
-        let start = |t: i64| t - (t - offset).rem_euclid(interval);
+        // InfluxDB's Window(): align in local time, then correct for an
+        // offset change between the point and its bucket start.
+        let start = |t: i64| {
+            let t = t - offset;
+            let local = i64::from(zone.offset_secs(t)) * 1_000_000_000;
+            let mut start = t - (t + local).rem_euclid(interval);
+            let start_local = i64::from(zone.offset_secs(start)) * 1_000_000_000;
+            let change = local - start_local;
+            if change != 0 && change.abs() < interval {
+                start += change;
+            }
+            start + offset
+        };
         // Without a lower bound the buckets start at the group's first point.
         let range_min = if time_min == TIME_MIN_NS {
             points
