@@ -207,7 +207,7 @@ impl Zone {
         }
         // Before the first transition: the first standard-time type (Go's rule).
         let initial_offset_secs = (0..types)
-            .filter_map(|t| offset_of(t))
+            .filter_map(&offset_of)
             .find(|(_, dst)| !dst)
             .or_else(|| offset_of(0))
             .map_or(0, |(offset, _)| offset);
