@@ -2384,15 +2384,16 @@ fn aggregate_group(
         // InfluxDB's Window(): align in local time, then correct for an
         // offset change between the point and its bucket start.
         let start = |t: i64| {
-            let t = t - offset;
+            // Saturating: times near the ends of i64 must not overflow.
+            let t = t.saturating_sub(offset);
             let local = i64::from(zone.offset_secs(t)) * 1_000_000_000;
-            let mut start = t - (t + local).rem_euclid(interval);
+            let mut start = t.saturating_sub(t.saturating_add(local).rem_euclid(interval));
             let start_local = i64::from(zone.offset_secs(start)) * 1_000_000_000;
             let change = local - start_local;
             if change != 0 && change.abs() < interval {
-                start += change;
+                start = start.saturating_add(change);
             }
-            start + offset
+            start.saturating_add(offset)
         };
         // Without a lower bound the buckets start at the group's first point.
         let range_min = if time_min == TIME_MIN_NS {
@@ -2407,7 +2408,8 @@ fn aggregate_group(
         };
         let first = start(range_min);
         let last = start(time_max);
-        let count = ((last - first) / interval + 1).max(0) as usize;
+        let count = ((i128::from(last) - i128::from(first)) / i128::from(interval) + 1)
+            .clamp(0, BUCKETS_MAX as i128 + 1) as usize;
         *bucket_total = bucket_total.saturating_add(count);
         if *bucket_total > BUCKETS_MAX {
             return Err(StatementError::TooManyBuckets {

@@ -14,6 +14,20 @@
 //!   ([`SERIES_MAX`]) and time buckets ([`BUCKETS_MAX`]) give an error
 //!   message, never an unbounded allocation;
 //! - integers are printed from `i64`/`u64`, never through `f64`.
+//!
+//! Matching InfluxDB 1.6.7 (checked offline against the captured golden
+//! answers with `eval::tests::golden_replay`: 161 of 165 cases identical):
+//! rows with equal times come out in the order of Go's heap-based sorted
+//! merge (ties broken by selected string values in name order), `first`/
+//! `last` keep the larger number on equal times, `count` fills 0 under
+//! `fill(null)`, `fill(linear)` uses Go's slope formula, transformations
+//! read one bucket before the range and default `derivative` to the GROUP
+//! BY interval, statement errors followed by more statements become "not
+//! executed", meta queries on an unknown database answer no series,
+//! `tz('…')` reads the system's TZif files like Go's `LoadLocation`.
+//! Known differences: `percentile` on value ties may pick another point's
+//! time (Go's unstable sort), `stddev` may differ in the last digit, and
+//! `first` over strings with equal times picks another series.
 
 use std::future::Future;
 

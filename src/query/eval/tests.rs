@@ -338,6 +338,14 @@ fn bucket_alignment() {
     );
     assert_eq!(status, 200);
     assert!(body.contains("max-select-buckets limit exceeded"), "{body}");
+    // Extreme bounds are an error or an answer, never an overflow panic.
+    for q in [
+        "SELECT count(v) FROM agg WHERE time >= -9223372036854775806 AND time <= 9223372036854775806 GROUP BY time(1h)",
+        "SELECT count(v) FROM agg WHERE time <= 9223372036854775806 GROUP BY time(1w, -3d)",
+        "SELECT count(v) FROM agg GROUP BY time(3h, 2h) tz('UTC')",
+    ] {
+        assert_eq!(run_with(&b, q, Some("s")).0, 200, "{q}");
+    }
 }
 
 /// Goal: transformations over an aggregate follow InfluxDB (first bucket
@@ -948,4 +956,26 @@ fn golden_replay() {
         }
     }
     println!("golden replay: {same} same, {different} different");
+}
+
+/// Goal: no query text makes the evaluator panic (overflow, indexing).
+/// Method: every prefix of queries that use each feature, run end to end.
+#[test]
+fn every_prefix_runs_without_panic() {
+    let b = agg_backend();
+    let queries = [
+        "SELECT derivative(mean(v), 10s) * 2 AS d FROM agg WHERE time >= 10s AND time < 60s AND host =~ /a/ GROUP BY time(10s, 5s), host fill(linear) ORDER BY time DESC LIMIT 3 OFFSET 1 SLIMIT 1",
+        "SELECT moving_average(max(i), 3), percentile(v, 99.5), distinct(v) FROM agg GROUP BY time(7s) fill(-1) tz('Europe/Oslo')",
+        "SELECT * FROM /.*/ WHERE (v > 1 OR i < 3) AND time > now() - 1h; SHOW TAG VALUES WITH KEY IN (\"host\") WHERE host != 'x'",
+        "SELECT count(*), spread(i) / 0, stddev(v) % 2 FROM \"db\".\"autogen\".\"agg\" GROUP BY *",
+    ];
+    for query in queries {
+        for cut in 0..=query.len() {
+            if !query.is_char_boundary(cut) {
+                continue;
+            }
+            let (status, _) = run_with(&b, &query[..cut], Some("ms"));
+            assert!(matches!(status, 200 | 400), "{}", &query[..cut]);
+        }
+    }
 }
