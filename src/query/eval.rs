@@ -2058,10 +2058,9 @@ fn compute_base(call: &BaseCall, points: &[(i64, Value)]) -> Vec<(Value, i64)> {
         "percentile" => {
             let mut sorted: Vec<&(i64, Value)> =
                 points.iter().filter(|(_, v)| as_f64(v).is_some()).collect();
-            sorted.sort_by(|a, b| {
-                as_f64(&a.1)
-                    .unwrap_or(0.0)
-                    .total_cmp(&as_f64(&b.1).unwrap_or(0.0))
+            // Go's unstable sort: ties land where InfluxDB's land.
+            super::gosort::go_sort(&mut sorted, &|a: &&(i64, Value), b: &&(i64, Value)| {
+                as_f64(&a.1).unwrap_or(0.0) < as_f64(&b.1).unwrap_or(0.0)
             });
             let index = (sorted.len() as f64 * call.argument / 100.0 + 0.5).floor() as i64 - 1;
             if index < 0 || index as usize >= sorted.len() {
@@ -2360,18 +2359,18 @@ fn aggregate_group(
             },
         );
     } else {
-        // Fast path: read the columns directly; a stable sort by time keeps
-        // the series order for equal times, like `for_each_row`.
+        // Fast path: no condition to evaluate. Rows in the order of Go's
+        // sorted merge: order-sensitive reducers (stddev's running mean)
+        // then round like InfluxDB's.
+        let order = go_merge_order(&group.series, &[]);
         for (i, column) in base_columns.iter().enumerate() {
             let Some(c) = *column else { continue };
-            for series in &group.series {
-                for (time, value) in series.times.iter().zip(&series.columns[c]) {
-                    if let Some(value) = value {
-                        points[i].push((*time, value.clone()));
-                    }
+            for &(s, r) in &order {
+                let series = &group.series[s];
+                if let Some(value) = &series.columns[c][r] {
+                    points[i].push((series.times[r], value.clone()));
                 }
             }
-            points[i].sort_by_key(|(t, _)| *t);
         }
     }
     if points.iter().all(Vec::is_empty) {
