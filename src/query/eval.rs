@@ -20,6 +20,9 @@ use super::parser::parse_query;
 use super::{time as qtime, SERIES_MAX};
 use super::{QueryBackend, QueryOutput, QueryParams, BUCKETS_MAX, CHUNK_SIZE_DEFAULT, ROWS_MAX};
 
+/// Output groups evaluated between two yields to the executor.
+const GROUPS_PER_YIELD: usize = 64;
+
 /// InfluxDB's unbounded time range.
 const TIME_MIN_NS: i64 = i64::MIN + 2;
 const TIME_MAX_NS: i64 = i64::MAX - 1;
@@ -1522,7 +1525,13 @@ async fn run_select(
                 Group { key, series }
             })
             .collect();
-        for group in groups {
+        for (index, group) in groups.into_iter().enumerate() {
+            // Let ingest run between groups: queries never hold the shard's
+            // executor for long (the integrator runs them in a low-priority
+            // task queue; this is where they give way).
+            if index % GROUPS_PER_YIELD == GROUPS_PER_YIELD - 1 {
+                futures_lite::future::yield_now().await;
+            }
             let rows = if has_calls {
                 aggregate_group(
                     select,
