@@ -3,7 +3,7 @@
 use regex::Regex;
 
 /// `::tag` / `::field` casts on a reference.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum RefKind {
     Tag,
     Field,

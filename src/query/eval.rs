@@ -20,6 +20,9 @@ use super::parser::parse_query;
 use super::{time as qtime, SERIES_MAX};
 use super::{QueryBackend, QueryOutput, QueryParams, BUCKETS_MAX, CHUNK_SIZE_DEFAULT, ROWS_MAX};
 
+/// Output groups evaluated between two yields to the executor.
+const GROUPS_PER_YIELD: usize = 64;
+
 /// InfluxDB's unbounded time range.
 const TIME_MIN_NS: i64 = i64::MIN + 2;
 const TIME_MAX_NS: i64 = i64::MAX - 1;
@@ -34,12 +37,18 @@ pub enum StatementError {
     RetentionPolicyNotFound(String),
     GroupByRequiresAggregate,
     MixedAggregates,
-    NoField,
     UndefinedFunction(String),
     WrongArguments(String),
     InvalidTime(String),
     UnsupportedTimeZone(String),
-    TooManyBuckets { buckets: usize, limit: usize },
+    TooManyBuckets {
+        buckets: usize,
+        limit: usize,
+    },
+    UnsupportedIterator {
+        function: String,
+        iterator: &'static str,
+    },
     Backend(String),
 }
 
@@ -64,7 +73,6 @@ impl fmt::Display for StatementError {
             StatementError::MixedAggregates => {
                 f.write_str("mixing aggregate and non-aggregate queries is not supported")
             }
-            StatementError::NoField => f.write_str("at least 1 non-time field must be queried"),
             StatementError::UndefinedFunction(name) => write!(f, "undefined function {name}()"),
             StatementError::WrongArguments(text) => f.write_str(text),
             StatementError::InvalidTime(text) => write!(f, "invalid time expression: {text}"),
@@ -73,6 +81,9 @@ impl fmt::Display for StatementError {
             }
             StatementError::TooManyBuckets { buckets, limit } => {
                 write!(f, "max-select-buckets limit exceeded: ({buckets}/{limit})")
+            }
+            StatementError::UnsupportedIterator { function, iterator } => {
+                write!(f, "unsupported {function} iterator type: *query.{iterator}")
             }
             StatementError::Backend(text) => f.write_str(text),
         }
@@ -84,6 +95,8 @@ impl fmt::Display for StatementError {
 pub enum Cell {
     Null,
     Time(i64),
+    /// A time printed in a `tz()` zone.
+    ZonedTime(i64, std::rc::Rc<qtime::Zone>),
     Value(Value),
 }
 
@@ -108,13 +121,9 @@ pub async fn execute(params: &QueryParams, backend: &impl QueryBackend) -> Query
             return error_output(400, &format!("error parsing query: {error}"), params.pretty)
         }
     };
-    let mut results: Vec<StatementResult> = Vec::with_capacity(statements.len());
-    let mut failed = false;
-    for statement in &statements {
-        if failed {
-            results.push(Err(StatementError::NotExecuted));
-            continue;
-        }
+    let mut results: Vec<(StatementResult, bool)> = Vec::with_capacity(statements.len());
+    let count = statements.len();
+    for (index, statement) in statements.iter().enumerate() {
         let result = run_statement(statement, params, backend).await;
         if let Err(StatementError::NotAuthorized(db)) = &result {
             return error_output(
@@ -123,8 +132,19 @@ pub async fn execute(params: &QueryParams, backend: &impl QueryBackend) -> Query
                 params.pretty,
             );
         }
-        failed = result.is_err();
-        results.push(result);
+        let chunkable = matches!(statement, Statement::Select(_));
+        let failed = result.is_err();
+        results.push((result, chunkable));
+        if failed {
+            // InfluxDB 1.x stops at the first error and then sends "not
+            // executed" under the *failed* statement's id when more
+            // statements follow; the buffered answer keeps the last result
+            // of an id, so the error text is replaced and nothing follows.
+            if index + 1 < count {
+                results.push((Err(StatementError::NotExecuted), false));
+            }
+            break;
+        }
     }
     QueryOutput {
         status: 200,
@@ -161,6 +181,14 @@ fn epoch_divisor(epoch: Option<&str>) -> Option<i64> {
 fn write_cell(out: &mut Vec<u8>, cell: &Cell, divisor: Option<i64>) {
     match cell {
         Cell::Null => out.extend_from_slice(b"null"),
+        Cell::ZonedTime(ns, zone) => match divisor {
+            Some(d) => json::write_i64(out, ns / d),
+            None => {
+                out.push(b'"');
+                qtime::write_rfc3339_nano_in(out, *ns, zone);
+                out.push(b'"');
+            }
+        },
         Cell::Time(ns) => match divisor {
             Some(d) => json::write_i64(out, ns / d),
             None => {
@@ -285,25 +313,37 @@ fn finish_doc(out: &mut Vec<u8>, doc: Vec<u8>, pretty: bool) {
 
 /// The response body for all statements: one document, or with
 /// `chunked` one document per chunk of rows (newline-separated).
-pub fn write_response(results: &[StatementResult], params: &QueryParams) -> Vec<u8> {
+pub fn write_response(results: &[(StatementResult, bool)], params: &QueryParams) -> Vec<u8> {
     let divisor = epoch_divisor(params.epoch.as_deref());
+    // Statement ids: a "not executed" entry repeats the failed statement's id.
+    let mut ids = Vec::with_capacity(results.len());
+    for (i, (result, _)) in results.iter().enumerate() {
+        let repeat = i > 0 && matches!(result, Err(StatementError::NotExecuted));
+        ids.push(if repeat { ids[i - 1] } else { i });
+    }
     let mut out = Vec::new();
     if !params.chunked {
         let mut doc = Vec::new();
         doc.extend_from_slice(b"{\"results\":[");
-        for (id, result) in results.iter().enumerate() {
-            if id > 0 {
+        let mut first = true;
+        for (i, (result, _)) in results.iter().enumerate() {
+            // A later result with the same id replaces this one.
+            if ids.get(i + 1) == Some(&ids[i]) {
+                continue;
+            }
+            if !first {
                 doc.push(b',');
             }
+            first = false;
             match result {
                 Ok(series) => {
                     let parts: Vec<(&OutSeries, &[Vec<Cell>], bool)> = series
                         .iter()
                         .map(|s| (s, s.values.as_slice(), false))
                         .collect();
-                    write_result(&mut doc, id, &parts, None, false, divisor);
+                    write_result(&mut doc, ids[i], &parts, None, false, divisor);
                 }
-                Err(error) => write_result(&mut doc, id, &[], Some(error), false, divisor),
+                Err(error) => write_result(&mut doc, ids[i], &[], Some(error), false, divisor),
             }
         }
         doc.extend_from_slice(b"]}");
@@ -314,7 +354,8 @@ pub fn write_response(results: &[StatementResult], params: &QueryParams) -> Vec<
         .chunk_size
         .filter(|n| *n > 0)
         .unwrap_or(CHUNK_SIZE_DEFAULT);
-    for (id, result) in results.iter().enumerate() {
+    for (i, (result, chunkable)) in results.iter().enumerate() {
+        let id = ids[i];
         match result {
             Err(error) => {
                 let mut doc = b"{\"results\":[".to_vec();
@@ -325,6 +366,17 @@ pub fn write_response(results: &[StatementResult], params: &QueryParams) -> Vec<
             Ok(series) if series.is_empty() => {
                 let mut doc = b"{\"results\":[".to_vec();
                 write_result(&mut doc, id, &[], None, false, divisor);
+                doc.extend_from_slice(b"]}");
+                finish_doc(&mut out, doc, params.pretty);
+            }
+            Ok(series) if !chunkable => {
+                // Meta statements answer in one document.
+                let parts: Vec<(&OutSeries, &[Vec<Cell>], bool)> = series
+                    .iter()
+                    .map(|s| (s, s.values.as_slice(), false))
+                    .collect();
+                let mut doc = b"{\"results\":[".to_vec();
+                write_result(&mut doc, id, &parts, None, false, divisor);
                 doc.extend_from_slice(b"]}");
                 finish_doc(&mut out, doc, params.pretty);
             }
@@ -418,7 +470,9 @@ async fn run_statement(
             limit,
             offset,
         } => {
-            let db = database(on.as_ref(), params, backend)?;
+            let Some(db) = show_database(on.as_ref(), params, backend)? else {
+                return Ok(Vec::new());
+            };
             let filter = match with {
                 None => MeasurementFilter::All,
                 Some(MeasurementName::Name(n)) => MeasurementFilter::Names(vec![n.clone()]),
@@ -445,7 +499,9 @@ async fn run_statement(
             limit,
             offset,
         } => {
-            let db = database(on.as_ref(), params, backend)?;
+            let Some(db) = show_database(on.as_ref(), params, backend)? else {
+                return Ok(Vec::new());
+            };
             let schema =
                 fetch_schema(backend, &db, source_filter(from), condition.as_ref(), false).await?;
             let mut out = Vec::new();
@@ -476,7 +532,9 @@ async fn run_statement(
             limit,
             offset,
         } => {
-            let db = database(on.as_ref(), params, backend)?;
+            let Some(db) = show_database(on.as_ref(), params, backend)? else {
+                return Ok(Vec::new());
+            };
             let schema =
                 fetch_schema(backend, &db, source_filter(from), condition.as_ref(), true).await?;
             let mut out = Vec::new();
@@ -522,7 +580,9 @@ async fn run_statement(
             limit,
             offset,
         } => {
-            let db = database(on.as_ref(), params, backend)?;
+            let Some(db) = show_database(on.as_ref(), params, backend)? else {
+                return Ok(Vec::new());
+            };
             let schema = fetch_schema(backend, &db, source_filter(from), None, false).await?;
             let mut out = Vec::new();
             for (name, m) in schema {
@@ -556,7 +616,9 @@ async fn run_statement(
             limit,
             offset,
         } => {
-            let db = database(on.as_ref(), params, backend)?;
+            let Some(db) = show_database(on.as_ref(), params, backend)? else {
+                return Ok(Vec::new());
+            };
             let schema =
                 fetch_schema(backend, &db, source_filter(from), condition.as_ref(), true).await?;
             let mut keys = Vec::new();
@@ -616,6 +678,20 @@ fn series_key(name: &str, tags: &[(String, String)]) -> String {
         key.push_str(&escape(v, false));
     }
     key
+}
+
+/// Like [`database`], but an unknown database is `None` (InfluxDB answers
+/// meta queries on it with no series rather than an error).
+fn show_database(
+    on: Option<&String>,
+    params: &QueryParams,
+    backend: &impl QueryBackend,
+) -> Result<Option<String>, StatementError> {
+    match database(on, params, backend) {
+        Ok(db) => Ok(Some(db)),
+        Err(StatementError::DatabaseNotFound(_)) => Ok(None),
+        Err(error) => Err(error),
+    }
 }
 
 fn database(
@@ -1200,6 +1276,43 @@ fn expand_fields(select: &Select, schema: &Schema, group_keys: &BTreeSet<String>
         .collect()
 }
 
+/// InfluxDB refuses numeric aggregates over string and boolean fields with
+/// the Go iterator type in the message.
+fn check_argument_types(expr: &Expr, schema: &Schema) -> Result<(), StatementError> {
+    match expr {
+        Expr::Call { name, args } => {
+            if let Some(Expr::VarRef { name: field, .. }) = args.first() {
+                let numeric_only = matches!(
+                    name.as_str(),
+                    "mean" | "sum" | "median" | "stddev" | "spread"
+                );
+                let no_strings = matches!(name.as_str(), "min" | "max" | "percentile");
+                let iterator = match schema.fields.get(field) {
+                    Some(FieldType::String) if numeric_only || no_strings => {
+                        Some("stringInterruptIterator")
+                    }
+                    Some(FieldType::Boolean) if numeric_only => Some("booleanInterruptIterator"),
+                    _ => None,
+                };
+                if let Some(iterator) = iterator {
+                    return Err(StatementError::UnsupportedIterator {
+                        function: name.clone(),
+                        iterator,
+                    });
+                }
+            }
+            args.iter()
+                .try_for_each(|a| check_argument_types(a, schema))
+        }
+        Expr::Binary { lhs, rhs, .. } => {
+            check_argument_types(lhs, schema)?;
+            check_argument_types(rhs, schema)
+        }
+        Expr::Paren(inner) => check_argument_types(inner, schema),
+        _ => Ok(()),
+    }
+}
+
 /// Field names referenced by `expr` (not tags).
 fn collect_fields(expr: &Expr, schema: &Schema, out: &mut Vec<String>) {
     match expr {
@@ -1297,11 +1410,12 @@ async fn run_select(
     params: &QueryParams,
     backend: &impl QueryBackend,
 ) -> StatementResult {
-    if let Some(zone) = &select.timezone {
-        if !matches!(zone.as_str(), "UTC" | "Etc/UTC" | "GMT" | "Etc/GMT" | "") {
-            return Err(StatementError::UnsupportedTimeZone(zone.clone()));
-        }
-    }
+    let zone = match &select.timezone {
+        Some(name) => qtime::Zone::load(name)
+            .ok_or_else(|| StatementError::UnsupportedTimeZone(name.clone()))?,
+        None => qtime::Zone::utc(),
+    };
+    let zone = std::rc::Rc::new(zone);
     let explicit_db = select.sources.iter().find_map(|s| s.database.clone());
     let db = database(explicit_db.as_ref(), params, backend)?;
     // One retention policy exists: autogen.
@@ -1354,12 +1468,11 @@ async fn run_select(
         let mut fields = Vec::new();
         for column in &columns {
             collect_fields(&column.expr, schema, &mut fields);
+            check_argument_types(&column.expr, schema)?;
         }
+        // Only tags (or unknown names) selected: InfluxDB answers no data.
         if fields.is_empty() {
-            if has_calls {
-                continue;
-            }
-            return Err(StatementError::NoField);
+            continue;
         }
         let mut condition_fields = Vec::new();
         if let Some(rest) = &rest {
@@ -1408,14 +1521,21 @@ async fn run_select(
         let groups: Vec<Group> = groups
             .into_iter()
             .map(|(key, mut series)| {
-                series.sort_by(|a, b| a.tags.cmp(&b.tags));
+                series.sort_by_cached_key(|s| series_key(measurement, &s.tags));
                 Group { key, series }
             })
             .collect();
-        for group in groups {
+        for (index, group) in groups.into_iter().enumerate() {
+            // Let ingest run between groups: queries never hold the shard's
+            // executor for long (the integrator runs them in a low-priority
+            // task queue; this is where they give way).
+            if index % GROUPS_PER_YIELD == GROUPS_PER_YIELD - 1 {
+                futures_lite::future::yield_now().await;
+            }
             let rows = if has_calls {
                 aggregate_group(
                     select,
+                    &zone,
                     &columns,
                     &group,
                     &column_names,
@@ -1440,8 +1560,15 @@ async fn run_select(
             if select.descending {
                 rows.reverse();
             }
-            let rows: Vec<Vec<Cell>> =
+            let mut rows: Vec<Vec<Cell>> =
                 limit_offset(rows.into_iter(), select.limit, select.offset).collect();
+            if !zone.is_utc() {
+                for row in &mut rows {
+                    if let Some(Cell::Time(t)) = row.first() {
+                        row[0] = Cell::ZonedTime(*t, zone.clone());
+                    }
+                }
+            }
             if rows.is_empty() {
                 continue;
             }
@@ -1458,6 +1585,105 @@ async fn run_select(
     Ok(limit_offset(out.into_iter(), select.slimit, select.soffset).collect())
 }
 
+/// The order in which InfluxDB 1.x's sorted merge emits the rows of several
+/// series (given in series-key order): a Go `container/heap` ordered by time
+/// only, so rows with equal times come out in heap order, not key order.
+fn go_merge_order(series: &[SeriesRows], aux: &[AuxRef]) -> Vec<(usize, usize)> {
+    // Go's sortedMergeHeap.Less: time, then the selected values in name
+    // order while both are strings; the first non-string pair ends it.
+    let text = |(s, r): (usize, usize), aux: &AuxRef| -> Option<&str> {
+        match aux {
+            AuxRef::Tag(key) => Some(lookup_tag(&series[s].tags, key)),
+            AuxRef::Field(c) => match series[s].columns[*c][r].as_ref() {
+                Some(Value::String(v)) => Some(v.as_str()),
+                _ => None,
+            },
+        }
+    };
+    let less = |heap: &[(usize, usize)], i: usize, j: usize| -> bool {
+        let (a, b) = (heap[i], heap[j]);
+        let (ta, tb) = (series[a.0].times[a.1], series[b.0].times[b.1]);
+        if ta != tb {
+            return ta < tb;
+        }
+        for aux in aux {
+            match (text(a, aux), text(b, aux)) {
+                (Some(x), Some(y)) if x == y => continue,
+                (Some(x), Some(y)) => return x < y,
+                _ => return false,
+            }
+        }
+        false
+    };
+    go_heap_order(series, &less)
+}
+
+/// A value the merge compares on equal times: a tag, or a field column.
+#[derive(Clone, Debug)]
+enum AuxRef {
+    Tag(String),
+    Field(usize),
+}
+
+/// Heap order of (series, row) items: `less(heap, i, j)`.
+type HeapLess<'a> = dyn Fn(&[(usize, usize)], usize, usize) -> bool + 'a;
+
+/// Pops every row through a Go `container/heap` with `less`.
+fn go_heap_order(series: &[SeriesRows], less: &HeapLess<'_>) -> Vec<(usize, usize)> {
+    fn down(less: &HeapLess<'_>, heap: &mut [(usize, usize)], i0: usize, n: usize) {
+        let mut i = i0;
+        loop {
+            let j1 = 2 * i + 1;
+            if j1 >= n {
+                break;
+            }
+            let mut j = j1;
+            let j2 = j1 + 1;
+            if j2 < n && less(heap, j2, j1) {
+                j = j2;
+            }
+            if !less(heap, j, i) {
+                break;
+            }
+            heap.swap(i, j);
+            i = j;
+        }
+    }
+    fn up(less: &HeapLess<'_>, heap: &mut [(usize, usize)], mut j: usize) {
+        while j > 0 {
+            let i = (j - 1) / 2;
+            if !less(heap, j, i) {
+                break;
+            }
+            heap.swap(i, j);
+            j = i;
+        }
+    }
+    let total: usize = series.iter().map(|s| s.times.len()).sum();
+    let mut out = Vec::with_capacity(total);
+    let mut heap: Vec<(usize, usize)> = (0..series.len())
+        .filter(|s| !series[*s].times.is_empty())
+        .map(|s| (s, 0))
+        .collect();
+    let n = heap.len();
+    for i in (0..n / 2).rev() {
+        down(less, &mut heap, i, n);
+    }
+    while !heap.is_empty() {
+        let last = heap.len() - 1;
+        heap.swap(0, last);
+        down(less, &mut heap, 0, last);
+        let Some((s, r)) = heap.pop() else { break };
+        out.push((s, r));
+        if r + 1 < series[s].times.len() {
+            heap.push((s, r + 1));
+            let last = heap.len() - 1;
+            up(less, &mut heap, last);
+        }
+    }
+    out
+}
+
 /// Iterates the rows of a group in time order (ties: series order),
 /// passing the WHERE condition.
 fn for_each_row(
@@ -1465,18 +1691,14 @@ fn for_each_row(
     column_names: &[String],
     tag_keys: &BTreeSet<String>,
     condition: Option<&Expr>,
+    aux: &[AuxRef],
     mut visit: impl FnMut(i64, &RowContext<'_>),
 ) {
-    let mut order: Vec<(i64, usize, usize)> = Vec::new();
-    for (s, series) in group.series.iter().enumerate() {
-        for (r, time) in series.times.iter().enumerate() {
-            order.push((*time, s, r));
-        }
-    }
-    order.sort();
+    let order = go_merge_order(&group.series, aux);
     let mut fields: Vec<(&str, Option<&Value>)> = Vec::with_capacity(column_names.len());
-    for (time, s, r) in order {
+    for (s, r) in order {
         let series = &group.series[s];
+        let time = series.times[r];
         fields.clear();
         for (c, name) in column_names.iter().enumerate() {
             fields.push((name.as_str(), series.columns[c][r].as_ref()));
@@ -1504,22 +1726,63 @@ fn raw_group(
     condition: Option<&Expr>,
 ) -> Vec<Vec<Cell>> {
     let mut rows = Vec::new();
-    for_each_row(group, column_names, tag_keys, condition, |time, ctx| {
-        let mut row = Vec::with_capacity(columns.len() + 1);
-        row.push(Cell::Time(time));
-        let mut any_field = false;
-        for column in columns {
-            let value = eval_row(&column.expr, ctx);
-            if value.is_some() && !is_tag_expr(&column.expr, ctx) {
-                any_field = true;
+    // Selected names in name order, for InfluxDB's tie order.
+    let mut names: Vec<(String, Option<RefKind>)> = Vec::new();
+    for column in columns {
+        collect_refs(&column.expr, &mut names);
+    }
+    names.sort_by(|a, b| a.0.cmp(&b.0));
+    names.dedup_by(|a, b| a.0 == b.0);
+    let aux: Vec<AuxRef> = names
+        .into_iter()
+        .filter_map(|(name, kind)| {
+            let field = column_names.iter().position(|c| *c == name);
+            match (kind, field) {
+                (Some(RefKind::Tag), _) | (None, None) if tag_keys.contains(&name) => {
+                    Some(AuxRef::Tag(name))
+                }
+                (Some(RefKind::Tag), _) => None,
+                (_, Some(c)) => Some(AuxRef::Field(c)),
+                _ => None,
             }
-            row.push(value.map_or(Cell::Null, Cell::Value));
-        }
-        if any_field {
-            rows.push(row);
-        }
-    });
+        })
+        .collect();
+    for_each_row(
+        group,
+        column_names,
+        tag_keys,
+        condition,
+        &aux,
+        |time, ctx| {
+            let mut row = Vec::with_capacity(columns.len() + 1);
+            row.push(Cell::Time(time));
+            let mut any_field = false;
+            for column in columns {
+                let value = eval_row(&column.expr, ctx);
+                if value.is_some() && !is_tag_expr(&column.expr, ctx) {
+                    any_field = true;
+                }
+                row.push(value.map_or(Cell::Null, Cell::Value));
+            }
+            if any_field {
+                rows.push(row);
+            }
+        },
+    );
     rows
+}
+
+/// Every reference in `expr` with its cast.
+fn collect_refs(expr: &Expr, out: &mut Vec<(String, Option<RefKind>)>) {
+    match expr {
+        Expr::VarRef { name, kind } => out.push((name.clone(), *kind)),
+        Expr::Binary { lhs, rhs, .. } => {
+            collect_refs(lhs, out);
+            collect_refs(rhs, out);
+        }
+        Expr::Paren(inner) => collect_refs(inner, out),
+        _ => {}
+    }
 }
 
 fn is_tag_expr(expr: &Expr, ctx: &RowContext<'_>) -> bool {
@@ -1563,17 +1826,23 @@ enum Plan {
     Null,
 }
 
-fn plan_expr(expr: &Expr, bases: &mut Vec<BaseCall>, transforms: &mut Vec<TransformCall>) -> Plan {
+fn plan_expr(
+    expr: &Expr,
+    group_interval: Option<i64>,
+    bases: &mut Vec<BaseCall>,
+    transforms: &mut Vec<TransformCall>,
+) -> Plan {
     match expr {
         Expr::Call { name, args } if TRANSFORMS.contains(&name.as_str()) => {
-            let Plan::Base(base) = plan_expr(&args[0], bases, transforms) else {
+            let Plan::Base(base) = plan_expr(&args[0], group_interval, bases, transforms) else {
                 return Plan::Null;
             };
             let argument = match (name.as_str(), args.get(1)) {
                 ("moving_average", Some(Expr::Integer(n))) => *n,
                 ("moving_average", _) => 1,
                 (_, Some(Expr::Duration(d))) => *d,
-                _ => 1_000_000_000,
+                // Default unit: the GROUP BY interval, else one second.
+                _ => group_interval.unwrap_or(1_000_000_000),
             };
             transforms.push(TransformCall {
                 function: name.clone(),
@@ -1618,11 +1887,11 @@ fn plan_expr(expr: &Expr, bases: &mut Vec<BaseCall>, transforms: &mut Vec<Transf
         }
         Expr::Integer(n) => Plan::Literal(Value::Integer(*n)),
         Expr::Number(f) => Plan::Literal(Value::Float(*f)),
-        Expr::Paren(inner) => plan_expr(inner, bases, transforms),
+        Expr::Paren(inner) => plan_expr(inner, group_interval, bases, transforms),
         Expr::Binary { op, lhs, rhs } => Plan::Binary(
             *op,
-            Box::new(plan_expr(lhs, bases, transforms)),
-            Box::new(plan_expr(rhs, bases, transforms)),
+            Box::new(plan_expr(lhs, group_interval, bases, transforms)),
+            Box::new(plan_expr(rhs, group_interval, bases, transforms)),
         ),
         _ => Plan::Null,
     }
@@ -1630,6 +1899,16 @@ fn plan_expr(expr: &Expr, bases: &mut Vec<BaseCall>, transforms: &mut Vec<Transf
 
 /// Every value a base call produced in one bucket (several for distinct).
 type BucketValues = Vec<(Value, i64)>;
+
+/// `a > b` for numbers of the same type; false otherwise.
+fn numeric_greater(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Float(x), Value::Float(y)) => x > y,
+        (Value::Integer(x), Value::Integer(y)) => x > y,
+        (Value::Unsigned(x), Value::Unsigned(y)) => x > y,
+        _ => false,
+    }
+}
 
 /// One base call's result in one bucket: value and the selected point's time.
 type Slot = Option<(Value, i64)>;
@@ -1646,11 +1925,35 @@ fn compute_base(call: &BaseCall, points: &[(i64, Value)]) -> Vec<(Value, i64)> {
     let one = |v: Value, t: i64| vec![(v, t)];
     match call.function.as_str() {
         "count" => one(Value::Integer(points.len() as i64), points[0].0),
+        // On equal times InfluxDB keeps the larger number (Go's
+        // FloatFirstReduce / FloatLastReduce).
         "first" => {
-            let (t, v) = &points[0];
-            one(v.clone(), *t)
+            let t0 = points[0].0;
+            let best = points
+                .iter()
+                .take_while(|(t, _)| *t == t0)
+                .fold(&points[0], |best, p| {
+                    if numeric_greater(&p.1, &best.1) {
+                        p
+                    } else {
+                        best
+                    }
+                });
+            one(best.1.clone(), best.0)
         }
-        "last" | "raw" => {
+        "last" => {
+            let tn = points[points.len() - 1].0;
+            let best = points
+                .iter()
+                .filter(|(t, _)| *t == tn)
+                .fold(None::<&(i64, Value)>, |best, p| match best {
+                    Some(b) if !numeric_greater(&p.1, &b.1) => Some(b),
+                    _ => Some(p),
+                })
+                .unwrap_or(&points[points.len() - 1]);
+            one(best.1.clone(), best.0)
+        }
+        "raw" => {
             let (t, v) = &points[points.len() - 1];
             one(v.clone(), *t)
         }
@@ -1750,18 +2053,23 @@ fn compute_base(call: &BaseCall, points: &[(i64, Value)]) -> Vec<(Value, i64)> {
             if values.len() < 2 {
                 return Vec::new();
             }
-            let n = values.len() as f64;
-            let mean = values.iter().sum::<f64>() / n;
-            let variance = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1.0);
-            one(Value::Float(variance.sqrt()), points[0].0)
+            // Go's reducer: running mean, then the sum of squares.
+            let mut mean = 0.0;
+            for (k, v) in values.iter().enumerate() {
+                mean += (v - mean) / (k + 1) as f64;
+            }
+            let variance: f64 = values.iter().map(|v| (v - mean) * (v - mean)).sum();
+            one(
+                Value::Float((variance / (values.len() - 1) as f64).sqrt()),
+                points[0].0,
+            )
         }
         "percentile" => {
             let mut sorted: Vec<&(i64, Value)> =
                 points.iter().filter(|(_, v)| as_f64(v).is_some()).collect();
-            sorted.sort_by(|a, b| {
-                as_f64(&a.1)
-                    .unwrap_or(0.0)
-                    .total_cmp(&as_f64(&b.1).unwrap_or(0.0))
+            // Go's unstable sort: ties land where InfluxDB's land.
+            super::gosort::go_sort(&mut sorted, &|a: &&(i64, Value), b: &&(i64, Value)| {
+                as_f64(&a.1).unwrap_or(0.0) < as_f64(&b.1).unwrap_or(0.0)
             });
             let index = (sorted.len() as f64 * call.argument / 100.0 + 0.5).floor() as i64 - 1;
             if index < 0 || index as usize >= sorted.len() {
@@ -1889,6 +2197,7 @@ fn compute_transform(call: &TransformCall, slots: &[Slot], times: &[i64]) -> Vec
     let mut previous: Option<(i64, Value)> = None;
     let mut running: Option<Value> = None;
     let mut window: std::collections::VecDeque<f64> = std::collections::VecDeque::new();
+    let mut moving_sum = 0.0f64;
     for (i, slot) in slots.iter().enumerate() {
         let Some((value, _)) = slot else { continue };
         let time = times[i];
@@ -1927,14 +2236,17 @@ fn compute_transform(call: &TransformCall, slots: &[Slot], times: &[i64]) -> Vec
                 out[i] = running.clone();
             }
             "moving_average" => {
+                // Go's reducer keeps a running sum: subtract the oldest,
+                // add the newest (the rounding differs from re-summing).
                 if let Some(f) = as_f64(value) {
-                    window.push_back(f);
                     let n = call.argument.max(1) as usize;
-                    if window.len() > n {
-                        window.pop_front();
-                    }
                     if window.len() == n {
-                        out[i] = Some(Value::Float(window.iter().sum::<f64>() / n as f64));
+                        moving_sum -= window.pop_front().unwrap_or(0.0);
+                    }
+                    window.push_back(f);
+                    moving_sum += f;
+                    if window.len() == n {
+                        out[i] = Some(Value::Float(moving_sum / n as f64));
                     }
                 }
             }
@@ -2011,6 +2323,7 @@ fn lookback_ns(select: &Select) -> i64 {
 #[allow(clippy::too_many_arguments)]
 fn aggregate_group(
     select: &Select,
+    zone: &qtime::Zone,
     columns: &[Column],
     group: &Group,
     column_names: &[String],
@@ -2023,7 +2336,14 @@ fn aggregate_group(
     let mut transforms: Vec<TransformCall> = Vec::new();
     let plans: Vec<Plan> = columns
         .iter()
-        .map(|c| plan_expr(&c.expr, &mut bases, &mut transforms))
+        .map(|c| {
+            plan_expr(
+                &c.expr,
+                select.group_time.map(|(i, _)| i),
+                &mut bases,
+                &mut transforms,
+            )
+        })
         .collect();
     let raw_mode = bases.iter().any(|b| b.function == "raw");
     // Points per base call, in time order.
@@ -2038,6 +2358,7 @@ fn aggregate_group(
             column_names,
             tag_keys,
             Some(condition),
+            &[],
             |time, ctx| {
                 for (i, column) in base_columns.iter().enumerate() {
                     if let Some(Some(value)) = column.map(|c| ctx.fields[c].1) {
@@ -2047,18 +2368,18 @@ fn aggregate_group(
             },
         );
     } else {
-        // Fast path: read the columns directly; a stable sort by time keeps
-        // the series order for equal times, like `for_each_row`.
+        // Fast path: no condition to evaluate. Rows in the order of Go's
+        // sorted merge: order-sensitive reducers (stddev's running mean)
+        // then round like InfluxDB's.
+        let order = go_merge_order(&group.series, &[]);
         for (i, column) in base_columns.iter().enumerate() {
             let Some(c) = *column else { continue };
-            for series in &group.series {
-                for (time, value) in series.times.iter().zip(&series.columns[c]) {
-                    if let Some(value) = value {
-                        points[i].push((*time, value.clone()));
-                    }
+            for &(s, r) in &order {
+                let series = &group.series[s];
+                if let Some(value) = &series.columns[c][r] {
+                    points[i].push((series.times[r], value.clone()));
                 }
             }
-            points[i].sort_by_key(|(t, _)| *t);
         }
     }
     if points.iter().all(Vec::is_empty) {
@@ -2068,7 +2389,20 @@ fn aggregate_group(
     // Buckets before `output_from` exist only to feed transformations.
     let mut output_from = i64::MIN;
     let times: Vec<i64> = if let Some((interval, offset)) = select.group_time {
-        let start = |t: i64| t - (t - offset).rem_euclid(interval);
+        // InfluxDB's Window(): align in local time, then correct for an
+        // offset change between the point and its bucket start.
+        let start = |t: i64| {
+            // Saturating: times near the ends of i64 must not overflow.
+            let t = t.saturating_sub(offset);
+            let local = i64::from(zone.offset_secs(t)) * 1_000_000_000;
+            let mut start = t.saturating_sub(t.saturating_add(local).rem_euclid(interval));
+            let start_local = i64::from(zone.offset_secs(start)) * 1_000_000_000;
+            let change = local - start_local;
+            if change != 0 && change.abs() < interval {
+                start = start.saturating_add(change);
+            }
+            start.saturating_add(offset)
+        };
         // Without a lower bound the buckets start at the group's first point.
         let range_min = if time_min == TIME_MIN_NS {
             points
@@ -2082,7 +2416,8 @@ fn aggregate_group(
         };
         let first = start(range_min);
         let last = start(time_max);
-        let count = ((last - first) / interval + 1).max(0) as usize;
+        let count = ((i128::from(last) - i128::from(first)) / i128::from(interval) + 1)
+            .clamp(0, BUCKETS_MAX as i128 + 1) as usize;
         *bucket_total = bucket_total.saturating_add(count);
         if *bucket_total > BUCKETS_MAX {
             return Err(StatementError::TooManyBuckets {

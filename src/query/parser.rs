@@ -29,6 +29,10 @@ pub struct ParseError {
 
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Line 0: InfluxDB prints some errors without a position.
+        if self.line == 0 {
+            return f.write_str(&self.message);
+        }
         write!(
             f,
             "{} at line {}, char {}",
@@ -38,6 +42,15 @@ impl fmt::Display for ParseError {
 }
 
 impl std::error::Error for ParseError {}
+
+/// An error InfluxDB reports without a position.
+fn unpositioned(message: &str) -> ParseError {
+    ParseError {
+        message: message.to_string(),
+        line: 0,
+        char: 0,
+    }
+}
 
 #[derive(Clone, Debug, PartialEq)]
 enum Tok {
@@ -55,8 +68,12 @@ enum Tok {
     Dot,
     DoubleColon,
     Eof,
-    /// Unlexable input (unterminated string, bad escape, …).
+    /// Unlexable input.
     Bad(String),
+    /// Unterminated string or bad escape; the text without the quote.
+    BadString(String),
+    /// A number with an unknown duration unit (`1x`).
+    BadDuration(String),
 }
 
 #[derive(Clone, Debug)]
@@ -229,7 +246,7 @@ impl Parser {
         let tok = self.lex();
         let text = match &tok {
             Tok::Eof => "EOF".to_string(),
-            Tok::Bad(text) => text.clone(),
+            Tok::Bad(text) | Tok::BadString(text) | Tok::BadDuration(text) => text.clone(),
             _ => self.text(start, self.pos),
         };
         Token { tok, text, start }
@@ -267,11 +284,11 @@ impl Parser {
             '.' if !peek2.is_some_and(|d| d.is_ascii_digit()) => single(self, Tok::Dot, 1),
             '"' => match self.lex_quoted('"') {
                 Ok(s) => Tok::QuotedIdent(s),
-                Err(bad) => Tok::Bad(bad),
+                Err(bad) => Tok::BadString(bad),
             },
             '\'' => match self.lex_quoted('\'') {
                 Ok(s) => Tok::Str(s),
-                Err(bad) => Tok::Bad(bad),
+                Err(bad) => Tok::BadString(bad),
             },
             c if c.is_ascii_digit() || c == '.' => self.lex_number(),
             c if is_ident_start(c) => {
@@ -294,18 +311,18 @@ impl Parser {
         let mut out = String::new();
         loop {
             let Some(&c) = self.chars.get(self.pos) else {
-                return Err(self.text(start, self.pos));
+                return Err(self.text(start + 1, self.pos));
             };
             self.pos += 1;
             if c == quote {
                 return Ok(out);
             }
             if c == '\n' {
-                return Err(self.text(start, self.pos - 1));
+                return Err(self.text(start + 1, self.pos - 1));
             }
             if c == '\\' {
                 let Some(&e) = self.chars.get(self.pos) else {
-                    return Err(self.text(start, self.pos));
+                    return Err(self.text(start + 1, self.pos));
                 };
                 self.pos += 1;
                 match e {
@@ -313,7 +330,7 @@ impl Parser {
                     '\\' => out.push('\\'),
                     '"' => out.push('"'),
                     '\'' => out.push('\''),
-                    _ => return Err(self.text(start, self.pos)),
+                    _ => return Err(self.text(start + 1, self.pos)),
                 }
                 continue;
             }
@@ -360,7 +377,7 @@ impl Parser {
                     "h" => 3_600_000_000_000,
                     "d" => 86_400_000_000_000,
                     "w" => 604_800_000_000_000,
-                    _ => return Tok::Bad(self.text(start, self.pos)),
+                    _ => return Tok::BadDuration(self.text(start, self.pos)),
                 };
                 return match digits
                     .parse::<i64>()
@@ -410,8 +427,8 @@ impl Parser {
         }
         Regex::new(&pattern).map_err(|e| {
             self.error_at(
-                start,
-                &format!("found /{pattern}/, expected regex: {}", first_line(&e)),
+                start.saturating_sub(1),
+                &format!("error parsing regexp: {}", go_regex_error(&pattern, &e)),
             )
         })
     }
@@ -427,7 +444,8 @@ impl Parser {
                 col += 1;
             }
         }
-        (line, col + 1)
+        // Positions past the end count on (InfluxDB's scanner does).
+        (line, col + 1 + offset.saturating_sub(self.chars.len()))
     }
 
     fn error_at(&self, offset: usize, message: &str) -> ParseError {
@@ -440,8 +458,16 @@ impl Parser {
     }
 
     fn unexpected(&self, token: &Token, expected: &[&str]) -> ParseError {
+        if matches!(token.tok, Tok::BadDuration(_)) {
+            return unpositioned("invalid duration");
+        }
+        // InfluxDB reports a bad string one char before its quote.
+        let offset = match token.tok {
+            Tok::BadString(_) => token.start.saturating_sub(1),
+            _ => token.start,
+        };
         self.error_at(
-            token.start,
+            offset,
             &format!("found {}, expected {}", token.text, expected.join(", ")),
         )
     }
@@ -749,6 +775,10 @@ impl Parser {
 
     fn source(&mut self) -> Result<Source, ParseError> {
         self.skip_space();
+        if self.pos >= self.chars.len() {
+            // InfluxDB's probe for a regex reads one char past the end.
+            return Err(self.error_at(self.pos + 1, "found EOF, expected identifier"));
+        }
         if self.chars.get(self.pos) == Some(&'/') {
             return Ok(Source {
                 database: None,
@@ -895,6 +925,9 @@ impl Parser {
                 self.next();
                 self.next();
                 let interval_token = self.next();
+                if matches!(interval_token.tok, Tok::Integer(_) | Tok::Number(_)) {
+                    return Err(unpositioned("invalid duration"));
+                }
                 let Tok::Duration(interval) = interval_token.tok else {
                     return Err(self.unexpected(&interval_token, &["duration"]));
                 };
@@ -960,7 +993,7 @@ impl Parser {
             Tok::Ident(w) if w.eq_ignore_ascii_case("linear") && !negative => Fill::Linear,
             Tok::Integer(n) => Fill::Integer(if negative { -n } else { *n }),
             Tok::Number(n) => Fill::Number(if negative { -n } else { *n }),
-            _ => return Err(self.error_at(token.start, "fill must be a function call")),
+            _ => return Err(unpositioned("expected number argument in fill()")),
         };
         self.expect(Tok::RParen, ")")?;
         Ok(fill)
@@ -1116,14 +1149,24 @@ impl Parser {
     }
 }
 
-fn first_line(error: &regex::Error) -> String {
-    error
-        .to_string()
-        .lines()
-        .last()
-        .unwrap_or("")
-        .trim()
-        .to_string()
+/// Go's wording for the common regex mistakes; Rust's text otherwise.
+fn go_regex_error(pattern: &str, error: &regex::Error) -> String {
+    let text = error.to_string();
+    let last = text.lines().last().unwrap_or("").trim();
+    if last.contains("unclosed character class") {
+        let from = pattern.rfind('[').unwrap_or(0);
+        return format!("missing closing ]: `{}`", &pattern[from..]);
+    }
+    if last.contains("unclosed group") {
+        return format!("missing closing ): `{pattern}`");
+    }
+    if last.contains("unopened group") {
+        return format!("unexpected ): `{pattern}`");
+    }
+    if last.contains("repetition operator missing expression") {
+        return "missing argument to repetition operator".to_string();
+    }
+    last.trim_start_matches("error: ").to_string()
 }
 
 #[cfg(test)]

@@ -114,6 +114,137 @@ pub fn parse_time(text: &str) -> Option<i64> {
     secs.checked_mul(1_000_000_000)?.checked_add(nanos)
 }
 
+/// A time zone from the system's TZif files (what Go's `LoadLocation`
+/// reads): UTC offsets by transition time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Zone {
+    /// (transition time in UTC seconds, offset in seconds from then on).
+    transitions: Vec<(i64, i32)>,
+    /// Offset before the first transition.
+    initial_offset_secs: i32,
+}
+
+/// Where the TZif files live (Debian's tzdata).
+const ZONEINFO_DIR: &str = "/usr/share/zoneinfo";
+/// Largest TZif file read.
+const ZONE_FILE_BYTES_MAX: usize = 1 << 20;
+
+impl Zone {
+    pub fn utc() -> Zone {
+        Zone {
+            transitions: Vec::new(),
+            initial_offset_secs: 0,
+        }
+    }
+
+    /// Loads `name` (e.g. `Europe/Oslo`); `None` when unknown. Reads a small
+    /// file once per query that names a zone.
+    pub fn load(name: &str) -> Option<Zone> {
+        if name.is_empty() || name == "UTC" {
+            return Some(Zone::utc());
+        }
+        let valid = name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/_-+".contains(&b))
+            && !name.starts_with('/')
+            && !name.contains("..");
+        if !valid {
+            return None;
+        }
+        let bytes = std::fs::read(format!("{ZONEINFO_DIR}/{name}")).ok()?;
+        if bytes.len() > ZONE_FILE_BYTES_MAX {
+            return None;
+        }
+        Zone::parse(&bytes)
+    }
+
+    /// Parses TZif version 2+ (64-bit section) or version 1.
+    pub fn parse(bytes: &[u8]) -> Option<Zone> {
+        let header = |at: usize| -> Option<(u8, [usize; 6])> {
+            if bytes.get(at..at + 4)? != b"TZif" {
+                return None;
+            }
+            let version = *bytes.get(at + 4)?;
+            let mut counts = [0usize; 6];
+            for (k, count) in counts.iter_mut().enumerate() {
+                let start = at + 20 + 4 * k;
+                let raw: [u8; 4] = bytes.get(start..start + 4)?.try_into().ok()?;
+                *count = u32::from_be_bytes(raw) as usize;
+            }
+            Some((version, counts))
+        };
+        let (version, counts) = header(0)?;
+        let [isut, isstd, leap, time, types, chars] = counts;
+        let v1_len = time * 5 + types * 6 + chars + leap * 8 + isstd + isut;
+        let (at, width, counts) = if version >= b'2' {
+            let (_, counts) = header(44 + v1_len)?;
+            (44 + v1_len + 44, 8, counts)
+        } else {
+            (44, 4, counts)
+        };
+        let [_, _, _, time, types, _] = counts;
+        let times_at = at;
+        let index_at = times_at + time * width;
+        let types_at = index_at + time;
+        bytes.get(types_at..types_at + types * 6)?;
+        let offset_of = |t: usize| -> Option<(i32, bool)> {
+            let start = types_at + t * 6;
+            let raw: [u8; 4] = bytes.get(start..start + 4)?.try_into().ok()?;
+            Some((i32::from_be_bytes(raw), *bytes.get(start + 4)? != 0))
+        };
+        let mut transitions = Vec::with_capacity(time);
+        for k in 0..time {
+            let start = times_at + k * width;
+            let when = if width == 8 {
+                i64::from_be_bytes(bytes.get(start..start + 8)?.try_into().ok()?)
+            } else {
+                i64::from(i32::from_be_bytes(
+                    bytes.get(start..start + 4)?.try_into().ok()?,
+                ))
+            };
+            let kind = usize::from(*bytes.get(index_at + k)?);
+            transitions.push((when, offset_of(kind)?.0));
+        }
+        // Before the first transition: the first standard-time type (Go's rule).
+        let initial_offset_secs = (0..types)
+            .filter_map(&offset_of)
+            .find(|(_, dst)| !dst)
+            .or_else(|| offset_of(0))
+            .map_or(0, |(offset, _)| offset);
+        Some(Zone {
+            transitions,
+            initial_offset_secs,
+        })
+    }
+
+    /// Offset from UTC in seconds at the instant `ns`.
+    pub fn offset_secs(&self, ns: i64) -> i32 {
+        let secs = ns.div_euclid(1_000_000_000);
+        match self.transitions.partition_point(|(when, _)| *when <= secs) {
+            0 => self.initial_offset_secs,
+            k => self.transitions[k - 1].1,
+        }
+    }
+
+    pub fn is_utc(&self) -> bool {
+        self.transitions.is_empty() && self.initial_offset_secs == 0
+    }
+}
+
+/// Appends `ns` as RFC3339Nano in `zone` (`Z` when the offset is zero).
+pub fn write_rfc3339_nano_in(out: &mut Vec<u8>, ns: i64, zone: &Zone) {
+    let offset = zone.offset_secs(ns);
+    if offset == 0 {
+        write_rfc3339_nano(out, ns);
+        return;
+    }
+    write_rfc3339_nano(out, ns.saturating_add(i64::from(offset) * 1_000_000_000));
+    out.pop(); // the `Z`
+    let sign = if offset < 0 { '-' } else { '+' };
+    let abs = offset.unsigned_abs();
+    out.extend_from_slice(format!("{sign}{:02}:{:02}", abs / 3600, (abs / 60) % 60).as_bytes());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +267,25 @@ mod tests {
         );
         assert_eq!(format(1_600_000_000_120_000_000), "2020-09-13T12:26:40.12Z");
         assert_eq!(format(-1), "1969-12-31T23:59:59.999999999Z");
+    }
+
+    /// Goal: TZif zones load and give Go's offsets, winter and summer.
+    /// Method: the system's Europe/Oslo (skipped when tzdata is absent).
+    #[test]
+    fn zones_give_offsets() {
+        let Some(oslo) = Zone::load("Europe/Oslo") else {
+            return;
+        };
+        assert_eq!(oslo.offset_secs(1_767_225_600_000_000_000), 3600);
+        assert_eq!(oslo.offset_secs(1_782_864_000_000_000_000), 7200);
+        let mut out = Vec::new();
+        write_rfc3339_nano_in(&mut out, 1_767_225_600_000_002_000, &oslo);
+        assert_eq!(
+            String::from_utf8(out).unwrap_or_default(),
+            "2026-01-01T01:00:00.000002+01:00"
+        );
+        assert_eq!(Zone::load("../etc/passwd"), None);
+        assert_eq!(Zone::load("UTC"), Some(Zone::utc()));
     }
 
     /// Goal: the WHERE time string forms parse to the right instant.
