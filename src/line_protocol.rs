@@ -672,7 +672,7 @@ impl Component {
 
 /// Scans one name starting at `start`; returns it and where it ended.
 /// An empty name is returned as such (the caller knows which error it is).
-#[inline]
+#[inline(always)]
 fn scan_name<'a>(
     line: &'a str,
     start: usize,
@@ -680,8 +680,75 @@ fn scan_name<'a>(
     name_bytes_max: usize,
 ) -> LineResult<(Cow<'a, str>, usize)> {
     let bytes = line.as_bytes();
+    let i = name_end(bytes, start, component);
+    if (i >= bytes.len() || bytes[i] != b'\\') && i - start <= name_bytes_max {
+        // `i` is the end of the line or an ASCII stop byte: a char boundary.
+        return Ok((Cow::Borrowed(&line[start..i]), i));
+    }
+    scan_name_escaped(line, start, i, component, name_bytes_max)
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// High bit set in each byte of `word` that is below `limit` (<= 128).
+/// Bytes above the lowest flagged one may be flagged falsely (borrows), so
+/// only the lowest flag is trusted.
+#[inline(always)]
+fn bytes_below(word: u64, limit: u8) -> u64 {
+    word.wrapping_sub(ONES * u64::from(limit)) & !word & HIGHS
+}
+
+/// High bit set in each byte of `word` equal to `byte` (lowest flag exact).
+#[inline(always)]
+fn bytes_equal(word: u64, byte: u8) -> u64 {
+    let x = word ^ (ONES * u64::from(byte));
+    x.wrapping_sub(ONES) & !x & HIGHS
+}
+
+/// First stop byte of `component` at or after `i` (or the end), eight bytes
+/// at a time: every stop byte is a control byte or space (< 0x21), the
+/// component's separator, or a backslash. A flagged byte that is no stop
+/// (another control byte) is checked in the table and skipped.
+#[inline(always)]
+fn name_end(bytes: &[u8], mut i: usize, component: Component) -> usize {
     let class = component.stop_class();
-    let mut i = start;
+    let separator = match component {
+        Component::Measurement | Component::TagValue => b',',
+        Component::TagKey | Component::FieldKey => b'=',
+    };
+    while i + 8 <= bytes.len() {
+        let word = read_u64(&bytes[i..]);
+        let flags =
+            bytes_below(word, 0x21) | bytes_equal(word, separator) | bytes_equal(word, b'\\');
+        if flags == 0 {
+            i += 8;
+            continue;
+        }
+        let at = i + (flags.trailing_zeros() / 8) as usize;
+        if STOP[bytes[at] as usize] & class != 0 {
+            return at;
+        }
+        i = at + 1;
+    }
+    while i < bytes.len() && STOP[bytes[i] as usize] & class == 0 {
+        i += 1;
+    }
+    i
+}
+
+/// The rest of [`scan_name`] once a backslash (or an over-long name) is seen.
+#[cold]
+#[inline(never)]
+fn scan_name_escaped<'a>(
+    line: &'a str,
+    start: usize,
+    mut i: usize,
+    component: Component,
+    name_bytes_max: usize,
+) -> LineResult<(Cow<'a, str>, usize)> {
+    let bytes = line.as_bytes();
+    let class = component.stop_class();
     let mut escaped = false;
     loop {
         while i < bytes.len() && STOP[bytes[i] as usize] & class == 0 {
@@ -795,7 +862,7 @@ fn parse_line<'a>(
                     },
                 ));
             }
-            point.tags.push((key, value));
+            push_pair(&mut point.tags, key, value);
             i = value_end;
             if i < n && bytes[i] == b',' {
                 continue;
@@ -960,6 +1027,26 @@ fn unexpected(line: &str, at: usize) -> LineErrorKind {
     LineErrorKind::UnexpectedCharacter { found }
 }
 
+/// `vec.push((a, b))`, writing each half straight into the vector.
+///
+/// Why: the plain push builds the tuple on the stack with 8-byte stores and
+/// copies it with 16-byte loads, which defeats store-to-load forwarding;
+/// measured at ~15% of parse time on the TSBS corpus.
+#[inline(always)]
+fn push_pair<A, B>(vec: &mut Vec<(A, B)>, a: A, b: B) {
+    vec.reserve(1);
+    let len = vec.len();
+    // SAFETY: `reserve(1)` guarantees capacity for index `len`; both halves
+    // are initialised by the two writes before `set_len` makes the element
+    // visible, and nothing between can panic.
+    unsafe {
+        let slot = vec.as_mut_ptr().add(len);
+        std::ptr::addr_of_mut!((*slot).0).write(a);
+        std::ptr::addr_of_mut!((*slot).1).write(b);
+        vec.set_len(len + 1);
+    }
+}
+
 /// A cheap bit index for the duplicate-field mask.
 #[inline]
 fn field_fingerprint(key: &str) -> u32 {
@@ -1007,7 +1094,7 @@ fn add_field<'a>(
             }
         }
         *fingerprints |= bit;
-        fields.push((key, value));
+        push_pair(fields, key, value);
         return Ok(());
     }
     // Many fields: hash index over `fields`, built when the line first
@@ -1048,7 +1135,7 @@ fn slot_of(key: &str) -> usize {
 }
 
 /// Parses a field value at `start`; returns it and where it ended.
-#[inline]
+#[inline(always)]
 fn parse_value<'a>(
     line: &'a str,
     start: usize,
@@ -1096,7 +1183,7 @@ const POW10: [f64; 23] = [
     1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
 ];
 
-#[inline]
+#[inline(always)]
 fn parse_number<'a>(line: &'a str, start: usize) -> Result<(FieldValue<'a>, usize), LineErrorKind> {
     let bytes = line.as_bytes();
     let mut i = start;
