@@ -189,7 +189,10 @@ fn main() {
         "{:<9} {:<23} {:>9} {:>12} {:>9} {:>12} {:>8}",
         "corpus", "parser", "MB/s", "lines/s", "cpu MB/s", "cpu lines/s", "speedup"
     );
-    for (name, body) in [("tsbs-cpu", tsbs_cpu(target_bytes)), ("iot", iot(target_bytes))] {
+    for (name, body) in [
+        ("tsbs-cpu", tsbs_cpu(target_bytes)),
+        ("iot", iot(target_bytes)),
+    ] {
         let line_count = body.lines().count();
         let mut rows: Vec<(&str, Measured)> = Vec::new();
         if only.is_empty() || only == "ringest" {
@@ -202,7 +205,10 @@ fn main() {
             let seconds = time.as_secs_f64().max(1e-9);
             (body.len() as f64 / seconds / 1e6, lines as f64 / seconds)
         };
-        let baseline_cpu = rows.last().map(|(_, m)| m.best_cpu).unwrap_or(Duration::ZERO);
+        let baseline_cpu = rows
+            .last()
+            .map(|(_, m)| m.best_cpu)
+            .unwrap_or(Duration::ZERO);
         for (parser, m) in &rows {
             assert_eq!(m.lines, line_count, "{name}: {parser} accepts every line");
             let (mb, lines) = rate(m.best, m.lines);

@@ -1104,8 +1104,8 @@ fn add_field<'a>(
     if fields.len() == FIELDS_LINEAR_MAX {
         slots.clear();
         slots.resize(capacity, SLOT_EMPTY);
-        for index in 0..fields.len() {
-            let mut slot = slot_of(&fields[index].0) & mask;
+        for (index, (existing_key, _)) in fields.iter().enumerate() {
+            let mut slot = slot_of(existing_key) & mask;
             while slots[slot] != SLOT_EMPTY {
                 slot = (slot + 1) & mask;
             }
