@@ -22,6 +22,9 @@
 //!   `\\`; the others `\,` `\=` `\ ` `\\`. A backslash before any other
 //!   character is kept literally together with that character. A name whose
 //!   unescaped text ends in a backslash is rejected (InfluxDB 3 rule).
+//!   As in InfluxDB 3, this accepts some surprising forms on purpose:
+//!   `m,a,b=1 f=1` (tag key `a,b`), `m,t=a=b f=1` (tag value `a=b`),
+//!   `m f=1,,g=2` (field key `,g`), measurement `a=b`.
 //! - **Strings**: `\"` → `"`, `\\` → `\`, any other backslash is literal;
 //!   newlines are allowed inside.
 //! - **Line splitting** follows InfluxDB's `scanLine`: a `\n` ends the line
