@@ -612,3 +612,75 @@ fn error_excerpt_and_message() {
         "{message}"
     );
 }
+
+/// Counts heap allocations made by the current thread (tests run in
+/// parallel threads, so a global count would see other tests).
+mod counting_allocator {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    }
+
+    pub struct Counting;
+
+    // SAFETY: every call is forwarded unchanged to the system allocator.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            ALLOCATIONS.with(|n| n.set(n.get() + 1));
+            // SAFETY: same contract as the caller's.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: same contract as the caller's.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            ALLOCATIONS.with(|n| n.set(n.get() + 1));
+            // SAFETY: same contract as the caller's.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    pub fn allocations() -> u64 {
+        ALLOCATIONS.with(Cell::get)
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: counting_allocator::Counting = counting_allocator::Counting;
+
+/// Goal: a warm parser allocates nothing per line for input without
+/// escapes (the `Point` vectors are reused, names and strings borrowed).
+/// Method: parse one body twice with the same `Point`; the second pass,
+/// over 1000 lines with tags, all field types and strings, must not allocate.
+#[test]
+fn warm_parser_does_not_allocate() {
+    let mut body = String::new();
+    for i in 0..1000 {
+        body.push_str(&format!(
+            "cpu,region=eu,host=h{i},rack=r{} usage=0.{i},n={i}i,u={i}u,ok=t,s=\"text {i}\" {i}\n",
+            i % 7
+        ));
+    }
+    let options = ParseOptions::new(Precision::Seconds, 0);
+    fn parse<'a>(body: &'a str, options: &ParseOptions, point: &mut Point<'a>) -> usize {
+        let mut lines = Lines::new(body, options.clone());
+        let mut accepted = 0;
+        while let Some(result) = lines.next_into(point) {
+            assert!(result.is_ok());
+            accepted += 1;
+        }
+        accepted
+    }
+    let mut point = Point::default();
+    let cold = counting_allocator::allocations();
+    assert_eq!(parse(&body, &options, &mut point), 1000);
+    // The counter works: the cold pass grew the Point's vectors.
+    assert!(counting_allocator::allocations() > cold);
+    // `Lines::new` clones the options (no heap data): count only parsing.
+    let before = counting_allocator::allocations();
+    assert_eq!(parse(&body, &options, &mut point), 1000);
+    assert_eq!(counting_allocator::allocations() - before, 0);
+}

@@ -1,0 +1,57 @@
+//! Fuzz target: the line-protocol parser never panics, and every line
+//! number it reports lies inside the body.
+//!
+//! Input: first byte picks the precision, the rest is the body (skipped
+//! unless valid UTF-8, as the write path checks UTF-8 before parsing).
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use ringest::line_protocol::{Lines, ParseOptions, Point, Precision};
+
+const PRECISIONS: [Precision; 6] = [
+    Precision::Nanoseconds,
+    Precision::Microseconds,
+    Precision::Milliseconds,
+    Precision::Seconds,
+    Precision::Minutes,
+    Precision::Hours,
+];
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    let Ok(body) = std::str::from_utf8(rest) else {
+        return;
+    };
+    let precision = PRECISIONS[usize::from(selector) % PRECISIONS.len()];
+    let mut options = ParseOptions::new(precision, 0);
+    // Small limits so the limit paths are reached too.
+    if selector & 0x80 != 0 {
+        options.name_bytes_max = 8;
+        options.string_bytes_max = 8;
+        options.tags_per_line_max = 3;
+        options.fields_per_line_max = 3;
+    }
+    let physical_lines = body.bytes().filter(|&b| b == b'\n').count() + 1;
+    let mut lines = Lines::new(body, options);
+    let mut point = Point::default();
+    let mut previous = 0;
+    while let Some(result) = lines.next_into(&mut point) {
+        let line_number = match result {
+            Ok(()) => {
+                assert!(point.tags.windows(2).all(|w| w[0].0 < w[1].0));
+                point.line_number
+            }
+            Err(error) => {
+                assert!(error.column >= 1);
+                let _ = error.to_string();
+                error.line_number
+            }
+        };
+        assert!(line_number as usize >= 1 && line_number as usize <= physical_lines);
+        assert!(line_number > previous);
+        previous = line_number;
+    }
+});
