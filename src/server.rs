@@ -379,6 +379,7 @@ async fn shard_main(seed: ShardSeed) {
 }
 
 async fn start_shard(seed: ShardSeed) -> Result<(Rc<Shard>, (TcpListener, i32)), String> {
+    let generation = seed.generation;
     let config = Rc::new(seed.config);
     let data_dir = &config.server.data_dir;
     let wal_root = data_dir.join("wal");
@@ -427,7 +428,7 @@ async fn start_shard(seed: ShardSeed) -> Result<(Rc<Shard>, (TcpListener, i32)),
         query_queue,
         shutdown: seed.shutdown,
     });
-    replay(&shard, &wal_root)?;
+    replay(&shard, &wal_root, generation)?;
     let handler = {
         let shard = shard.clone();
         Rc::new(move |message| shard.handle(message))
@@ -439,8 +440,8 @@ async fn start_shard(seed: ShardSeed) -> Result<(Rc<Shard>, (TcpListener, i32)),
 }
 
 /// Feeds this shard's rows from every WAL directory into its store.
-fn replay(shard: &Rc<Shard>, wal_root: &Path) -> Result<(), String> {
-    let stats = wal::replay(wal_root, |record| {
+fn replay(shard: &Rc<Shard>, wal_root: &Path, generation: u64) -> Result<(), String> {
+    let stats = wal::replay_before(wal_root, generation, |record| {
         shard.replay_record(record.kind, record.payload)
     })
     .map_err(|e| format!("replay: {e}"))?;

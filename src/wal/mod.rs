@@ -143,8 +143,8 @@ use std::time::Duration;
 pub use crate::group_commit::{Wal, WalStats};
 pub use record::Sequence;
 pub use recovery::{
-    inspect, inspect_with, next_generation, recover, replay, Corruption, CorruptionKind, DirReport,
-    RecordRef, RecoveryError, RecoveryReport, ReplayStats,
+    inspect, inspect_with, next_generation, recover, replay, replay_before, Corruption,
+    CorruptionKind, DirReport, RecordRef, RecoveryError, RecoveryReport, ReplayStats,
 };
 pub use storage::{Fault, FaultPlan, GlommioStorage, MemStorage, Storage};
 

@@ -265,7 +265,10 @@ struct Scan {
 }
 
 fn all_zero(bytes: &[u8]) -> bool {
-    bytes.iter().all(|&b| b == 0)
+    // 16 bytes at a time: this scans whole preallocated tails.
+    let mut chunks = bytes.chunks_exact(16);
+    chunks.all(|c| u128::from_ne_bytes(c.try_into().expect("16 bytes")) == 0)
+        && chunks.remainder().iter().all(|&b| b == 0)
 }
 
 fn next_valid_record(bytes: &[u8], from: usize) -> Option<usize> {
@@ -554,15 +557,25 @@ pub fn recover(wal_root: &Path, skip_corrupt: bool) -> Result<RecoveryReport, Re
 /// Feeds every valid record to `f` in (generation, directory, sequence)
 /// order. Read-only; run after [`recover`]. Reading a segment stops at the
 /// first record that does not verify (only possible for skipped corruption).
-pub fn replay(
+pub fn replay(wal_root: &Path, f: impl FnMut(RecordRef<'_>)) -> Result<ReplayStats, RecoveryError> {
+    replay_before(wal_root, u64::MAX, f)
+}
+
+/// [`replay`] of the generations before `generation_limit` only: the
+/// segments the running generation has already created are left unread
+/// (they hold nothing from before the start).
+pub fn replay_before(
     wal_root: &Path,
+    generation_limit: u64,
     mut f: impl FnMut(RecordRef<'_>),
 ) -> Result<ReplayStats, RecoveryError> {
     let dirs = log_dirs(wal_root)?;
     let mut order: Vec<(u64, &DirKey, u64, &LogDir, &Path)> = Vec::new();
     for dir in &dirs {
         for (generation, index, path) in &dir.segments {
-            order.push((*generation, &dir.key, *index, dir, path));
+            if *generation < generation_limit {
+                order.push((*generation, &dir.key, *index, dir, path));
+            }
         }
     }
     order.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
