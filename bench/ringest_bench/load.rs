@@ -18,6 +18,7 @@ use crate::client::{ClientError, HttpConnection, Target};
 use crate::workload::{Template, Workload};
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -242,9 +243,7 @@ fn run_connection(
         };
         head.clear();
         head.push_str(&plan.head_prefix);
-        head.push_str("Content-Length: ");
-        head.push_str(&body.len().to_string());
-        head.push_str("\r\n\r\n");
+        let _ = write!(head, "Content-Length: {}\r\n\r\n", body.len());
         if connection.as_ref().is_none_or(|c| c.broken) {
             match HttpConnection::connect(&plan.target, plan.timeout, 64 * 1024) {
                 Ok(c) => {

@@ -52,6 +52,27 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         drop_points: u64,
     },
+    /// Print a TCP port on 127.0.0.1 that was free a moment ago.
+    FreePort,
+    /// Wait until `GET <url><path>` answers 2xx (exit 1 after --timeout seconds).
+    Wait {
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value = "/ping")]
+        path: String,
+        #[arg(long, default_value_t = 30.0)]
+        timeout: f64,
+    },
+    /// Print the median closed-loop points/s of one system and workload from a CSV
+    /// (plain v1 bodies), for sizing open-loop runs; prints 0 when there is none.
+    Max {
+        #[arg(long)]
+        csv: PathBuf,
+        #[arg(long)]
+        system: String,
+        #[arg(long, value_enum, default_value = "cpu")]
+        workload: workload::WorkloadKind,
+    },
     /// Medians table and SVG charts from a CSV of runs.
     Report {
         #[arg(long)]
@@ -180,6 +201,50 @@ fn main() -> ExitCode {
             out_dir,
             baseline,
         } => report_command(&csv, out_dir, &baseline),
+        Command::FreePort => {
+            match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
+                Ok(addr) => {
+                    println!("{}", addr.port());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Command::Wait { url, path, timeout } => wait_command(&url, &path, timeout),
+        Command::Max {
+            csv,
+            system,
+            workload,
+        } => match report::read_csv(&csv) {
+            Ok(records) => {
+                println!(
+                    "{:.0}",
+                    report::closed_loop_median(&records, &system, workload.name())
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(format!("cannot read {}: {e}", csv.display())),
+        },
+    }
+}
+
+fn wait_command(url: &str, path: &str, timeout_s: f64) -> ExitCode {
+    let target = match client::Target::parse(url) {
+        Ok(t) => t,
+        Err(e) => return fail(format!("{url}: {e}")),
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs_f64(timeout_s);
+    loop {
+        match client::get_with_headers(&target, path, "", Duration::from_secs(2), 1 << 20) {
+            Ok((status, _)) if (200..300).contains(&status) => return ExitCode::SUCCESS,
+            _ if std::time::Instant::now() >= deadline => {
+                return fail(format!(
+                    "{url}{path} did not answer 2xx within {timeout_s} s"
+                ))
+            }
+            // Polling a starting server: nothing to wait on but time.
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
     }
 }
 

@@ -173,6 +173,26 @@ fn median(values: &mut [f64]) -> f64 {
     }
 }
 
+/// Median closed-loop points/s of `system` on plain v1 `workload` bodies; 0 when none.
+pub fn closed_loop_median(records: &[RunRecord], system: &str, workload: &str) -> f64 {
+    let mut rates: Vec<f64> = records
+        .iter()
+        .filter(|r| {
+            r.mode == "closed"
+                && r.system == system
+                && r.workload == workload
+                && !r.gzip
+                && r.endpoint == "v1"
+        })
+        .map(|r| r.points_per_s)
+        .collect();
+    if rates.is_empty() {
+        0.0
+    } else {
+        median(&mut rates)
+    }
+}
+
 struct Summary {
     system: String,
     ack_synced: String,
@@ -331,6 +351,31 @@ const COLORS: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
 ];
 
+/// Every system in the records, in one fixed order, so a system has the
+/// same colour in every chart: ringest first, the ceiling last.
+fn ordered_systems(records: &[RunRecord]) -> Vec<String> {
+    const ORDER: [&str; 5] = [
+        "ringest",
+        "ringest-1shard",
+        "influxdb",
+        "victoria-metrics",
+        "discard",
+    ];
+    let mut systems: Vec<String> = Vec::new();
+    for record in records {
+        if !systems.contains(&record.system) {
+            systems.push(record.system.clone());
+        }
+    }
+    systems.sort_by_key(|s| {
+        (
+            ORDER.iter().position(|o| o == s).unwrap_or(ORDER.len()),
+            s.clone(),
+        )
+    });
+    systems
+}
+
 fn log_ticks(low: f64, high: f64) -> Vec<f64> {
     let mut ticks = Vec::new();
     let mut at = 10f64.powf(low.log10().floor());
@@ -354,7 +399,7 @@ fn format_value(v: f64) -> String {
 /// Grouped bars: median closed-loop points/s per case and system (log scale).
 pub fn throughput_svg(records: &[RunRecord]) -> String {
     let mut cases: BTreeMap<String, BTreeMap<String, Vec<&RunRecord>>> = BTreeMap::new();
-    let mut systems: Vec<String> = Vec::new();
+    let systems = ordered_systems(records);
     for record in records.iter().filter(|r| r.mode == "closed") {
         cases
             .entry(record.case())
@@ -362,9 +407,6 @@ pub fn throughput_svg(records: &[RunRecord]) -> String {
             .entry(record.system.clone())
             .or_default()
             .push(record);
-        if !systems.contains(&record.system) {
-            systems.push(record.system.clone());
-        }
     }
     let values: Vec<(String, Vec<(usize, f64)>)> = cases
         .iter()
@@ -444,12 +486,7 @@ pub fn throughput_svg(records: &[RunRecord]) -> String {
 /// p50 (dashed) and p99 (solid) latency against offered load, per system (log-log).
 pub fn latency_svg(records: &[RunRecord]) -> String {
     let points = open_loop_points(records);
-    let mut systems: Vec<String> = Vec::new();
-    for p in &points {
-        if !systems.contains(&p.system) {
-            systems.push(p.system.clone());
-        }
-    }
+    let systems = ordered_systems(records);
     let offered: Vec<f64> = points
         .iter()
         .map(|p| p.offered)
@@ -460,38 +497,25 @@ pub fn latency_svg(records: &[RunRecord]) -> String {
         .flat_map(|p| [p.p50_ms, p.p99_ms])
         .filter(|v| *v > 0.0)
         .collect();
+    let offered_min = offered
+        .iter()
+        .cloned()
+        .fold(f64::INFINITY, f64::min)
+        .min(1e4);
+    let offered_max = offered.iter().cloned().fold(1e5, f64::max);
+    let latency_min = latencies
+        .iter()
+        .cloned()
+        .fold(f64::INFINITY, f64::min)
+        .min(0.1);
+    let latency_max = latencies.iter().cloned().fold(10.0, f64::max);
     let (x_ticks, y_ticks) = (
-        log_ticks(
-            offered
-                .iter()
-                .cloned()
-                .fold(f64::INFINITY, f64::min)
-                .min(1e4),
-            offered.iter().cloned().fold(1e5, f64::max),
-        ),
-        log_ticks(
-            latencies
-                .iter()
-                .cloned()
-                .fold(f64::INFINITY, f64::min)
-                .min(0.1),
-            latencies.iter().cloned().fold(10.0, f64::max),
-        ),
+        log_ticks(offered_min, offered_max),
+        log_ticks(latency_min, latency_max),
     );
-    let (x_low, x_high) = (
-        x_ticks[0].log10(),
-        x_ticks[x_ticks.len() - 1]
-            .log10()
-            .max(x_ticks[0].log10() + 1.0)
-            + 0.3,
-    );
-    let (y_low, y_high) = (
-        y_ticks[0].log10(),
-        y_ticks[y_ticks.len() - 1]
-            .log10()
-            .max(y_ticks[0].log10() + 1.0)
-            + 0.3,
-    );
+    // Axes reach a little past the largest value so no point sits on the frame.
+    let (x_low, x_high) = (x_ticks[0].log10(), offered_max.log10() + 0.15);
+    let (y_low, y_high) = (y_ticks[0].log10(), latency_max.log10() + 0.15);
     let (left, top, plot_w, plot_h) = (80.0, 40.0, 560.0, 320.0);
     let (width, height) = (left + plot_w + 200.0, top + plot_h + 70.0);
     let x = |v: f64| left + (v.log10() - x_low) / (x_high - x_low) * plot_w;
