@@ -41,7 +41,7 @@ LINES=${LINES:-1000}
 SERIES=${SERIES:-1000}
 FRACTIONS=${FRACTIONS:-"0.25 0.5 0.75"}
 SYSTEMS=${SYSTEMS:-"ringest ringest-1shard influxdb victoria-metrics discard"}
-MACHINE=${MACHINE:-$(hostname -s 2>/dev/null || echo machine)}
+MACHINE=${MACHINE:-$(hostname -s 2>/dev/null || echo machine)-$(nproc)c}
 if [[ -n "${QUICK:-}" ]]; then
   ROUNDS=1 DURATION=3 OPEN_DURATION=3 FRACTIONS="0.5"
 fi

@@ -119,7 +119,13 @@ impl Server {
     }
 
     /// One request on a new connection (`Connection: close`); the whole response.
-    pub fn request(&self, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    pub fn request(
+        &self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
         let mut stream = self.connect();
         let mut head = format!("{method} {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
         for (name, value) in headers {
@@ -138,7 +144,12 @@ impl Server {
     }
 
     pub fn write_v2(&self, query: &str, body: &str) -> Response {
-        self.request("POST", &format!("/api/v2/write?{query}"), &[], body.as_bytes())
+        self.request(
+            "POST",
+            &format!("/api/v2/write?{query}"),
+            &[],
+            body.as_bytes(),
+        )
     }
 
     /// `GET /query?q=…&…`; `query` is already URL-encoded.
@@ -217,7 +228,12 @@ impl Response {
                 Some((name.trim().to_ascii_lowercase(), value.trim().to_string()))
             })
             .collect();
-        let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
         let (body, used) = if let Some(length) = header("content-length") {
             let length: usize = length.parse().ok()?;
             if raw.len() < head_end + length {
@@ -249,12 +265,22 @@ impl Response {
         } else {
             (raw[head_end..].to_vec(), raw.len())
         };
-        Some((Response { status, headers, body }, used))
+        Some((
+            Response {
+                status,
+                headers,
+                body,
+            },
+            used,
+        ))
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn text(&self) -> String {
@@ -267,7 +293,9 @@ pub fn encode(value: &str) -> String {
     let mut out = String::new();
     for byte in value.bytes() {
         match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(byte as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(byte as char)
+            }
             _ => out.push_str(&format!("%{byte:02X}")),
         }
     }
