@@ -193,8 +193,18 @@ pub fn closed_loop_median(records: &[RunRecord], system: &str, workload: &str) -
     }
 }
 
+/// Field values per line (point) of a workload, to report values/s beside points/s.
+fn fields_per_line(workload: &str) -> f64 {
+    match workload {
+        "cpu" => 10.0,
+        "iot" => 3.0,
+        _ => f64::NAN,
+    }
+}
+
 struct Summary {
     system: String,
+    fields_per_line: f64,
     ack_synced: String,
     rounds: usize,
     points_per_s: f64,
@@ -216,6 +226,7 @@ fn summarize(rows: &[&RunRecord]) -> Summary {
         system: rows[0].system.clone(),
         ack_synced: rows[0].ack_synced.clone(),
         rounds: rows.len(),
+        fields_per_line: fields_per_line(&rows[0].workload),
         points_per_s: pick(|r| r.points_per_s),
         wire_mb_per_s: pick(|r| r.wire_mb_per_s),
         raw_mb_per_s: pick(|r| r.raw_mb_per_s),
@@ -244,9 +255,9 @@ pub fn table(records: &[RunRecord], baseline: &str) -> String {
     );
     let _ = writeln!(
         out,
-        "| workload | system | ack means synced | rounds | points/s | {baseline} ÷ system | wire MB/s | raw MB/s | p50 ms | p99 ms | p99.9 ms | verified |"
+        "| workload | system | ack means synced | rounds | points/s | values/s | {baseline} ÷ system | wire MB/s | raw MB/s | p50 ms | p99 ms | p99.9 ms | verified |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (case, systems) in &cases {
         let summaries: Vec<Summary> = systems.values().map(|rows| summarize(rows)).collect();
         let base = summaries
@@ -260,11 +271,12 @@ pub fn table(records: &[RunRecord], baseline: &str) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {case} | {} | {} | {} | {:.0} | {ratio} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {} |",
+                "| {case} | {} | {} | {} | {:.0} | {:.0} | {ratio} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {} |",
                 s.system,
                 s.ack_synced,
                 s.rounds,
                 s.points_per_s,
+                s.points_per_s * s.fields_per_line,
                 s.wire_mb_per_s,
                 s.raw_mb_per_s,
                 s.p50_ms,
