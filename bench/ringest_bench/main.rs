@@ -41,7 +41,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// One load run against a target, then verification.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Serve the built-in reference server until killed.
     Discard {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -173,7 +173,7 @@ struct RunArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Discard {
             listen,
             store,
@@ -306,7 +306,7 @@ fn run(args: RunArgs) -> ExitCode {
     if args.connections == 0 || args.connections > 4096 {
         return fail("--connections must be between 1 and 4096");
     }
-    if args.rate.is_some_and(|r| !(r > 0.0)) {
+    if args.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
         return fail("--rate must be positive");
     }
     let target_url = match args.url.as_str() {
@@ -379,7 +379,7 @@ fn run(args: RunArgs) -> ExitCode {
             return fail(format!(
                 "{count} distinct bodies × {} connections need {} MiB (limit {} MiB): lower --series or --connections, or make --series a multiple of --lines",
                 args.connections,
-                bytes * args.connections as u64 >> 20,
+                (bytes * args.connections as u64) >> 20,
                 load::TEMPLATE_BYTES_MAX >> 20
             ));
         }
