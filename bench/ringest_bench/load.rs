@@ -215,10 +215,11 @@ fn run_connection(
         };
         if let Some(deadline) = deadline.filter(|&d| Instant::now() >= d) {
             if let (Some(due), Some(interval)) = (due, interval) {
-                // This request and every later one due before the deadline.
-                let late =
-                    deadline.saturating_duration_since(due).as_nanos() / interval.as_nanos().max(1);
-                outcome.behind_schedule += late as u64 + 1;
+                // This request and every later one due before the deadline:
+                // ceil((deadline - due) / interval), at least this one.
+                let span = deadline.saturating_duration_since(due).as_nanos();
+                let step = interval.as_nanos().max(1);
+                outcome.behind_schedule += (span.div_ceil(step) as u64).max(1);
             }
             break;
         }
