@@ -26,7 +26,8 @@
 #
 # Knobs (environment): ROUNDS (3), DURATION (10 s per closed-loop run), OPEN_DURATION (10),
 # CONNECTIONS (8), OPEN_CONNECTIONS (16), LINES (1000), SERIES (1000), FRACTIONS ("0.25 0.5 0.75"),
-# SYSTEMS ("ringest ringest-1shard influxdb victoria-metrics discard"), MACHINE (hostname), QUICK.
+# SYSTEMS ("ringest ringest-1shard influxdb victoria-metrics discard"), MACHINE (hostname-Nc), QUICK,
+# PERF=1 (perf profile of PERF_SYSTEM, default ringest, during round 1's cpu run; needs linux-perf).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -104,7 +105,7 @@ start_ringest_shards() {
   stop_server
   return 1
 }
-start_ringest() { start_ringest_shards "$1" ""; }
+start_ringest() { start_ringest_shards "$1" "$(nproc)"; }
 start_ringest-1shard() { start_ringest_shards "$1" 1; }
 
 start_influxdb() {
@@ -202,8 +203,20 @@ closed_round() {
     dir="$work/$system-r$round"; mkdir -p "$dir"
     log "round $round: $system"
     if ! "start_$system" "$dir"; then available[$system]=0; continue; fi
+    local profiler=""
+    if [[ -n "${PERF:-}" && $system == "${PERF_SYSTEM:-ringest}" && $round == 1 ]] && command -v perf >/dev/null; then
+      # Where the time goes: sample the server (call graphs) during round 1's cpu run.
+      perf record -q -F 499 -g -p "$server_pid" -o "$work/perf.data" -- sleep "$DURATION" >/dev/null 2>&1 &
+      profiler=$!
+    fi
     bench "$system" "$round" "r${round}_cpu" --workload cpu --lines "$LINES" \
       --connections "$CONNECTIONS" --duration "$DURATION"
+    if [[ -n "$profiler" ]]; then
+      wait "$profiler" || true
+      perf report -i "$work/perf.data" --stdio --no-children -g none --percent-limit 0.5 2>/dev/null \
+        | head -150 >"$results/$stamp-$system-profile.txt" || true
+      log "profile of $system: $results/$stamp-$system-profile.txt"
+    fi
     bench "$system" "$round" "r${round}_iot" --workload iot --lines "$LINES" \
       --connections "$CONNECTIONS" --duration "$DURATION"
     local rate gzip_points
