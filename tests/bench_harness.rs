@@ -1,0 +1,271 @@
+//! The benchmark harness at its smallest size, so it cannot rot (issue 7).
+//!
+//! Every test runs the real `ringest-bench` binary. Against the built-in
+//! reference server: `internal:discard` stores nothing, `internal:count`
+//! counts points per series and answers InfluxQL counts, and can be told to
+//! lose points silently. Against ringest: the real binary via
+//! `tests/common`.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn bench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ringest-bench"))
+        .args(args)
+        .output()
+        .expect("run ringest-bench")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn describe(output: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        stdout(output),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Goal: the generator runs against the discard server (its own ceiling) and
+/// counts every request it sent and every 204 it got.
+/// Method: 400 points in 4 requests over 2 connections, verification off;
+/// exit 0, 4 × 204, 400 points acknowledged, and the report says unverified.
+#[test]
+fn discard_run_counts_every_request() {
+    let output = bench(&[
+        "run",
+        "--url",
+        "internal:discard",
+        "--points",
+        "400",
+        "--lines",
+        "100",
+        "--connections",
+        "2",
+        "--verify",
+        "none",
+    ]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert!(text.contains("400 points acknowledged"), "{text}");
+    assert!(text.contains("answers: 204:4"), "{text}");
+    assert!(text.contains("were NOT checked"), "{text}");
+}
+
+/// Goal: verification reports missing points when the server stores nothing.
+/// Method: the discard server acknowledges with 204 but keeps nothing;
+/// verification through /query must fail with exit code 2 naming 300 missing points.
+#[test]
+fn verification_fails_against_a_server_that_stores_nothing() {
+    let output = bench(&[
+        "run",
+        "--url",
+        "internal:discard",
+        "--points",
+        "300",
+        "--lines",
+        "100",
+        "--series",
+        "50",
+    ]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    assert!(
+        text.contains("FAILED: 300 acknowledged points missing in 50 series"),
+        "{text}"
+    );
+}
+
+/// Goal: verification passes when every acknowledged point is stored, for
+/// both workloads and for gzip bodies.
+/// Method: the counting server stores every point; each run exits 0 and says OK.
+#[test]
+fn verification_passes_when_every_point_is_stored() {
+    for extra in [
+        &["--workload", "cpu"][..],
+        &["--workload", "iot"][..],
+        &["--workload", "cpu", "--gzip"][..],
+        &["--workload", "iot", "--endpoint", "v2", "--token", "secret"][..],
+    ] {
+        let mut args = vec![
+            "run",
+            "--url",
+            "internal:count",
+            "--points",
+            "500",
+            "--lines",
+            "50",
+            "--series",
+            "17",
+        ];
+        args.extend_from_slice(extra);
+        let output = bench(&args);
+        let text = stdout(&output);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{extra:?}: {}",
+            describe(&output)
+        );
+        assert!(
+            text.contains("OK, every acknowledged point is stored: 500 acknowledged, 500 stored"),
+            "{text}"
+        );
+    }
+}
+
+/// Goal: the harness fails when a single acknowledged point goes missing.
+/// Method: the counting server acknowledges everything but silently loses
+/// one point; the run must exit 2 and name exactly one missing point.
+#[test]
+fn verification_fails_when_one_point_goes_missing() {
+    let output = bench(&[
+        "run",
+        "--url",
+        "internal:count",
+        "--points",
+        "400",
+        "--lines",
+        "100",
+        "--internal-drop-points",
+        "1",
+    ]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    assert!(
+        text.contains("FAILED: 1 acknowledged points missing in 1 series"),
+        "{text}"
+    );
+}
+
+/// Goal: open loop sends each request at its due time, never early or twice,
+/// and measures latency from the intended send time.
+/// Method: 20 000 points/s offered for 0.3 s in 100-line requests on 4
+/// connections against the counting server: exactly 60 requests fall due
+/// (15 per connection), so requests sent plus requests reported as never sent
+/// (when the machine is too slow) must be exactly 60; every acknowledged
+/// point is verified.
+#[test]
+fn open_loop_paces_and_verifies() {
+    let output = bench(&[
+        "run",
+        "--url",
+        "internal:count",
+        "--rate",
+        "20000",
+        "--duration",
+        "0.3",
+        "--lines",
+        "100",
+        "--connections",
+        "4",
+    ]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert!(text.contains("latency (from intended send time)"), "{text}");
+    let number_before = |marker: &str| -> Option<u64> {
+        text.split(marker)
+            .next()
+            .filter(|head| head.len() < text.len())?
+            .rsplit(' ')
+            .next()?
+            .parse()
+            .ok()
+    };
+    let sent = number_before(" requests, wire").expect("request count in the summary");
+    let never_sent = number_before(" due requests were never sent").unwrap_or(0);
+    assert_eq!(sent + never_sent, 60, "{text}");
+}
+
+/// Goal: runs append CSV rows, and `report` turns them into the medians table
+/// and both SVG charts.
+/// Method: two closed-loop rounds and one open-loop run into a temp CSV, then
+/// `report`; check the table rows and that both charts are SVG documents.
+#[test]
+fn report_builds_table_and_charts() {
+    let dir = common::TempDir::new("bench-report");
+    let csv = dir.path.join("run.csv");
+    let csv_text = csv.to_str().expect("utf-8 temp path");
+    for (round, rate) in [("1", None), ("2", None), ("1", Some("20000"))] {
+        let mut args = vec![
+            "run",
+            "--url",
+            "internal:count",
+            "--lines",
+            "100",
+            "--label",
+            "count",
+            "--round",
+            round,
+            "--csv",
+            csv_text,
+        ];
+        match rate {
+            Some(rate) => args.extend_from_slice(&["--rate", rate, "--duration", "0.2"]),
+            None => args.extend_from_slice(&["--points", "300"]),
+        }
+        let output = bench(&args);
+        assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    }
+    let output = bench(&["report", "--csv", csv_text]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert!(
+        text.contains("| cpu 100l x8 | count | unknown | 2 |"),
+        "{text}"
+    );
+    assert!(text.contains("Open loop"), "{text}");
+    for chart in ["run-throughput.svg", "run-latency.svg"] {
+        let svg = std::fs::read_to_string(Path::new(&dir.path).join(chart)).expect("chart written");
+        assert!(
+            svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+            "{chart}"
+        );
+    }
+}
+
+/// Goal: the smallest run against the real ringest binary stores and verifies
+/// every acknowledged point, on both write endpoints.
+/// Method: start `ringest serve` through tests/common, send 500 points per
+/// endpoint, verify through /query; exit 0 and OK.
+#[test]
+#[ignore = "needs the write path"]
+fn ringest_tiny_run_verifies() {
+    let server = common::Server::start(&[]);
+    let url = format!("http://{}", server.addr);
+    for (endpoint, db) in [("v1", "bench_v1"), ("v2", "bench_v2")] {
+        let output = bench(&[
+            "run",
+            "--url",
+            &url,
+            "--endpoint",
+            endpoint,
+            "--db",
+            db,
+            "--points",
+            "500",
+            "--lines",
+            "100",
+            "--series",
+            "20",
+            "--connections",
+            "2",
+        ]);
+        let text = stdout(&output);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{endpoint}: {}",
+            describe(&output)
+        );
+        assert!(
+            text.contains("OK, every acknowledged point is stored: 500 acknowledged, 500 stored"),
+            "{text}"
+        );
+    }
+}
