@@ -234,7 +234,6 @@ fn report_builds_table_and_charts() {
 /// Method: start `ringest serve` through tests/common, send 500 points per
 /// endpoint, verify through /query; exit 0 and OK.
 #[test]
-#[ignore = "needs the write path"]
 fn ringest_tiny_run_verifies() {
     let server = common::Server::start(&[]);
     let url = format!("http://{}", server.addr);
