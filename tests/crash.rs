@@ -124,7 +124,7 @@ fn acknowledged_points_survive_kill_9() {
     let data = dir.path.join("data");
     let mut server = Server::start_in(&data, &["--shards", "2"]);
     let mut acked: Vec<BTreeSet<u64>> = vec![BTreeSet::new(); WRITERS];
-    let mut next_seq = vec![1u64; WRITERS];
+    let mut next_seq = [1u64; WRITERS];
     for cycle in 0..CYCLES {
         let (tx, rx) = mpsc::channel();
         let threads: Vec<_> = (0..WRITERS)
