@@ -190,6 +190,9 @@ pub struct BatchReader<'a> {
 struct Cursor<'a> {
     bytes: &'a [u8],
     offset: usize,
+    /// The bytes were already validated by `BatchReader::new` (every
+    /// string is UTF-8): iteration skips the second check.
+    validated: bool,
 }
 
 impl<'a> Cursor<'a> {
@@ -231,6 +234,12 @@ impl<'a> Cursor<'a> {
         let len = self.u32()? as usize;
         let offset = self.offset;
         let bytes = self.take(len)?;
+        if self.validated {
+            // SAFETY: `validated` is only set on cursors over the rows of a
+            // `BatchReader`, whose `new` checked that every string at these
+            // same offsets is UTF-8; the bytes are borrowed immutably since.
+            return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
+        }
         std::str::from_utf8(bytes).map_err(|_| BatchError::NotUtf8 { offset })
     }
 
@@ -281,6 +290,7 @@ impl<'a> BatchReader<'a> {
         let mut cursor = Cursor {
             bytes: payload,
             offset: 0,
+            validated: false,
         };
         let database = cursor.str()?;
         let row_count = cursor.u32()?;
@@ -313,6 +323,7 @@ impl<'a> BatchReader<'a> {
             cursor: Cursor {
                 bytes: self.rows,
                 offset: 0,
+                validated: true,
             },
             remaining: self.row_count,
         }
@@ -359,6 +370,7 @@ impl<'a> Row<'a> {
         let mut cursor = Cursor {
             bytes: self.tags,
             offset: 0,
+            validated: true,
         };
         (0..self.tag_count).map(move |_| {
             let key = cursor.str().expect("validated");
@@ -376,6 +388,7 @@ impl<'a> Row<'a> {
         let mut cursor = Cursor {
             bytes: self.fields,
             offset: 0,
+            validated: true,
         };
         (0..self.field_count).map(move |_| {
             let key = cursor.str().expect("validated");
