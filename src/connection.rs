@@ -357,8 +357,12 @@ impl Connection {
             |key: &str| form::get(&plan.query_string, key).or_else(|| form::get(&body_text, key));
         let secret = crate::auth::extract(plan.authorization.as_deref(), lookup("p"));
         let secret = secret.map(|s| s.into_owned());
-        if let Err(error) = self.shard.authorizer.check_known(secret.as_deref()) {
-            let _ = error;
+        if self
+            .shard
+            .authorizer
+            .check_known(secret.as_deref())
+            .is_err()
+        {
             return Response::from_refusal(&Refusal::Unauthorized, Dialect::V1);
         }
         let params = crate::query::QueryParams {

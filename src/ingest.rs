@@ -11,7 +11,6 @@
 //! Each stage lives in its own module; this file only calls them in order
 //! and turns their outcomes into a [`Refusal`] or success.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -194,7 +193,7 @@ pub async fn write(shard: &Rc<Shard>, request: &WriteRequest, body: &[u8]) -> Re
     ShardMetrics::add(&shard.metrics.lines_rejected, routed.rejected.len() as u64);
     if !routed.rejected.is_empty() && !shard.config.line_protocol.accept_partial {
         routed.lines_accepted = 0;
-        return Err(lines_refusal(shard, request, &routed.rejected, 0));
+        return Err(lines_refusal(shard, &routed.rejected, 0));
     }
     let rejected = std::mem::take(&mut routed.rejected);
     let accepted = routed.lines_accepted;
@@ -202,7 +201,7 @@ pub async fn write(shard: &Rc<Shard>, request: &WriteRequest, body: &[u8]) -> Re
     if rejected.is_empty() {
         Ok(())
     } else {
-        Err(lines_refusal(shard, request, &rejected, accepted))
+        Err(lines_refusal(shard, &rejected, accepted))
     }
 }
 
@@ -495,12 +494,7 @@ fn remote_refusal(shard: &Shard, error: RemoteError, bytes: usize) -> Refusal {
     }
 }
 
-fn lines_refusal(
-    shard: &Shard,
-    request: &WriteRequest,
-    rejected: &[Rejected],
-    accepted: usize,
-) -> Refusal {
+fn lines_refusal(shard: &Shard, rejected: &[Rejected], accepted: usize) -> Refusal {
     let limit = shard.config.line_protocol.errors_reported_max;
     let listed: Vec<&str> = rejected
         .iter()
@@ -528,15 +522,9 @@ fn lines_refusal(
         v1_listed.join("\n"),
         rejected.len()
     );
-    let _ = request;
     Refusal::Lines {
         first_line: rejected.first().map_or(0, |r| r.line_number),
         message,
         v1_error,
     }
-}
-
-/// `Cow` helper for callers that hold raw query strings.
-pub fn query_value<'a>(query: &'a str, key: &str) -> Option<Cow<'a, str>> {
-    form::get(query, key)
 }

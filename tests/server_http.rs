@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{Response, Server, TempDir};
+use common::{config_file, Response, Server, TempDir};
 
 /// Reads until one full response is available (or EOF); returns it and
 /// keeps any extra bytes in `pending`.
@@ -48,12 +48,6 @@ fn closed_by_server(stream: &mut TcpStream) -> bool {
             Err(_) => return false,
         }
     }
-}
-
-fn config_file(dir: &TempDir, text: &str) -> String {
-    let path = dir.path.join("ringest.toml");
-    std::fs::write(&path, text).expect("write config");
-    path.display().to_string()
 }
 
 /// Goal: the README's run command (embedded default, only address and data

@@ -7,13 +7,7 @@ mod common;
 
 use std::io::{Read, Write};
 
-use common::{encode, Response, Server, TempDir};
-
-fn config_file(dir: &TempDir, text: &str) -> String {
-    let path = dir.path.join("ringest.toml");
-    std::fs::write(&path, text).expect("write config");
-    path.display().to_string()
-}
+use common::{config_file, encode, Response, Server, TempDir};
 
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut compressor = libdeflater::Compressor::new(libdeflater::CompressionLvl::default());

@@ -1,19 +1,7 @@
 //! Time text: RFC3339 printing like Go's `time.RFC3339Nano` and parsing of
 //! the time strings InfluxQL accepts in WHERE clauses. Pure functions.
 
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
+use crate::clock::civil_from_days;
 
 /// (year, month, day) → days since 1970-01-01.
 fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {

@@ -39,6 +39,13 @@ impl Drop for TempDir {
     }
 }
 
+/// Writes `text` as `ringest.toml` in `dir`; the path, for `--config`.
+pub fn config_file(dir: &TempDir, text: &str) -> String {
+    let path = dir.path.join("ringest.toml");
+    std::fs::write(&path, text).expect("write config");
+    path.display().to_string()
+}
+
 /// A running `ringest serve` process.
 pub struct Server {
     pub addr: SocketAddr,
