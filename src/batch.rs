@@ -18,7 +18,10 @@
 //! ```
 //!
 //! [`BatchReader::new`] validates a whole payload (bounds, UTF-8, kinds,
-//! counts) once; iteration afterwards cannot fail.
+//! counts) once; iteration afterwards cannot fail. A payload this process
+//! encoded is an [`EncodedBatch`]: valid by construction, so the live path
+//! reads it ([`EncodedBatch::reader`]) without that second pass; only bytes
+//! from outside (WAL replay) go through [`BatchReader::new`].
 
 use std::fmt;
 
@@ -124,19 +127,60 @@ impl BatchEncoder {
     }
 
     /// The finished payload; the encoder starts over for `database`.
-    pub fn take(&mut self, database: &str) -> Vec<u8> {
+    pub fn take(&mut self, database: &str) -> EncodedBatch {
         let offset = row_count_offset(self.database_name_len_checked());
         self.bytes[offset..offset + 4].copy_from_slice(&self.row_count.to_le_bytes());
         let mut fresh = Vec::with_capacity(self.bytes.capacity());
         put_str(&mut fresh, database);
         fresh.extend_from_slice(&0u32.to_le_bytes());
         self.row_count = 0;
-        std::mem::replace(&mut self.bytes, fresh)
+        EncodedBatch(std::mem::replace(&mut self.bytes, fresh))
     }
 
     fn database_name_len_checked(&self) -> &str {
         let len = u32::from_le_bytes(self.bytes[0..4].try_into().expect("4 bytes")) as usize;
         std::str::from_utf8(&self.bytes[4..4 + len]).expect("database name was written as str")
+    }
+}
+
+/// A payload produced by [`BatchEncoder::take`]. Its bytes cannot be
+/// changed after encoding, so it is always a valid batch: every string in
+/// it was a `&str` when written, every count matches its rows.
+#[derive(Debug)]
+pub struct EncodedBatch(Vec<u8>);
+
+impl EncodedBatch {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Reads the batch without validating it again (valid by construction;
+    /// debug builds check anyway).
+    pub fn reader(&self) -> BatchReader<'_> {
+        debug_assert!(
+            BatchReader::new(&self.0).is_ok(),
+            "invariant: an EncodedBatch is valid"
+        );
+        let mut cursor = Cursor {
+            bytes: &self.0,
+            offset: 0,
+            validated: true,
+        };
+        let database = cursor.str().expect("invariant: encoded database name");
+        let row_count = cursor.u32().expect("invariant: encoded row count");
+        BatchReader {
+            database,
+            row_count,
+            rows: &self.0[cursor.offset..],
+        }
     }
 }
 
@@ -190,8 +234,8 @@ pub struct BatchReader<'a> {
 struct Cursor<'a> {
     bytes: &'a [u8],
     offset: usize,
-    /// The bytes were already validated by `BatchReader::new` (every
-    /// string is UTF-8): iteration skips the second check.
+    /// The bytes were already validated by `BatchReader::new`, or are an
+    /// [`EncodedBatch`] (every string is UTF-8): iteration skips the check.
     validated: bool,
 }
 
@@ -235,9 +279,11 @@ impl<'a> Cursor<'a> {
         let offset = self.offset;
         let bytes = self.take(len)?;
         if self.validated {
-            // SAFETY: `validated` is only set on cursors over the rows of a
-            // `BatchReader`, whose `new` checked that every string at these
-            // same offsets is UTF-8; the bytes are borrowed immutably since.
+            // SAFETY: `validated` is only set on cursors over the bytes of a
+            // `BatchReader` (whose `new` checked that every string at these
+            // same offsets is UTF-8) or of an `EncodedBatch` (whose strings
+            // were written from `&str` and cannot be changed since); the
+            // bytes are borrowed immutably.
             return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
         }
         std::str::from_utf8(bytes).map_err(|_| BatchError::NotUtf8 { offset })
@@ -383,6 +429,13 @@ impl<'a> Row<'a> {
         usize::from(self.tag_count)
     }
 
+    /// The encoded tag pairs. The encoding is canonical (sorted by key,
+    /// length-prefixed), so two rows have the same tags exactly when these
+    /// bytes are equal.
+    pub fn tags_encoded(&self) -> &'a [u8] {
+        self.tags
+    }
+
     /// Field pairs in line order.
     pub fn fields(&self) -> impl Iterator<Item = (&'a str, FieldValue<'a>)> + 'a {
         let mut cursor = Cursor {
@@ -442,7 +495,7 @@ mod tests {
         encoder.push(&point("cpu", &[("host", "a"), ("region", "eu")], -5));
         encoder.push(&point("mem", &[], i64::MAX));
         let payload = encoder.take("db2");
-        let reader = BatchReader::new(&payload).expect("valid");
+        let reader = BatchReader::new(payload.as_bytes()).expect("valid");
         assert_eq!(reader.database(), "db1");
         let rows: Vec<Row> = reader.rows().collect();
         assert_eq!(rows.len(), 2);
@@ -462,10 +515,10 @@ mod tests {
         assert_eq!(rows[1].time_ns, i64::MAX);
 
         encoder.push(&point("disk", &[], 1));
-        let copy_source = BatchReader::new(&payload).expect("valid");
+        let copy_source = BatchReader::new(payload.as_bytes()).expect("valid");
         encoder.push_row(&copy_source.rows().next().expect("a row"));
         let copied = encoder.take("db2");
-        let reader = BatchReader::new(&copied).expect("valid");
+        let reader = BatchReader::new(copied.as_bytes()).expect("valid");
         assert_eq!(reader.database(), "db2");
         assert_eq!(reader.row_count(), 2);
         let rows: Vec<Row> = reader.rows().collect();
@@ -476,9 +529,35 @@ mod tests {
         assert_eq!(rows[1].fields().count(), 5);
         encoder.push(&point("disk", &[], 1));
         let second = encoder.take("db2");
-        let reader = BatchReader::new(&second).expect("valid");
+        let reader = BatchReader::new(second.as_bytes()).expect("valid");
         assert_eq!(reader.database(), "db2");
         assert_eq!(reader.row_count(), 1);
+    }
+
+    /// Goal: the unvalidated reader of an encoded batch sees exactly what
+    /// the validating one sees. Method: read one payload both ways.
+    #[test]
+    fn encoded_reader_equals_validated_reader() {
+        let mut encoder = BatchEncoder::new("db");
+        encoder.push(&point("cpu", &[("host", "a"), ("region", "eu")], 3));
+        encoder.push(&point("mem", &[], 4));
+        let payload = encoder.take("db");
+        let checked = BatchReader::new(payload.as_bytes()).expect("valid");
+        let trusted = payload.reader();
+        assert_eq!(trusted.database(), checked.database());
+        assert_eq!(trusted.row_count(), checked.row_count());
+        for (a, b) in trusted.rows().zip(checked.rows()) {
+            assert_eq!(
+                (a.table, a.series_hash, a.time_ns),
+                (b.table, b.series_hash, b.time_ns)
+            );
+            assert_eq!(a.tags_encoded(), b.tags_encoded());
+            assert_eq!(
+                a.fields().collect::<Vec<_>>(),
+                b.fields().collect::<Vec<_>>()
+            );
+        }
+        assert_eq!(trusted.rows().count(), 2);
     }
 
     /// Goal: a damaged payload is an error, never a panic. Method: cut a
@@ -490,12 +569,12 @@ mod tests {
         let payload = encoder.take("db");
         for cut in 0..payload.len() {
             assert!(
-                BatchReader::new(&payload[..cut]).is_err(),
+                BatchReader::new(&payload.as_bytes()[..cut]).is_err(),
                 "cut at {cut} accepted"
             );
         }
         for index in 0..payload.len() {
-            let mut damaged = payload.clone();
+            let mut damaged = payload.as_bytes().to_vec();
             damaged[index] ^= 0xff;
             if let Ok(reader) = BatchReader::new(&damaged) {
                 for row in reader.rows() {

@@ -17,7 +17,7 @@ use std::rc::Rc;
 use futures_channel::oneshot;
 
 use crate::auth::{self, Access, AuthError};
-use crate::batch::{BatchEncoder, BatchReader};
+use crate::batch::{BatchEncoder, EncodedBatch};
 use crate::catalog::{self, Catalog, ColumnKind, Decision, FieldType, Limit, Proposal};
 use crate::clock;
 use crate::http::form;
@@ -134,7 +134,7 @@ struct Rejected {
 struct Routed {
     per_shard: Vec<BatchEncoder>,
     /// Sub-batches that reached `payload_bytes_target`, with their shard.
-    sealed: Vec<(usize, Vec<u8>)>,
+    sealed: Vec<(usize, EncodedBatch)>,
     /// A sub-batch is sealed at this size, so that each fits one WAL record.
     payload_bytes_target: usize,
     pending: BatchEncoder,
@@ -153,7 +153,7 @@ impl Routed {
     }
 
     /// Every non-empty sub-batch, in the order its rows were routed.
-    fn into_payloads(mut self, database: &str) -> Vec<(usize, Vec<u8>)> {
+    fn into_payloads(mut self, database: &str) -> Vec<(usize, EncodedBatch)> {
         let mut payloads = std::mem::take(&mut self.sealed);
         for (target, encoder) in self.per_shard.iter_mut().enumerate() {
             if !encoder.is_empty() {
@@ -246,6 +246,7 @@ fn route_lines(
     // Columns proposed by earlier lines of this request: within a batch,
     // the first line wins.
     let mut proposed: HashMap<String, HashMap<String, ColumnKind>> = HashMap::new();
+    let mut known_shape = KnownShape::default();
     let mut lines = Lines::new(text, options);
     let mut point = Point::default();
     while let Some(result) = lines.next_into(&mut point) {
@@ -253,21 +254,18 @@ fn route_lines(
             routed.rejected.push(parse_rejection(&error));
             continue;
         }
+        if known_shape.matches(&point) {
+            let target = route::owner(point.series_hash, shard.count);
+            routed.per_shard[target].push(&point);
+            routed.seal_if_full(target, database);
+            routed.lines_accepted += 1;
+            continue;
+        }
         let table = known_database.and_then(|db| db.tables.get(point.measurement.as_ref()));
         let mut needs_owner = false;
         let mut conflict = None;
-        let columns = point
-            .tags
-            .iter()
-            .map(|(key, _)| (key, ColumnKind::Tag))
-            .chain(
-                point
-                    .fields
-                    .iter()
-                    .map(|(key, value)| (key, ColumnKind::Field(FieldType::of(value)))),
-            );
-        for (key, wanted) in columns {
-            match table.and_then(|t| t.columns.get(key.as_ref())) {
+        for (key, wanted) in KnownShape::columns(&point) {
+            match table.and_then(|t| t.columns.get(key)) {
                 Some(existing) if *existing == wanted => {}
                 Some(existing) => {
                     conflict = Some(conflict_message(&point.measurement, key, wanted, *existing));
@@ -276,7 +274,7 @@ fn route_lines(
                 None => {
                     let in_request = proposed
                         .get(point.measurement.as_ref())
-                        .and_then(|t| t.get(key.as_ref()));
+                        .and_then(|t| t.get(key));
                     match in_request {
                         Some(existing) if *existing == wanted => needs_owner = true,
                         Some(existing) => {
@@ -309,6 +307,7 @@ fn route_lines(
             routed.pending.push(&point);
             routed.pending_lines.push(point.line_number);
         } else {
+            known_shape.remember(&point);
             let target = route::owner(point.series_hash, shard.count);
             routed.per_shard[target].push(&point);
             routed.seal_if_full(target, database);
@@ -316,6 +315,47 @@ fn route_lines(
         }
     }
     routed
+}
+
+/// The shape (measurement, tag keys, field keys and types) of the last line
+/// whose every column the catalog replica already held. The replica is
+/// borrowed for the whole request, so a line of the same shape needs no
+/// lookups: most bodies repeat a few shapes line after line.
+#[derive(Default)]
+struct KnownShape {
+    measurement: String,
+    columns: Vec<(String, ColumnKind)>,
+}
+
+impl KnownShape {
+    fn columns<'p>(point: &'p Point<'_>) -> impl Iterator<Item = (&'p str, ColumnKind)> {
+        let tags = point
+            .tags
+            .iter()
+            .map(|(key, _)| (key.as_ref(), ColumnKind::Tag));
+        let fields = point
+            .fields
+            .iter()
+            .map(|(key, value)| (key.as_ref(), ColumnKind::Field(FieldType::of(value))));
+        tags.chain(fields)
+    }
+
+    fn matches(&self, point: &Point<'_>) -> bool {
+        !self.columns.is_empty()
+            && self.measurement == point.measurement.as_ref()
+            && self.columns.len() == point.tags.len() + point.fields.len()
+            && Self::columns(point).zip(&self.columns).all(
+                |((key, kind), (known_key, known_kind))| key == known_key && kind == *known_kind,
+            )
+    }
+
+    fn remember(&mut self, point: &Point<'_>) {
+        self.measurement.clear();
+        self.measurement.push_str(&point.measurement);
+        self.columns.clear();
+        self.columns
+            .extend(Self::columns(point).map(|(key, kind)| (key.to_string(), kind)));
+    }
 }
 
 fn kind_words(kind: ColumnKind) -> String {
@@ -390,7 +430,7 @@ async fn resolve_schema(
         }
     }
     let pending = routed.pending.take(&request.database);
-    let reader = BatchReader::new(&pending).expect("pending rows are encoded by this request");
+    let reader = pending.reader();
     let catalog = shard.catalog.borrow();
     let pending_lines = std::mem::take(&mut routed.pending_lines);
     for (row, line_number) in reader.rows().zip(pending_lines.iter().copied()) {
@@ -433,7 +473,7 @@ async fn resolve_schema(
 /// shard appends in the order sent, so later lines stay later.
 async fn dispatch(
     shard: &Rc<Shard>,
-    payloads: Vec<(usize, Vec<u8>)>,
+    payloads: Vec<(usize, EncodedBatch)>,
     body_bytes: usize,
 ) -> Result<(), Refusal> {
     let mut local = Vec::new();

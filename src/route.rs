@@ -14,6 +14,7 @@ use glommio::channels::shared_channel::{
     self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
 };
 
+use crate::batch::EncodedBatch;
 use crate::catalog::{Decision, Entry, Proposal};
 use crate::store::{ScanError, ScanRequest, ScanResponse};
 
@@ -55,7 +56,10 @@ pub type Reply<T> = oneshot::Sender<Result<T, RemoteError>>;
 pub enum Message {
     /// Append a sub-batch to the receiver's WAL, wait for its sync, apply it
     /// to the receiver's store, then reply.
-    Write { payload: Vec<u8>, reply: Reply<()> },
+    Write {
+        payload: EncodedBatch,
+        reply: Reply<()>,
+    },
     /// To the catalog owner: decide these proposals durably.
     Propose {
         proposals: Vec<Proposal>,

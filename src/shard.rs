@@ -24,7 +24,7 @@ use glommio::TaskQueueHandle;
 
 use crate::auth::Authorizer;
 use crate::backpressure::Admission;
-use crate::batch::{BatchEncoder, BatchReader};
+use crate::batch::{BatchEncoder, BatchReader, EncodedBatch};
 use crate::catalog::{self, Catalog, Decision, Entry, Proposal};
 use crate::config::Config;
 use crate::gzip::Gunzip;
@@ -58,7 +58,7 @@ pub struct Shard {
     pub peers: Peers,
     pub authorizer: Authorizer,
     /// Synced-or-syncing sub-batches not yet applied to the store.
-    apply_queue: RefCell<VecDeque<(Sequence, Vec<u8>)>>,
+    apply_queue: RefCell<VecDeque<(Sequence, EncodedBatch)>>,
     /// Why this shard stopped acknowledging, if it did.
     unhealthy: RefCell<Option<String>>,
     pub started_ns: i64,
@@ -152,7 +152,7 @@ impl Shard {
     }
 
     /// Writes one sub-batch owned by this shard: WAL append, sync, apply.
-    pub async fn write_local(&self, payload: Vec<u8>) -> Result<(), RemoteError> {
+    pub async fn write_local(&self, payload: EncodedBatch) -> Result<(), RemoteError> {
         if let Err(cause) = self.health() {
             return Err(RemoteError::Unhealthy { cause });
         }
@@ -163,7 +163,7 @@ impl Shard {
         }
         let sequence = self
             .wal
-            .append(RECORD_BATCH, &payload)
+            .append(RECORD_BATCH, payload.as_bytes())
             .map_err(remote_error)?;
         self.apply_queue.borrow_mut().push_back((sequence, payload));
         if let Err(error) = self.wal.synced(sequence).await {
@@ -191,8 +191,7 @@ impl Shard {
                 }
             };
             let Some((_, payload)) = next else { break };
-            let reader =
-                BatchReader::new(&payload).expect("sub-batches are encoded by this process");
+            let reader = payload.reader();
             self.store.borrow_mut().apply(&reader);
             ShardMetrics::add(&self.metrics.sub_batches_applied, 1);
             ShardMetrics::add(&self.metrics.points_accepted, u64::from(reader.row_count()));
@@ -222,7 +221,7 @@ impl Shard {
         }
         if !encoder.is_empty() {
             let mine = encoder.take(reader.database());
-            let reader = BatchReader::new(&mine).expect("re-encoded rows are valid");
+            let reader = mine.reader();
             self.store.borrow_mut().apply(&reader);
         }
     }

@@ -32,7 +32,7 @@ use std::fmt;
 
 use regex::Regex;
 
-use crate::batch::BatchReader;
+use crate::batch::{BatchReader, Row};
 use crate::line_protocol::FieldValue;
 
 /// Sizes of the store, from `Config`.
@@ -355,34 +355,212 @@ fn field_type_of(value: &FieldValue<'_>) -> FieldType {
 struct Chunk {
     times: Vec<i64>,
     series: Vec<u32>,
-    columns: BTreeMap<String, Column>,
+    /// Field columns in the order they were created; names are unique.
+    columns: Vec<(String, Column)>,
     time_min_ns: i64,
     time_max_ns: i64,
-    /// (series, time) → row; only while the chunk is active.
-    index: HashMap<(u32, i64), u32>,
+    /// (series, time) → row, while the chunk is active and only once
+    /// `indexed`: rows that arrive in time order per series cannot repeat a
+    /// (series, time) of the chunk (see `Table::series_last_ns`), so the
+    /// index is built the first time one arrives out of order.
+    index: HashMap<(u32, i64), u32, FastHash>,
+    indexed: bool,
 }
 
 impl Chunk {
     fn len(&self) -> usize {
         self.times.len()
     }
+
+    fn column(&self, name: &str) -> Option<&Column> {
+        self.columns
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, column)| column)
+    }
+
+    /// Indexes every row; returns the bytes the index added.
+    fn build_index(&mut self) -> usize {
+        assert!(!self.indexed, "invariant: a chunk is indexed once");
+        self.index.reserve(self.len());
+        for (row, (series, time)) in self.series.iter().zip(&self.times).enumerate() {
+            let previous = self.index.insert((*series, *time), row as u32);
+            assert!(
+                previous.is_none(),
+                "invariant: (series, time) is unique in a chunk"
+            );
+        }
+        self.indexed = true;
+        self.index.len() * INDEX_ENTRY_BYTES
+    }
 }
 
-/// Bytes per row outside field columns: time, series id, index entry.
-const ROW_OVERHEAD_BYTES: usize = 8 + 4 + 24;
+/// Bytes per row outside field columns: time and series id.
+const ROW_BYTES: usize = 8 + 4;
+/// Bytes per (series, time) index entry.
+const INDEX_ENTRY_BYTES: usize = 24;
 /// Bytes per series-dictionary entry outside its strings.
 const SERIES_OVERHEAD_BYTES: usize = 64;
+
+/// Bytes of one series-dictionary entry.
+fn series_bytes(tags: &[(String, String)], encoded: &[u8]) -> usize {
+    SERIES_OVERHEAD_BYTES
+        + encoded.len()
+        + tags
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 48)
+            .sum::<usize>()
+}
 
 #[derive(Debug, Default)]
 struct Table {
     /// Series id → tags sorted by key.
     series: Vec<Vec<(String, String)>>,
-    /// Series hash → ids with that hash (collisions resolved by tags).
-    series_by_hash: HashMap<u64, Vec<u32>>,
+    /// Series id → its tags as batches encode them: one comparison tells
+    /// whether a row belongs to the series.
+    series_encoded: Vec<Box<[u8]>>,
+    /// Series id → the newest time it has in the active chunk (`i64::MIN`:
+    /// none). A row newer than that cannot repeat a row of the chunk.
+    series_last_ns: Vec<i64>,
+    /// Series hash → the first id with that hash; further ids with the same
+    /// hash (collisions) are in `colliding`.
+    series_by_hash: HashMap<u64, u32, FastHash>,
+    colliding: Vec<(u64, u32)>,
     tag_keys: BTreeSet<String>,
     field_types: BTreeMap<String, FieldType>,
+    /// Field position in the previous row → its column in the active chunk:
+    /// rows of one shape find their columns without a search.
+    field_slots: Vec<u32>,
     sealed: Vec<Chunk>,
     active: Chunk,
+}
+
+impl Table {
+    /// The id of the row's series, added to the dictionary if new.
+    fn series_id(&mut self, row: &Row<'_>, added: &mut isize) -> u32 {
+        let encoded = row.tags_encoded();
+        if let Some(&first) = self.series_by_hash.get(&row.series_hash) {
+            if *self.series_encoded[first as usize] == *encoded {
+                return first;
+            }
+            let same = |(hash, id): &&(u64, u32)| {
+                *hash == row.series_hash && *self.series_encoded[*id as usize] == *encoded
+            };
+            if let Some((_, id)) = self.colliding.iter().find(same) {
+                return *id;
+            }
+        }
+        let id = u32::try_from(self.series.len())
+            .expect("invariant: the memory budget keeps series per table below 2^32");
+        let tags: Vec<(String, String)> = row
+            .tags()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        *added += series_bytes(&tags, encoded) as isize;
+        for (k, _) in &tags {
+            if !self.tag_keys.contains(k) {
+                self.tag_keys.insert(k.clone());
+            }
+        }
+        self.series.push(tags);
+        self.series_encoded.push(encoded.into());
+        self.series_last_ns.push(i64::MIN);
+        match self.series_by_hash.entry(row.series_hash) {
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                entry.insert(id);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.colliding.push((row.series_hash, id));
+            }
+        }
+        id
+    }
+
+    /// The active chunk's row for (series, time): the existing one (merge)
+    /// or a new one with every field null.
+    fn row_index(&mut self, series: u32, time_ns: i64, added: &mut isize) -> usize {
+        let chunk = &mut self.active;
+        let last_ns = &mut self.series_last_ns[series as usize];
+        if time_ns <= *last_ns {
+            if !chunk.indexed {
+                *added += chunk.build_index() as isize;
+            }
+            if let Some(row) = chunk.index.get(&(series, time_ns)) {
+                return *row as usize;
+            }
+        } else {
+            *last_ns = time_ns;
+        }
+        let row = chunk.len();
+        if row == 0 {
+            chunk.time_min_ns = time_ns;
+            chunk.time_max_ns = time_ns;
+        } else {
+            chunk.time_min_ns = chunk.time_min_ns.min(time_ns);
+            chunk.time_max_ns = chunk.time_max_ns.max(time_ns);
+        }
+        chunk.times.push(time_ns);
+        chunk.series.push(series);
+        for (_, column) in &mut chunk.columns {
+            column.push_null();
+            *added += slot_bytes(column.field_type()) as isize;
+        }
+        if chunk.indexed {
+            chunk.index.insert((series, time_ns), row as u32);
+            *added += INDEX_ENTRY_BYTES as isize;
+        }
+        *added += ROW_BYTES as isize;
+        row
+    }
+
+    /// Sets the row's fields in the active chunk's row `row_index`.
+    fn set_fields(&mut self, row_index: usize, row: &Row<'_>, added: &mut isize) {
+        let chunk = &mut self.active;
+        for (position, (key, value)) in row.fields().enumerate() {
+            let predicted = self.field_slots.get(position).map(|slot| *slot as usize);
+            let slot = match predicted {
+                Some(slot) if chunk.columns.get(slot).is_some_and(|(n, _)| n == key) => slot,
+                _ => {
+                    let slot = match chunk.columns.iter().position(|(n, _)| n == key) {
+                        Some(slot) => slot,
+                        None => {
+                            let field_type = field_type_of(&value);
+                            let rows = chunk.len();
+                            *added += (slot_bytes(field_type) * rows + key.len() + 64) as isize;
+                            chunk
+                                .columns
+                                .push((key.to_string(), Column::new(field_type, rows)));
+                            if !self.field_types.contains_key(key) {
+                                self.field_types.insert(key.to_string(), field_type);
+                            }
+                            chunk.columns.len() - 1
+                        }
+                    };
+                    match self.field_slots.get_mut(position) {
+                        Some(predicted) => *predicted = slot as u32,
+                        None => self.field_slots.push(slot as u32),
+                    }
+                    slot
+                }
+            };
+            if let Some(delta) = chunk.columns[slot].1.set(row_index, &value) {
+                *added += delta;
+            }
+        }
+    }
+
+    /// Seals the active chunk: immutable from now on.
+    fn seal(&mut self, added: &mut isize) {
+        let mut sealed = std::mem::take(&mut self.active);
+        *added -= (sealed.index.len() * INDEX_ENTRY_BYTES) as isize;
+        sealed.index = HashMap::default();
+        sealed.indexed = false;
+        sealed.times.shrink_to_fit();
+        sealed.series.shrink_to_fit();
+        self.sealed.push(sealed);
+        self.series_last_ns.fill(i64::MIN);
+        self.field_slots.clear();
+    }
 }
 
 #[derive(Debug, Default)]
@@ -409,9 +587,10 @@ impl ShardStore {
         }
     }
 
-    /// Estimated heap bytes held: per row its time, series id and index
-    /// entry, per value slot its width and validity byte, string bytes, and
-    /// the series dictionary. Capacity slack is not counted.
+    /// Estimated heap bytes held: per row its time and series id, per index
+    /// entry its key and row, per value slot its width and validity byte,
+    /// string bytes, and the series dictionary. Capacity slack is not
+    /// counted.
     pub fn memory_bytes(&self) -> usize {
         self.memory_bytes
     }
@@ -426,100 +605,24 @@ impl ShardStore {
     /// Adds the rows of a validated batch. Never fails.
     pub fn apply(&mut self, batch: &BatchReader<'_>) {
         let chunk_rows = self.limits.chunk_rows;
-        let database = self
-            .databases
-            .entry(batch.database().to_string())
-            .or_default();
+        let database = match self.databases.get_mut(batch.database()) {
+            Some(database) => database,
+            None => self
+                .databases
+                .entry(batch.database().to_string())
+                .or_default(),
+        };
         let mut added: isize = 0;
         for row in batch.rows() {
             let table = match database.tables.get_mut(row.table) {
                 Some(table) => table,
                 None => database.tables.entry(row.table.to_string()).or_default(),
             };
-            // Series id.
-            let candidates = table.series_by_hash.entry(row.series_hash).or_default();
-            let found = candidates.iter().copied().find(|id| {
-                let tags = &table.series[*id as usize];
-                tags.len() == row.tag_count()
-                    && tags
-                        .iter()
-                        .zip(row.tags())
-                        .all(|((k, v), (rk, rv))| k == rk && v == rv)
-            });
-            let series_id = match found {
-                Some(id) => id,
-                None => {
-                    let id = table.series.len() as u32;
-                    let tags: Vec<(String, String)> = row
-                        .tags()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect();
-                    added += (SERIES_OVERHEAD_BYTES
-                        + tags
-                            .iter()
-                            .map(|(k, v)| k.len() + v.len() + 48)
-                            .sum::<usize>()) as isize;
-                    for (k, _) in &tags {
-                        if !table.tag_keys.contains(k) {
-                            table.tag_keys.insert(k.clone());
-                        }
-                    }
-                    table.series.push(tags);
-                    candidates.push(id);
-                    id
-                }
-            };
-            // Row in the active chunk.
-            let chunk = &mut table.active;
-            let row_index = match chunk.index.get(&(series_id, row.time_ns)) {
-                Some(index) => *index as usize,
-                None => {
-                    let index = chunk.len();
-                    if index == 0 {
-                        chunk.time_min_ns = row.time_ns;
-                        chunk.time_max_ns = row.time_ns;
-                    } else {
-                        chunk.time_min_ns = chunk.time_min_ns.min(row.time_ns);
-                        chunk.time_max_ns = chunk.time_max_ns.max(row.time_ns);
-                    }
-                    chunk.times.push(row.time_ns);
-                    chunk.series.push(series_id);
-                    for column in chunk.columns.values_mut() {
-                        column.push_null();
-                        added += slot_bytes(column.field_type()) as isize;
-                    }
-                    chunk.index.insert((series_id, row.time_ns), index as u32);
-                    added += ROW_OVERHEAD_BYTES as isize;
-                    index
-                }
-            };
-            for (key, value) in row.fields() {
-                let field_type = field_type_of(&value);
-                let column = match chunk.columns.get_mut(key) {
-                    Some(column) => column,
-                    None => {
-                        let rows = chunk.len();
-                        added += (slot_bytes(field_type) * rows + key.len() + 64) as isize;
-                        chunk
-                            .columns
-                            .entry(key.to_string())
-                            .or_insert_with(|| Column::new(field_type, rows))
-                    }
-                };
-                if let Some(delta) = column.set(row_index, &value) {
-                    added += delta;
-                    if !table.field_types.contains_key(key) {
-                        table.field_types.insert(key.to_string(), field_type);
-                    }
-                }
-            }
-            if chunk.len() >= chunk_rows {
-                let mut sealed = std::mem::take(&mut table.active);
-                added -= (sealed.index.len() * 24) as isize;
-                sealed.index = HashMap::new();
-                sealed.times.shrink_to_fit();
-                sealed.series.shrink_to_fit();
-                table.sealed.push(sealed);
+            let series = table.series_id(&row, &mut added);
+            let row_index = table.row_index(series, row.time_ns, &mut added);
+            table.set_fields(row_index, &row, &mut added);
+            if table.active.len() >= chunk_rows {
+                table.seal(&mut added);
             }
         }
         self.memory_bytes = (self.memory_bytes as isize + added).max(0) as usize;
@@ -634,7 +737,7 @@ impl ShardStore {
                 .collect();
             let column_refs: Vec<Vec<Option<&Column>>> = all_chunks
                 .iter()
-                .map(|chunk| columns.iter().map(|c| chunk.columns.get(*c)).collect())
+                .map(|chunk| columns.iter().map(|c| chunk.column(c)).collect())
                 .collect();
             // Per series: (time, chunk order, row) of every candidate row.
             let mut per_series: Vec<Vec<(i64, u32, u32)>> = vec![Vec::new(); table.series.len()];
@@ -734,13 +837,8 @@ fn table_bytes(table: &Table) -> usize {
     let series: usize = table
         .series
         .iter()
-        .map(|tags| {
-            SERIES_OVERHEAD_BYTES
-                + tags
-                    .iter()
-                    .map(|(k, v)| k.len() + v.len() + 48)
-                    .sum::<usize>()
-        })
+        .zip(&table.series_encoded)
+        .map(|(tags, encoded)| series_bytes(tags, encoded))
         .sum();
     let chunks: usize = table
         .sealed
@@ -748,7 +846,7 @@ fn table_bytes(table: &Table) -> usize {
         .chain(std::iter::once(&table.active))
         .map(|chunk| {
             let rows = chunk.len();
-            let mut bytes = rows * ROW_OVERHEAD_BYTES - (rows - chunk.index.len()) * 24;
+            let mut bytes = rows * ROW_BYTES + chunk.index.len() * INDEX_ENTRY_BYTES;
             for (key, column) in &chunk.columns {
                 bytes += slot_bytes(column.field_type()) * rows + key.len() + 64;
                 if let ColumnData::String(values) = &column.data {
@@ -760,6 +858,50 @@ fn table_bytes(table: &Table) -> usize {
         .sum();
     series + chunks
 }
+
+/// Hasher for the store's integer keys (series hashes, (series, time)):
+/// one folded multiply per word mixes every input bit into every output
+/// bit, which SipHash's per-call cost buys nothing over here (the keys are
+/// not chosen by an adversary who sees the table: series hashes are
+/// already mixed, and a collision only costs a probe).
+#[derive(Clone, Copy, Debug, Default)]
+struct FastHasher(u64);
+
+impl FastHasher {
+    fn mix(&mut self, word: u64) {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let product = u128::from(self.0 ^ word) * u128::from(K);
+        self.0 = (product as u64) ^ ((product >> 64) as u64);
+    }
+}
+
+impl std::hash::Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.mix(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u32(&mut self, value: u32) {
+        self.mix(u64::from(value));
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.mix(value);
+    }
+
+    fn write_i64(&mut self, value: i64) {
+        self.mix(value as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FastHash = std::hash::BuildHasherDefault<FastHasher>;
 
 #[cfg(test)]
 mod tests;

@@ -43,7 +43,7 @@ impl TestBackend {
         }
         for (i, encoder) in encoders.iter_mut().enumerate() {
             let payload = encoder.take("db");
-            let reader = BatchReader::new(&payload).expect("valid batch");
+            let reader = payload.reader();
             self.shards[i].borrow_mut().apply(&reader);
         }
     }
@@ -855,7 +855,7 @@ fn load_line_protocol(backend: &TestBackend, database: &str, text: &str) {
     }
     for (i, encoder) in encoders.iter_mut().enumerate() {
         let payload = encoder.take(database);
-        let reader = BatchReader::new(&payload).expect("valid batch");
+        let reader = payload.reader();
         self_apply(&backend.shards[i], &reader);
     }
 }
