@@ -47,7 +47,12 @@ fn row_count_offset(database: &str) -> usize {
 
 impl BatchEncoder {
     pub fn new(database: &str) -> BatchEncoder {
-        let mut bytes = Vec::with_capacity(4096);
+        BatchEncoder::with_capacity(database, 4096)
+    }
+
+    /// An encoder whose buffer holds `bytes` before it first grows.
+    pub fn with_capacity(database: &str, bytes: usize) -> BatchEncoder {
+        let mut bytes = Vec::with_capacity(bytes.max(row_count_offset(database) + 4));
         put_str(&mut bytes, database);
         bytes.extend_from_slice(&0u32.to_le_bytes());
         BatchEncoder {
