@@ -14,6 +14,10 @@
 //! tags, deduplicates fields, scales timestamps and computes the series
 //! hash; the crate only parses.
 
+// Benchmark binary, not shard code: std threads, wall-clock timing, blocking
+// files and sleeps are what it is made of (clippy.toml bans them in shard code).
+#![allow(clippy::disallowed_methods)]
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 

@@ -14,10 +14,81 @@ use std::time::Instant;
 
 use crate::clock;
 
+/// Which bound refused a write (here, in the WAL, the store or the
+/// cross-shard queue). One variant per bound; [`Overload::label`] is its
+/// `cause` label on `ringest_refusals_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overload {
+    /// WAL bytes appended but not yet synced reached `wal.pending_bytes_max`.
+    WalPendingBytes = 0,
+    /// The WAL's size on disk reached `wal.wal_bytes_max`.
+    WalBudget = 1,
+    /// The shard's store reached `store.memory_bytes_max`.
+    StoreMemory = 2,
+    /// Request bodies held in memory reached
+    /// `backpressure.inflight_request_bytes_max`.
+    RequestBytesInFlight = 3,
+    /// Sub-batches from other shards reached
+    /// `backpressure.queued_sub_batches_max`.
+    QueuedSubBatches = 4,
+    /// The channel to another shard was full (`backpressure.channel_capacity`).
+    CrossShardQueue = 5,
+}
+
+impl Overload {
+    /// Every variant, in discriminant order (`ALL[o as usize] == o`).
+    pub const ALL: [Overload; 6] = [
+        Overload::WalPendingBytes,
+        Overload::WalBudget,
+        Overload::StoreMemory,
+        Overload::RequestBytesInFlight,
+        Overload::QueuedSubBatches,
+        Overload::CrossShardQueue,
+    ];
+
+    /// The Prometheus label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Overload::WalPendingBytes => "wal_pending_bytes",
+            Overload::WalBudget => "wal_budget",
+            Overload::StoreMemory => "store_memory",
+            Overload::RequestBytesInFlight => "request_bytes_in_flight",
+            Overload::QueuedSubBatches => "queued_sub_batches",
+            Overload::CrossShardQueue => "cross_shard_queue",
+        }
+    }
+}
+
+// Metric arrays are indexed by `overload as usize`: `ALL` must be in order.
+const _: () = {
+    let mut index = 0;
+    while index < Overload::ALL.len() {
+        assert!(
+            Overload::ALL[index] as usize == index,
+            "Overload::ALL order"
+        );
+        index += 1;
+    }
+};
+
+/// The words used in error bodies (`server overloaded (…), retry later`).
+impl std::fmt::Display for Overload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Overload::WalPendingBytes => "WAL bytes awaiting sync",
+            Overload::WalBudget => "WAL size budget",
+            Overload::StoreMemory => "store memory budget",
+            Overload::RequestBytesInFlight => "request bytes in flight",
+            Overload::QueuedSubBatches => "queued sub-batches",
+            Overload::CrossShardQueue => "cross-shard queue full",
+        })
+    }
+}
+
 /// Why admission refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Refused {
-    pub cause: &'static str,
+    pub cause: Overload,
     pub retry_after_s: u32,
 }
 
@@ -133,7 +204,7 @@ impl Admission {
     pub fn admit_sub_batch(self: &Rc<Self>) -> Result<SubBatchPermit, Refused> {
         if self.sub_batches.get() >= self.sub_batches_max {
             return Err(Refused {
-                cause: "queued sub-batches",
+                cause: Overload::QueuedSubBatches,
                 retry_after_s: 1,
             });
         }
@@ -144,7 +215,7 @@ impl Admission {
     }
 
     /// A refusal for `cause` when `bytes` more are wanted.
-    pub fn refusal(&self, cause: &'static str, bytes: usize) -> Refused {
+    pub fn refusal(&self, cause: Overload, bytes: usize) -> Refused {
         Refused {
             cause,
             retry_after_s: self.drain.seconds_for(bytes.max(self.request_bytes.get())),
@@ -188,7 +259,7 @@ impl BytesPermit {
         let admission = &self.admission;
         let used = admission.request_bytes.get();
         if used.saturating_add(additional) > admission.request_bytes_max {
-            return Err(admission.refusal("request bytes in flight", additional));
+            return Err(admission.refusal(Overload::RequestBytesInFlight, additional));
         }
         admission.request_bytes.set(used + additional);
         self.bytes += additional;
@@ -245,7 +316,11 @@ mod tests {
         let batch = admission.admit_sub_batch().expect("one");
         assert_eq!(
             admission.admit_sub_batch().unwrap_err().cause,
-            "queued sub-batches"
+            Overload::QueuedSubBatches
+        );
+        assert_eq!(
+            admission.admit_bytes(101).unwrap_err().cause,
+            Overload::RequestBytesInFlight
         );
         drop(batch);
         assert_eq!(admission.sub_batches(), 0);
@@ -256,8 +331,30 @@ mod tests {
     #[test]
     fn retry_after_is_bounded() {
         let admission = Admission::new(1, 100, 1);
-        assert_eq!(admission.refusal("x", 10).retry_after_s, 1);
+        assert_eq!(admission.refusal(Overload::WalBudget, 10).retry_after_s, 1);
         admission.drain.bytes_per_s.set(1.0);
-        assert_eq!(admission.refusal("x", 1_000_000).retry_after_s, 30);
+        assert_eq!(
+            admission
+                .refusal(Overload::WalBudget, 1_000_000)
+                .retry_after_s,
+            30
+        );
+    }
+
+    /// Goal: `Overload::ALL` lists every variant once, at its discriminant,
+    /// and labels are distinct snake_case (metric arrays are indexed by
+    /// `as usize`). Method: check each position and label.
+    #[test]
+    fn overload_all_is_indexed_and_labelled() {
+        let mut labels = std::collections::HashSet::new();
+        for (index, overload) in Overload::ALL.iter().enumerate() {
+            assert_eq!(*overload as usize, index, "{overload:?}");
+            let label = overload.label();
+            assert!(
+                label.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{label}"
+            );
+            assert!(labels.insert(label), "label {label} twice");
+        }
     }
 }

@@ -88,7 +88,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, _permit: ConnectionPermi
 /// Answer to a connection refused at accept time (over the shard's limit).
 pub async fn refuse(shard: &Shard, mut stream: TcpStream) {
     let mut out = Vec::with_capacity(512);
-    Response::from_refusal(&Refusal::TooManyConnections, Dialect::Other).write_to(
+    refusal_response(shard, &Refusal::TooManyConnections, Dialect::Other).write_to(
         &mut out,
         &shard.request_id(),
         false,
@@ -202,8 +202,8 @@ impl Connection {
                         Ok(meta) => meta,
                         Err(error) => {
                             let refusal = head_refusal(error);
-                            self.send(&Response::from_refusal(&refusal, Dialect::Other), false)
-                                .await?;
+                            let response = refusal_response(&self.shard, &refusal, Dialect::Other);
+                            self.send(&response, false).await?;
                             return Ok(false);
                         }
                     };
@@ -221,8 +221,8 @@ impl Connection {
                 Ok(Status::Partial) => self.read_more(head_deadline, head_bytes_max).await?,
                 Err(error) => {
                     let refusal = head_refusal(error);
-                    self.send(&Response::from_refusal(&refusal, Dialect::Other), false)
-                        .await?;
+                    let response = refusal_response(&self.shard, &refusal, Dialect::Other);
+                    self.send(&response, false).await?;
                     return Ok(false);
                 }
             }
@@ -233,7 +233,7 @@ impl Connection {
         // is read (and without `100 Continue`); the connection then closes,
         // since the body is still on the wire.
         if let Plan::Refuse(refusal, dialect) = &plan {
-            let mut response = Response::from_refusal(refusal, *dialect);
+            let mut response = refusal_response(&self.shard, refusal, *dialect);
             let body_pending = framing != BodyFraming::None;
             response.close |= body_pending || !keep_alive;
             self.shard.metrics.request(endpoint, response.status);
@@ -248,8 +248,8 @@ impl Connection {
                 };
                 let dialect = dialect_of(endpoint);
                 self.shard.metrics.request(endpoint, 413);
-                self.send(&Response::from_refusal(&refusal, dialect), false)
-                    .await?;
+                let response = refusal_response(&self.shard, &refusal, dialect);
+                self.send(&response, false).await?;
                 return Ok(false);
             }
         };
@@ -266,7 +266,7 @@ impl Connection {
                         retry_after_s: refused.retry_after_s,
                         cause: refused.cause,
                     };
-                    let mut response = Response::from_refusal(&refusal, request.dialect);
+                    let mut response = refusal_response(&self.shard, &refusal, request.dialect);
                     response.close = true;
                     self.shard.metrics.request(endpoint, response.status);
                     self.send(&response, false).await?;
@@ -289,7 +289,8 @@ impl Connection {
                 Ok(progress) => progress,
                 Err(error) => {
                     let refusal = body_refusal(error, body_limits.body_bytes_max);
-                    let mut response = Response::from_refusal(&refusal, dialect_of(endpoint));
+                    let mut response =
+                        refusal_response(&self.shard, &refusal, dialect_of(endpoint));
                     response.close = true;
                     self.shard.metrics.request(endpoint, response.status);
                     self.send(&response, false).await?;
@@ -299,7 +300,8 @@ impl Connection {
             self.start += progress.consumed;
             if let Some(permit) = permit.as_mut() {
                 if let Err(refusal) = grow_permit(permit, self.body.len()) {
-                    let mut response = Response::from_refusal(&refusal, dialect_of(endpoint));
+                    let mut response =
+                        refusal_response(&self.shard, &refusal, dialect_of(endpoint));
                     response.close = true;
                     self.shard.metrics.request(endpoint, response.status);
                     self.send(&response, false).await?;
@@ -321,7 +323,7 @@ impl Connection {
                 self.shard.metrics.ack_latency(clock::elapsed_us(started));
                 match result {
                     Ok(()) => Response::no_content(),
-                    Err(refusal) => Response::from_refusal(&refusal, request.dialect),
+                    Err(refusal) => refusal_response(&self.shard, &refusal, request.dialect),
                 }
             }
             Plan::Query(query) => self.query(query).await,
@@ -363,7 +365,7 @@ impl Connection {
             .check_known(secret.as_deref())
             .is_err()
         {
-            return Response::from_refusal(&Refusal::Unauthorized, Dialect::V1);
+            return refusal_response(&self.shard, &Refusal::Unauthorized, Dialect::V1);
         }
         let params = crate::query::QueryParams {
             q: lookup("q").map(|v| v.into_owned()).unwrap_or_default(),
@@ -393,6 +395,16 @@ impl Connection {
         };
         Response::json(status, body)
     }
+}
+
+/// The answer to `refusal`, counted under its cause when it is a 429/503
+/// (every refusal this module answers goes through here, exactly once,
+/// before its bytes are sent).
+fn refusal_response(shard: &Shard, refusal: &Refusal, dialect: Dialect) -> Response {
+    if let Some(cause) = refusal.cause() {
+        shard.metrics.refused(cause);
+    }
+    Response::from_refusal(refusal, dialect)
 }
 
 fn grow_permit(permit: &mut BytesPermit, body_len: usize) -> Result<(), Refusal> {

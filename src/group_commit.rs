@@ -23,8 +23,7 @@
 //! Everything is single-threaded (`Rc`, `RefCell`); no borrow is held across
 //! an `.await`.
 //!
-//! Time: sync latency is measured with `std::time::Instant` here until
-//! `clock.rs` provides the clock seam.
+//! Time: sync latency is measured through `crate::clock`, the clock seam.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -32,7 +31,6 @@ use std::future::poll_fn;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
-use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
@@ -572,10 +570,10 @@ impl<S: Storage> Committer<S> {
                 let bytes: usize = round.iter().map(|g| g.record_bytes).sum();
                 (records, bytes)
             };
-            let started = Instant::now();
+            let started = crate::clock::monotonic();
             let writes = round.len() as u64;
             let result = self.write_round(&mut round).await;
-            let latency_us = started.elapsed().as_micros() as u64;
+            let latency_us = crate::clock::elapsed_us(started);
             let mut state = self.shared.state.borrow_mut();
             match result {
                 Ok(()) => {

@@ -120,9 +120,56 @@ pub fn prepare(
     })
 }
 
+/// Why a line was rejected: the `reason` label of
+/// `ringest_lines_rejected_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RejectReason {
+    /// The line protocol parser refused it (syntax, or a per-line bound of
+    /// `line_protocol.*`, which the parser checks).
+    Parse = 0,
+    /// A column exists with another kind: a field's type, or a tag name
+    /// written as a field (or the reverse). Also a column the catalog
+    /// did not create for another reason (its database dropped meanwhile).
+    SchemaConflict = 1,
+    /// A catalog limit (`schema.tables_per_database_max`,
+    /// `schema.columns_per_table_max`) forbids a new table or column.
+    Limit = 2,
+}
+
+impl RejectReason {
+    /// Every reason, in discriminant order (`ALL[r as usize] == r`).
+    pub const ALL: [RejectReason; 3] = [
+        RejectReason::Parse,
+        RejectReason::SchemaConflict,
+        RejectReason::Limit,
+    ];
+
+    /// The Prometheus label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            RejectReason::Parse => "parse",
+            RejectReason::SchemaConflict => "schema_conflict",
+            RejectReason::Limit => "limit",
+        }
+    }
+}
+
+// Metric arrays are indexed by `reason as usize`: `ALL` must be in order.
+const _: () = {
+    let mut index = 0;
+    while index < RejectReason::ALL.len() {
+        assert!(
+            RejectReason::ALL[index] as usize == index,
+            "RejectReason::ALL order"
+        );
+        index += 1;
+    }
+};
+
 /// One rejected line, with its message in both dialects' wording.
 struct Rejected {
     line_number: u32,
+    reason: RejectReason,
     /// `line N: reason`.
     message: String,
     /// InfluxDB 1.x wording (`unable to parse '…': reason`).
@@ -190,7 +237,9 @@ pub async fn write(shard: &Rc<Shard>, request: &WriteRequest, body: &[u8]) -> Re
     if !routed.proposals.is_empty() {
         resolve_schema(shard, request, &mut routed).await?;
     }
-    ShardMetrics::add(&shard.metrics.lines_rejected, routed.rejected.len() as u64);
+    for rejected in &routed.rejected {
+        shard.metrics.line_rejected(rejected.reason);
+    }
     if !routed.rejected.is_empty() && !shard.config.line_protocol.accept_partial {
         routed.lines_accepted = 0;
         return Err(lines_refusal(shard, &routed.rejected, 0));
@@ -304,9 +353,11 @@ fn route_lines(
             }
         }
         if let Some(message) = conflict {
-            routed
-                .rejected
-                .push(schema_rejection(point.line_number, message));
+            routed.rejected.push(schema_rejection(
+                point.line_number,
+                RejectReason::SchemaConflict,
+                message,
+            ));
         } else if needs_owner {
             routed.pending.push(&point);
             routed.pending_lines.push(point.line_number);
@@ -384,9 +435,10 @@ fn conflict_message(table: &str, column: &str, wanted: ColumnKind, existing: Col
     }
 }
 
-fn schema_rejection(line_number: u32, message: String) -> Rejected {
+fn schema_rejection(line_number: u32, reason: RejectReason, message: String) -> Rejected {
     Rejected {
         line_number,
+        reason,
         v1_message: message.clone(),
         message: format!("line {line_number}: {message}"),
     }
@@ -395,6 +447,7 @@ fn schema_rejection(line_number: u32, message: String) -> Rejected {
 fn parse_rejection(error: &LineError) -> Rejected {
     Rejected {
         line_number: error.line_number,
+        reason: RejectReason::Parse,
         v1_message: format!("unable to parse '{}': {}", error.excerpt, error.kind),
         message: format!(
             "line {}: {} (column {})",
@@ -447,13 +500,20 @@ async fn resolve_schema(
             match catalog.column(&request.database, row.table, key) {
                 Some(existing) if existing == wanted => {}
                 Some(existing) => {
-                    problem = Some(conflict_message(row.table, key, wanted, existing));
+                    problem = Some((
+                        RejectReason::SchemaConflict,
+                        conflict_message(row.table, key, wanted, existing),
+                    ));
                     break;
                 }
                 None => {
-                    let limit = limits.get(&(row.table, key)).map(|l| l.to_string());
-                    problem =
-                        Some(limit.unwrap_or_else(|| format!("column \"{key}\" was not created")));
+                    problem = Some(match limits.get(&(row.table, key)) {
+                        Some(limit) => (RejectReason::Limit, limit.to_string()),
+                        None => (
+                            RejectReason::SchemaConflict,
+                            format!("column \"{key}\" was not created"),
+                        ),
+                    });
                     break;
                 }
             }
@@ -465,7 +525,11 @@ async fn resolve_schema(
                 routed.seal_if_full(target, &request.database);
                 routed.lines_accepted += 1;
             }
-            Some(message) => routed.rejected.push(schema_rejection(line_number, message)),
+            Some((reason, message)) => {
+                routed
+                    .rejected
+                    .push(schema_rejection(line_number, reason, message))
+            }
         }
     }
     routed.rejected.sort_by_key(|r| r.line_number);
@@ -529,11 +593,9 @@ fn remote_refusal(shard: &Shard, error: RemoteError, bytes: usize) -> Refusal {
         } => Refusal::BodyTooLarge {
             limit: payload_bytes_max,
         },
-        RemoteError::NoSpace => Refusal::Unavailable {
-            cause: "no space left on the WAL device".to_string(),
-        },
+        RemoteError::NoSpace => Refusal::NoSpace,
         RemoteError::Failed { cause } => Refusal::Internal { cause },
-        RemoteError::Unhealthy { cause } => Refusal::Unavailable { cause },
+        RemoteError::Unhealthy { cause } => Refusal::Unhealthy { cause },
         RemoteError::Gone => Refusal::ShuttingDown,
     }
 }

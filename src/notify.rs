@@ -303,6 +303,7 @@ pub fn spawn_watchdog(
                         break 'pinging;
                     }
                     let step = WATCHDOG_STEP.min(period - waited);
+                    #[allow(clippy::disallowed_methods)] // control-plane thread, see above
                     std::thread::sleep(step);
                     waited += step;
                 }

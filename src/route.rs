@@ -14,6 +14,7 @@ use glommio::channels::shared_channel::{
     self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
 };
 
+use crate::backpressure::Overload;
 use crate::batch::EncodedBatch;
 use crate::catalog::{Decision, Entry, Proposal};
 use crate::store::{ScanError, ScanRequest, ScanResponse};
@@ -34,7 +35,7 @@ pub const CATALOG_OWNER: usize = 0;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RemoteError {
     /// A bound was reached (store memory, WAL pending bytes, queued work).
-    Overloaded { cause: &'static str },
+    Overloaded { cause: Overload },
     /// One line is larger than a WAL record may be.
     TooLarge {
         payload_bytes: usize,
@@ -159,7 +160,7 @@ impl Peers {
         sender
             .try_send(message)
             .map_err(|_| RemoteError::Overloaded {
-                cause: "cross-shard queue full",
+                cause: Overload::CrossShardQueue,
             })
     }
 }

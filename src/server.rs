@@ -265,6 +265,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let wal_root = data_dir.join("wal");
     let catalog_dir = data_dir.join("catalog");
     for dir in [&data_dir, &wal_root, &catalog_dir] {
+        // Start-up on the main thread, before any executor runs.
+        #[allow(clippy::disallowed_methods)]
         std::fs::create_dir_all(dir).map_err(|error| StartError::DataDir {
             path: dir.clone(),
             error,

@@ -23,7 +23,7 @@ use futures_channel::oneshot;
 use glommio::TaskQueueHandle;
 
 use crate::auth::Authorizer;
-use crate::backpressure::Admission;
+use crate::backpressure::{Admission, Overload};
 use crate::batch::{BatchEncoder, BatchReader, EncodedBatch};
 use crate::catalog::{self, Catalog, Decision, Entry, Proposal};
 use crate::config::Config;
@@ -158,7 +158,7 @@ impl Shard {
         }
         if !self.store.borrow().has_room(payload.len()) {
             return Err(RemoteError::Overloaded {
-                cause: "store memory budget",
+                cause: Overload::StoreMemory,
             });
         }
         let sequence = self
@@ -498,10 +498,10 @@ impl Shard {
 fn remote_error(error: WalError) -> RemoteError {
     match error {
         WalError::Full { .. } => RemoteError::Overloaded {
-            cause: "WAL bytes awaiting sync",
+            cause: Overload::WalPendingBytes,
         },
         WalError::BudgetFull { .. } => RemoteError::Overloaded {
-            cause: "WAL size budget",
+            cause: Overload::WalBudget,
         },
         WalError::TooLarge {
             payload_bytes,

@@ -6,6 +6,10 @@
 //! lose points silently. Against ringest: the real binary via
 //! `tests/common`.
 
+// Tests are not shard code: std::fs and std::time are fine here (clippy.toml
+// bans them on the server's executors).
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::path::Path;

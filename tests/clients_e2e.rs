@@ -15,6 +15,10 @@
 //! instead of a fresh ringest (to check the scripts themselves against a real
 //! InfluxDB; 1.6.7 has no `/api/v2/write`, so only the v1 test there).
 
+// Tests are not shard code: std::fs and std::time are fine here (clippy.toml
+// bans them on the server's executors).
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::net::SocketAddr;

@@ -25,6 +25,10 @@
 //!   of a fresh ringest (e.g. an empty InfluxDB 1.6.7, to check this harness
 //!   itself; the databases are then created with CREATE DATABASE first).
 
+// Tests are not shard code: std::fs and std::time are fine here (clippy.toml
+// bans them on the server's executors).
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -2,6 +2,10 @@
 //! framing, Expect, pipelining, HTTP/1.0, every limit's status, timeouts,
 //! connection spreading over shards, and the endpoints of issue 2.
 
+// Tests are not shard code: std::fs and std::time are fine here (clippy.toml
+// bans them on the server's executors).
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::io::{Read, Write};

@@ -15,6 +15,10 @@
 //! This file only wires arguments to the modules; see `load`, `workload`,
 //! `verify`, `report`, `discard`, `client`.
 
+// Benchmark binary, not shard code: std threads, wall-clock timing, blocking
+// files and sleeps are what it is made of (clippy.toml bans them in shard code).
+#![allow(clippy::disallowed_methods)]
+
 mod client;
 mod discard;
 mod load;

@@ -1,4 +1,5 @@
-//! Response bytes, and the one place that maps a refusal to its status.
+//! Response bytes, and the one place that maps a refusal to its status
+//! (and, beside it, to the cause it is counted under in `/metrics`).
 //!
 //! Every response carries `X-Influxdb-Version`, `X-Influxdb-Build` and a
 //! `Request-Id` (clients sniff the first two; operators grep the last).
@@ -7,6 +8,8 @@
 //! because Telegraf's v1 output and the v1 clients read those.
 
 use std::fmt::Write as _;
+
+use crate::backpressure::Overload;
 
 /// Version reported to clients (they compare it; 1.8-compatible API).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -84,13 +87,16 @@ pub enum Refusal {
     // Capacity.
     Overloaded {
         retry_after_s: u32,
-        cause: &'static str,
+        cause: Overload,
     },
     TooManyConnections,
     ShuttingDown,
-    Unavailable {
+    /// A shard stopped acknowledging writes after a WAL failure.
+    Unhealthy {
         cause: String,
     },
+    /// The WAL's disk is full.
+    NoSpace,
     // Failure.
     Internal {
         cause: String,
@@ -124,10 +130,46 @@ impl Refusal {
                 Dialect::V2 => 429,
                 Dialect::V1 | Dialect::Other => 503,
             },
-            Refusal::TooManyConnections | Refusal::ShuttingDown | Refusal::Unavailable { .. } => {
-                503
-            }
+            Refusal::TooManyConnections
+            | Refusal::ShuttingDown
+            | Refusal::Unhealthy { .. }
+            | Refusal::NoSpace => 503,
             Refusal::Internal { .. } => 500,
+        }
+    }
+
+    /// The cause a 429/503 refusal is counted under; `None` for every
+    /// other status. Exhaustive on purpose: a new variant must choose.
+    pub fn cause(&self) -> Option<RefusalCause> {
+        match self {
+            Refusal::Overloaded { cause, .. } => Some(RefusalCause::Overloaded(*cause)),
+            Refusal::TooManyConnections => Some(RefusalCause::Connections),
+            Refusal::ShuttingDown => Some(RefusalCause::ShuttingDown),
+            Refusal::Unhealthy { .. } => Some(RefusalCause::Unhealthy),
+            Refusal::NoSpace => Some(RefusalCause::NoSpace),
+            Refusal::BadRequest(_)
+            | Refusal::RequestLineTooLong
+            | Refusal::HeadTooLarge
+            | Refusal::VersionNotSupported
+            | Refusal::TransferEncodingNotImplemented
+            | Refusal::ExpectationFailed
+            | Refusal::BodyTooLarge { .. }
+            | Refusal::LengthRequired
+            | Refusal::NotFound
+            | Refusal::MethodNotAllowed { .. }
+            | Refusal::MissingDatabase
+            | Refusal::MissingBucket
+            | Refusal::BadDatabaseName { .. }
+            | Refusal::BadPrecision { .. }
+            | Refusal::BadParameter { .. }
+            | Refusal::DatabaseNotFound { .. }
+            | Refusal::Unauthorized
+            | Refusal::Forbidden { .. }
+            | Refusal::UnsupportedEncoding { .. }
+            | Refusal::Gzip { .. }
+            | Refusal::NotUtf8 { .. }
+            | Refusal::Lines { .. }
+            | Refusal::Internal { .. } => None,
         }
     }
 
@@ -190,7 +232,8 @@ impl Refusal {
             }
             Refusal::TooManyConnections => "too many connections, retry later".into(),
             Refusal::ShuttingDown => "server is shutting down".into(),
-            Refusal::Unavailable { cause } => format!("service unavailable: {cause}"),
+            Refusal::Unhealthy { cause } => format!("service unavailable: {cause}"),
+            Refusal::NoSpace => "service unavailable: no space left on the WAL device".into(),
             Refusal::Internal { cause } => format!("internal error: {cause}"),
         }
     }
@@ -247,10 +290,68 @@ impl Refusal {
     pub fn retry_after_s(&self) -> Option<u32> {
         match self {
             Refusal::Overloaded { retry_after_s, .. } => Some(*retry_after_s),
-            Refusal::TooManyConnections | Refusal::ShuttingDown | Refusal::Unavailable { .. } => {
-                Some(1)
-            }
+            Refusal::TooManyConnections
+            | Refusal::ShuttingDown
+            | Refusal::Unhealthy { .. }
+            | Refusal::NoSpace => Some(1),
             _ => None,
+        }
+    }
+}
+
+/// Why a request was refused with 429/503: the `cause` label of
+/// `ringest_refusals_total`. Each refusal has exactly one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusalCause {
+    /// A capacity bound (backpressure); which one.
+    Overloaded(Overload),
+    /// The shard's connection limit, at accept.
+    Connections,
+    /// The server is shutting down (or a peer shard is gone).
+    ShuttingDown,
+    /// A shard stopped acknowledging writes after a WAL failure.
+    Unhealthy,
+    /// The WAL's disk is full.
+    NoSpace,
+}
+
+impl RefusalCause {
+    pub const COUNT: usize = Overload::ALL.len() + 4;
+
+    /// Every cause, in [`RefusalCause::index`] order.
+    pub const ALL: [RefusalCause; RefusalCause::COUNT] = [
+        RefusalCause::Overloaded(Overload::ALL[0]),
+        RefusalCause::Overloaded(Overload::ALL[1]),
+        RefusalCause::Overloaded(Overload::ALL[2]),
+        RefusalCause::Overloaded(Overload::ALL[3]),
+        RefusalCause::Overloaded(Overload::ALL[4]),
+        RefusalCause::Overloaded(Overload::ALL[5]),
+        RefusalCause::Connections,
+        RefusalCause::ShuttingDown,
+        RefusalCause::Unhealthy,
+        RefusalCause::NoSpace,
+    ];
+
+    /// Position in a per-cause counter array (`0..COUNT`).
+    pub fn index(self) -> usize {
+        let n = Overload::ALL.len();
+        match self {
+            RefusalCause::Overloaded(overload) => overload as usize,
+            RefusalCause::Connections => n,
+            RefusalCause::ShuttingDown => n + 1,
+            RefusalCause::Unhealthy => n + 2,
+            RefusalCause::NoSpace => n + 3,
+        }
+    }
+
+    /// The Prometheus label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            RefusalCause::Overloaded(overload) => overload.label(),
+            RefusalCause::Connections => "connections",
+            RefusalCause::ShuttingDown => "shutting_down",
+            RefusalCause::Unhealthy => "unhealthy",
+            RefusalCause::NoSpace => "no_space",
         }
     }
 }
@@ -417,13 +518,96 @@ mod tests {
     fn overload_status_depends_on_dialect() {
         let refusal = Refusal::Overloaded {
             retry_after_s: 2,
-            cause: "wal pending bytes",
+            cause: Overload::WalPendingBytes,
         };
         let v1 = Response::from_refusal(&refusal, Dialect::V1);
         let v2 = Response::from_refusal(&refusal, Dialect::V2);
         assert_eq!(v1.status, 503);
         assert_eq!(v2.status, 429);
         assert!(v2.headers.contains(&("Retry-After", "2".to_string())));
+    }
+
+    /// Goal: a refusal has a metrics cause exactly when its status is 429 or
+    /// 503, in every dialect, so each such answer is counted once. Method:
+    /// one refusal of every variant (every overload), status vs `cause()`.
+    #[test]
+    fn cause_exactly_for_429_and_503() {
+        let text = || String::from("x");
+        let mut refusals = vec![
+            Refusal::BadRequest("x"),
+            Refusal::RequestLineTooLong,
+            Refusal::HeadTooLarge,
+            Refusal::VersionNotSupported,
+            Refusal::TransferEncodingNotImplemented,
+            Refusal::ExpectationFailed,
+            Refusal::BodyTooLarge { limit: 1 },
+            Refusal::LengthRequired,
+            Refusal::NotFound,
+            Refusal::MethodNotAllowed { allow: "GET" },
+            Refusal::MissingDatabase,
+            Refusal::MissingBucket,
+            Refusal::BadDatabaseName {
+                name: text(),
+                detail: text(),
+            },
+            Refusal::BadPrecision {
+                value: text(),
+                dialect: Dialect::V1,
+            },
+            Refusal::BadParameter {
+                name: "db",
+                value: text(),
+            },
+            Refusal::DatabaseNotFound { name: text() },
+            Refusal::Unauthorized,
+            Refusal::Forbidden { database: text() },
+            Refusal::UnsupportedEncoding { encoding: text() },
+            Refusal::Gzip { detail: text() },
+            Refusal::NotUtf8 { offset: 0 },
+            Refusal::Lines {
+                first_line: 1,
+                message: text(),
+                v1_error: text(),
+            },
+            Refusal::TooManyConnections,
+            Refusal::ShuttingDown,
+            Refusal::Unhealthy { cause: text() },
+            Refusal::NoSpace,
+            Refusal::Internal { cause: text() },
+        ];
+        refusals.extend(Overload::ALL.map(|cause| Refusal::Overloaded {
+            retry_after_s: 1,
+            cause,
+        }));
+        let mut causes = std::collections::HashSet::new();
+        for refusal in &refusals {
+            for dialect in [Dialect::V1, Dialect::V2, Dialect::Other] {
+                let refused = matches!(refusal.status(dialect), 429 | 503);
+                assert_eq!(
+                    refused,
+                    refusal.cause().is_some(),
+                    "{refusal:?} {dialect:?}"
+                );
+            }
+            causes.extend(refusal.cause().map(RefusalCause::index));
+        }
+        assert_eq!(
+            causes.len(),
+            RefusalCause::COUNT,
+            "every cause is reachable"
+        );
+    }
+
+    /// Goal: `RefusalCause::ALL` is in index order and its labels are
+    /// distinct, so per-cause counter arrays and the exposition agree.
+    /// Method: check every position and label.
+    #[test]
+    fn refusal_causes_are_indexed_and_labelled() {
+        let mut labels = std::collections::HashSet::new();
+        for (position, cause) in RefusalCause::ALL.iter().enumerate() {
+            assert_eq!(cause.index(), position, "{cause:?}");
+            assert!(labels.insert(cause.label()), "{cause:?}");
+        }
     }
 
     /// Goal: error bodies are valid JSON even with quotes and control

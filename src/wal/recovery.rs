@@ -13,6 +13,10 @@
 //!
 //! What each state found means and what we do is the table in [`crate::wal`].
 
+// Start-up and CLI only, before any executor serves (module doc): blocking
+// std::fs is the right tool here.
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};

@@ -1,5 +1,9 @@
 //! Evaluator tests over real `ShardStore`s behind a test backend.
 
+// Tests are not shard code: std::fs (golden files) and std::time (timing
+// bounds) are fine here.
+#![allow(clippy::disallowed_methods)]
+
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::hash_map::DefaultHasher;
