@@ -40,6 +40,15 @@ pub fn rfc3339_seconds(ns: i64) -> String {
     )
 }
 
+/// `ns` since the epoch as RFC 3339 UTC with all nine fraction digits
+/// (`2026-11-24T17:58:39.000000001Z`), for `ringest wal inspect`: fixed
+/// width, so ranges line up and no digit is ever dropped.
+pub fn rfc3339_nanos(ns: i64) -> String {
+    let seconds = rfc3339_seconds(ns);
+    let whole = seconds.strip_suffix('Z').unwrap_or(&seconds);
+    format!("{whole}.{:09}Z", ns.rem_euclid(1_000_000_000))
+}
+
 /// Days since 1970-01-01 → (year, month, day), proleptic Gregorian
 /// (Howard Hinnant's `civil_from_days`).
 pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
@@ -90,6 +99,20 @@ mod tests {
             rfc3339_seconds(1_795_543_119_000_000_000),
             "2026-11-24T17:58:39Z"
         );
+    }
+
+    /// Goal: the nanosecond form keeps all nine digits, also before 1970
+    /// and at both ends of the i64 range. Method: hand-checked strings.
+    #[test]
+    fn rfc3339_nanos_known_instants() {
+        assert_eq!(rfc3339_nanos(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(
+            rfc3339_nanos(1_795_543_119_000_000_001),
+            "2026-11-24T17:58:39.000000001Z"
+        );
+        assert_eq!(rfc3339_nanos(-1), "1969-12-31T23:59:59.999999999Z");
+        assert_eq!(rfc3339_nanos(i64::MAX), "2262-04-11T23:47:16.854775807Z");
+        assert_eq!(rfc3339_nanos(i64::MIN), "1677-09-21T00:12:43.145224192Z");
     }
 
     /// Goal: durations print like Go's. Method: known values.

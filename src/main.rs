@@ -88,7 +88,8 @@ enum TokenCommand {
 
 #[derive(Subcommand)]
 enum WalCommand {
-    /// List segments, records, sequences and any corruption.
+    /// List segments, records, sequences, the time range of their rows
+    /// (RFC 3339 and ns) and any corruption.
     Inspect { dir: PathBuf },
     /// Exit non-zero if any segment is corrupt.
     Verify { dir: PathBuf },
@@ -195,7 +196,7 @@ fn main() -> ExitCode {
                 WalCommand::Verify { dir } => (dir, true),
             };
             let mut out = std::io::stdout().lock();
-            match ringest::wal::inspect(&dir, &mut out) {
+            match ringest::wal::inspect_with(&dir, &mut out, ringest::shard::record_time_range) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) if verify => ExitCode::FAILURE,
                 Ok(false) => ExitCode::SUCCESS,

@@ -12,6 +12,19 @@
 //! Shutdown: the first SIGTERM/SIGINT stops accepting, lets in-flight
 //! requests finish within `shutdown_grace_ms`, syncs and closes the WALs,
 //! and exits 0. A second signal exits at once.
+//!
+//! # Test only: injected storage faults
+//!
+//! When the environment variable [`TEST_FAULTS_ENV`]
+//! (`RINGEST_TEST_FAULTS`) is set, its value is one
+//! [`Fault`](crate::wal::Fault) (`fail-write:N`, `fail-sync:N`,
+//! `enospc-write:N`, `enospc-preallocate:N`), armed in every shard's data
+//! WAL (`wal/<shard>/`, not the catalog log) right after the WAL opened: `N`
+//! counts that WAL's calls from its first batch of this run, so with one
+//! writer `fail-sync:3` fails the third batch. It exists so that tests of
+//! the real binary over real HTTP can fail real I/O; it is read once here,
+//! logged at warn level, and a value that does not parse stops start-up.
+//! Never set it in production: it makes the server fail on purpose.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -30,7 +43,11 @@ use crate::connection;
 use crate::route::{self, MeshEnds, Peers};
 use crate::shard::{self, CatalogOwner, Shard, ShardParts};
 use crate::store::{ShardStore, StoreLimits};
-use crate::wal::{self, Wal, WalOptions};
+use crate::wal::{self, Fault, FaultPlan, GlommioStorage, Wal, WalOptions};
+
+/// Test-only environment variable: a storage fault to inject into every
+/// shard's data WAL (see the module doc).
+pub const TEST_FAULTS_ENV: &str = "RINGEST_TEST_FAULTS";
 
 /// Why the server could not start. Each says what to do.
 #[derive(Debug)]
@@ -51,6 +68,10 @@ pub enum StartError {
         error: String,
     },
     Signals(std::io::Error),
+    /// [`TEST_FAULTS_ENV`] is set to something that is not a fault.
+    TestFaults {
+        value: String,
+    },
 }
 
 impl fmt::Display for StartError {
@@ -76,8 +97,32 @@ impl fmt::Display for StartError {
             StartError::Recovery(detail) => write!(f, "recovery failed: {detail}"),
             StartError::Shard { shard, error } => write!(f, "shard {shard} failed to start: {error}"),
             StartError::Signals(error) => write!(f, "cannot set up signal handling: {error}"),
+            StartError::TestFaults { value } => write!(
+                f,
+                "{TEST_FAULTS_ENV}={value:?} is not a fault (fail-write:N, fail-sync:N, \
+                 enospc-write:N or enospc-preallocate:N, N >= 1); it is for tests only: unset it"
+            ),
         }
     }
+}
+
+/// Reads [`TEST_FAULTS_ENV`] once. Unset or empty: no fault.
+fn test_fault() -> Result<Option<Fault>, StartError> {
+    let Some(value) = std::env::var_os(TEST_FAULTS_ENV) else {
+        return Ok(None);
+    };
+    let value = value.to_string_lossy().into_owned();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let fault = value.parse::<Fault>().map_err(|_| StartError::TestFaults {
+        value: value.clone(),
+    })?;
+    tracing::warn!(
+        fault = %value,
+        "{TEST_FAULTS_ENV} is set: every shard WAL will FAIL ON PURPOSE as told (test only; unset it in production)"
+    );
+    Ok(Some(fault))
 }
 
 /// Checks that io_uring can be set up at all.
@@ -221,6 +266,8 @@ struct ShardSeed {
     shutdown: Arc<AtomicBool>,
     ready: mpsc::Sender<Result<usize, String>>,
     heartbeats: Arc<crate::notify::Heartbeats>,
+    /// Test only ([`TEST_FAULTS_ENV`]): armed in this shard's data WAL.
+    fault: Option<Fault>,
 }
 
 /// Keeps freed heap memory for reuse instead of returning it to the kernel.
@@ -247,6 +294,7 @@ fn keep_freed_memory() {
 pub fn run(config: Config) -> Result<(), StartError> {
     probe_io_uring()?;
     keep_freed_memory();
+    let fault = test_fault()?;
     let available = cpus();
     let count = match config.server.shards {
         0 => available.len(),
@@ -306,6 +354,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
             shutdown: shutdown.clone(),
             ready: ready_tx.clone(),
             heartbeats: heartbeats.clone(),
+            fault,
         };
         let placement = match seed.cpu {
             Some(cpu) => Placement::Fixed(cpu),
@@ -415,9 +464,18 @@ async fn start_shard(seed: ShardSeed) -> Result<(Rc<Shard>, (TcpListener, i32)),
         wal_bytes_max: config.wal.wal_bytes_max,
         batch_delay: Duration::from_micros(config.wal.batch_delay_us),
     };
-    let wal = Wal::open(wal_options(wal_root.join(seed.id.to_string())))
+    let plan = seed.fault.map(|fault| (FaultPlan::new(), fault));
+    let storage = match &plan {
+        Some((plan, _)) => GlommioStorage::with_faults(plan.clone()),
+        None => GlommioStorage::new(),
+    };
+    let wal = Wal::open_with(wal_options(wal_root.join(seed.id.to_string())), storage)
         .await
         .map_err(|e| format!("open WAL: {e}"))?;
+    if let Some((plan, fault)) = plan {
+        // Armed after open: call numbers count from this run's first batch.
+        plan.inject(fault);
+    }
     let owner = if seed.id == route::CATALOG_OWNER {
         let catalog_wal = Wal::open(wal_options(data_dir.join("catalog")))
             .await

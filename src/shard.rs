@@ -521,6 +521,23 @@ fn remote_error(error: WalError) -> RemoteError {
     }
 }
 
+/// The (min, max) row timestamp of one WAL record, for `ringest wal
+/// inspect` ([`wal::inspect_with`]): batch records only; catalog records
+/// (and a batch that does not decode) have no time range.
+pub fn record_time_range(kind: u8, payload: &[u8]) -> Option<(i64, i64)> {
+    if kind != RECORD_BATCH {
+        return None;
+    }
+    let reader = BatchReader::new(payload).ok()?;
+    reader.rows().fold(None, |range, row| {
+        let t = row.time_ns;
+        Some(match range {
+            None => (t, t),
+            Some((low, high)) => (low.min(t), high.max(t)),
+        })
+    })
+}
+
 /// Rebuilds the authoritative catalog from the catalog WAL (at start).
 pub fn recover_catalog(
     catalog_dir: &std::path::Path,

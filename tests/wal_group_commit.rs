@@ -222,11 +222,14 @@ fn replay_order_across_generations_and_shards() {
     assert!(clean, "{text}");
     assert!(text.contains("verify: ok"), "{text}");
     assert!(
-        text.contains("seq 1..=3") && text.contains("time 8..=8 ns"),
+        text.contains("seq 1..=3")
+            && text.contains(
+                "time 1970-01-01T00:00:00.000000008Z..=1970-01-01T00:00:00.000000008Z (8..=8 ns)"
+            ),
         "{text}"
     );
     assert!(
-        text.contains("time 9..=9 ns"),
+        text.contains("(9..=9 ns)"),
         "shard 10 payloads are 9 bytes: {text}"
     );
 }

@@ -67,7 +67,11 @@
 //!   that batch and marks the `Wal` unhealthy forever: after a failed
 //!   `fdatasync` the kernel may have dropped the dirty state, and retrying can
 //!   report success for data that is gone ("fsyncgate"), so we never build on
-//!   it. Records appended but not yet written are failed too.
+//!   it. Records appended but not yet written are failed too. Over HTTP the
+//!   failed batch's requests get 500 (503 for ENOSPC) and every later write
+//!   503 until a restart; `tests/server_faults.rs` checks this on the real
+//!   binary, failing real I/O through [`FaultPlan`] armed by the test-only
+//!   `RINGEST_TEST_FAULTS` variable ([`crate::server`]).
 //!
 //! **Preallocation, why.** `fallocate` at creation (a) moves ENOSPC to segment
 //! creation, before any record of the batch is written, (b) makes the file

@@ -1,6 +1,8 @@
 //! Everything that happens to WAL files before the shards start: the
 //! generation counter, verification and repair ([`recover`]), read-only
-//! [`replay`], and [`inspect`] for `ringest wal inspect|verify`.
+//! [`replay`], and [`inspect`] / [`inspect_with`] for `ringest wal
+//! inspect|verify` (per segment: records, sequences, kinds, the rows' time
+//! range through a caller-supplied payload decoder, damage).
 //!
 //! These run once at start-up (or from the CLI) on the main thread before any
 //! executor serves, so they use plain blocking `std::fs`. They never run
@@ -634,9 +636,13 @@ pub fn inspect(wal_root_or_dir: &Path, out: &mut impl Write) -> io::Result<bool>
     inspect_with(wal_root_or_dir, out, |_, _| None)
 }
 
-/// [`inspect`], also printing each segment's time range: `time_range(kind,
-/// payload)` returns the (min, max) nanosecond timestamps of one record's
-/// rows (the caller decodes its own payloads, e.g. with `batch.rs`).
+/// [`inspect`], also printing each segment's time range, as RFC 3339 UTC
+/// and as nanoseconds (`time <min>..=<max> (<min>..=<max> ns)`):
+/// `time_range(kind, payload)` returns the (min, max) timestamps of one
+/// record's rows, or `None` for records without rows. The caller decodes its
+/// own payloads (`ringest wal inspect` passes
+/// [`crate::shard::record_time_range`]), so this module knows no payload
+/// format. Segments without any such record print no range.
 pub fn inspect_with(
     wal_root_or_dir: &Path,
     out: &mut impl Write,
@@ -700,7 +706,11 @@ pub fn inspect_with(
                     pos += record.encoded_bytes();
                 }
                 if let Some((low, high)) = range {
-                    line.push_str(&format!("  time {low}..={high} ns"));
+                    line.push_str(&format!(
+                        "  time {}..={} ({low}..={high} ns)",
+                        crate::clock::rfc3339_nanos(low),
+                        crate::clock::rfc3339_nanos(high)
+                    ));
                 }
             }
             let status = match &a.verdict {

@@ -53,6 +53,8 @@ pub struct Server {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     extra_args: Vec<String>,
+    /// Extra environment of the process (kept by `restart`).
+    env: Vec<(String, String)>,
     child: Option<Child>,
     /// Keeps the data directory alive as long as the server (when owned).
     _owned_dir: Option<TempDir>,
@@ -81,12 +83,23 @@ impl Server {
 
     /// Starts on an existing data directory (for restart and crash tests).
     pub fn start_in(data_dir: &Path, extra_args: &[&str]) -> Server {
+        Server::start_in_with_env(data_dir, extra_args, &[])
+    }
+
+    /// [`Server::start_in`] with extra environment variables, e.g. the
+    /// test-only `RINGEST_TEST_FAULTS` (see `src/server.rs`).
+    pub fn start_in_with_env(data_dir: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Server {
         let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
-        let (child, addr) = spawn(data_dir, &extra_args);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, addr) = spawn(data_dir, &extra_args, &env);
         Server {
             addr,
             data_dir: data_dir.to_path_buf(),
             extra_args,
+            env,
             child: Some(child),
             _owned_dir: None,
         }
@@ -113,7 +126,7 @@ impl Server {
     /// Starts again on the same data directory and arguments.
     pub fn restart(&mut self) {
         self.kill9();
-        let (child, addr) = spawn(&self.data_dir, &self.extra_args);
+        let (child, addr) = spawn(&self.data_dir, &self.extra_args, &self.env);
         self.child = Some(child);
         self.addr = addr;
     }
@@ -173,7 +186,7 @@ impl Drop for Server {
     }
 }
 
-fn spawn(data_dir: &Path, extra_args: &[String]) -> (Child, SocketAddr) {
+fn spawn(data_dir: &Path, extra_args: &[String], env: &[(String, String)]) -> (Child, SocketAddr) {
     let port = free_port();
     let mut child = Command::new(binary())
         .arg("serve")
@@ -186,6 +199,7 @@ fn spawn(data_dir: &Path, extra_args: &[String]) -> (Child, SocketAddr) {
             "RUST_LOG",
             std::env::var("RINGEST_TEST_LOG").unwrap_or_else(|_| "warn".to_string()),
         )
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -313,4 +327,124 @@ pub fn encode(value: &str) -> String {
         }
     }
     out
+}
+
+/// One keep-alive connection that sends requests one after another.
+pub struct Client {
+    stream: TcpStream,
+    /// Bytes read past the end of the previous response.
+    pending: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect to server");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("set timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        Client {
+            stream,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Sends one request and reads its response; `None` if the connection
+    /// broke before a whole response arrived.
+    pub fn send(&mut self, method: &str, target: &str, body: &[u8]) -> Option<Response> {
+        let head = format!(
+            "{method} {target} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        self.stream.write_all(head.as_bytes()).ok()?;
+        self.stream.write_all(body).ok()?;
+        loop {
+            if let Some((response, used)) = Response::parse_prefix(&self.pending) {
+                self.pending.drain(..used);
+                return Some(response);
+            }
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.pending.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+}
+
+/// One series of a `/query` answer.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub name: String,
+    pub tags: Vec<(String, String)>,
+    pub columns: Vec<String>,
+    pub values: Vec<Vec<simd_json::OwnedValue>>,
+}
+
+impl Series {
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Runs one InfluxQL statement on `db` (nanosecond epochs) and returns the
+/// series of its first result; panics unless the answer is 200 without an
+/// error.
+pub fn query_series(server: &Server, db: &str, q: &str) -> Vec<Series> {
+    use simd_json::prelude::*;
+    let response = server.query(&format!("db={}&epoch=ns&q={}", encode(db), encode(q)));
+    assert_eq!(response.status, 200, "{q}: {}", response.text());
+    let mut bytes = response.body.clone();
+    let value = simd_json::to_owned_value(&mut bytes).expect("query answer is JSON");
+    let result = value
+        .get("results")
+        .and_then(|r| r.as_array())
+        .and_then(|r| r.first())
+        .unwrap_or_else(|| panic!("{q}: no result in {}", response.text()));
+    assert!(result.get("error").is_none(), "{q}: {}", response.text());
+    let mut out = Vec::new();
+    for series in result
+        .get("series")
+        .and_then(|s| s.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let text = |v: &simd_json::OwnedValue| v.as_str().unwrap_or_default().to_string();
+        out.push(Series {
+            name: series.get("name").map(text).unwrap_or_default(),
+            tags: series
+                .get("tags")
+                .and_then(|t| t.as_object())
+                .map(|t| t.iter().map(|(k, v)| (k.to_string(), text(v))).collect())
+                .unwrap_or_default(),
+            columns: series
+                .get("columns")
+                .and_then(|c| c.as_array())
+                .map(|c| c.iter().map(text).collect())
+                .unwrap_or_default(),
+            values: series
+                .get("values")
+                .and_then(|v| v.as_array())
+                .map(|rows| {
+                    rows.iter()
+                        .map(|row| row.as_array().cloned().unwrap_or_default())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        });
+    }
+    out
+}
+
+/// Runs the `ringest` binary with `args` (e.g. `["wal", "verify", dir]`)
+/// to completion.
+pub fn run_cli(args: &[&str]) -> std::process::Output {
+    Command::new(binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ringest")
 }
