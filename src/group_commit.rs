@@ -470,6 +470,11 @@ impl<S: Storage> Wal<S> {
         .await
     }
 
+    /// Every record up to this sequence is durable.
+    pub fn synced_through(&self) -> Sequence {
+        Sequence(self.state().borrow().synced_sequence)
+    }
+
     /// `Ok` while healthy; after any failed write or sync, the error every
     /// later append gets (naming the cause).
     pub fn health(&self) -> Result<(), WalError> {

@@ -167,17 +167,27 @@ impl Shard {
             .map_err(remote_error)?;
         self.apply_queue.borrow_mut().push_back((sequence, payload));
         if let Err(error) = self.wal.synced(sequence).await {
+            // Sub-batches of earlier, successful syncs may still be queued
+            // (their waiters have not run yet): they are acknowledged, so
+            // they enter the store; the rest never will.
+            self.apply_through(self.wal.synced_through());
             self.apply_queue.borrow_mut().clear();
-            let cause = format!("WAL of shard {}: {error}", self.id);
-            self.mark_unhealthy(cause.clone());
-            return Err(match error {
-                WalError::NoSpace(_) => RemoteError::NoSpace,
-                WalError::Failed(_) => RemoteError::Failed { cause },
-                other => remote_error(other),
-            });
+            return Err(self.failed_batch(format!("WAL of shard {}", self.id), error));
         }
         self.apply_through(sequence);
         Ok(())
+    }
+
+    /// A log's batch failed: the shard acknowledges nothing more. Disk full
+    /// stays a 503 (`NoSpace`), whichever log hit it.
+    fn failed_batch(&self, log: String, error: WalError) -> RemoteError {
+        let cause = format!("{log}: {error}");
+        self.mark_unhealthy(cause.clone());
+        match error {
+            WalError::NoSpace(_) => RemoteError::NoSpace,
+            WalError::Failed(_) => RemoteError::Failed { cause },
+            other => remote_error(other),
+        }
     }
 
     /// Applies every queued sub-batch with sequence ≤ `sequence`, in order.
@@ -314,11 +324,11 @@ impl Shard {
             .wal
             .append(RECORD_CATALOG, &payload)
             .map_err(remote_error)?;
-        owner.wal.synced(sequence).await.map_err(|error| {
-            let cause = format!("catalog WAL: {error}");
-            self.mark_unhealthy(cause.clone());
-            RemoteError::Failed { cause }
-        })
+        owner
+            .wal
+            .synced(sequence)
+            .await
+            .map_err(|error| self.failed_batch("catalog WAL".to_string(), error))
     }
 
     /// Drops a database everywhere: logged by the owner, then applied by

@@ -327,7 +327,7 @@ impl fmt::Display for WalError {
                 "WAL record of {payload_bytes} bytes exceeds {payload_bytes_max}"
             ),
             WalError::NoSpace(cause) => write!(f, "WAL out of disk space: {cause}"),
-            WalError::Failed(cause) => write!(f, "WAL write failed: {cause}"),
+            WalError::Failed(cause) => write!(f, "WAL batch failed: {cause}"),
             WalError::Unhealthy(cause) => write!(f, "WAL unhealthy after: {cause}"),
             WalError::Closed => write!(f, "WAL closed"),
         }
