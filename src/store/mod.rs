@@ -291,35 +291,57 @@ impl Column {
         self.valid.push(false);
     }
 
-    /// Sets row `row`; returns the change in heap bytes (strings), or
-    /// `None` when the value's type does not match the column.
+    fn len(&self) -> usize {
+        self.valid.len()
+    }
+
+    /// Sets row `row`, appending it when `row` is the column's length;
+    /// returns the change in estimated bytes, or `None` (nothing changed)
+    /// when the value's type does not match the column.
     fn set(&mut self, row: usize, value: &FieldValue<'_>) -> Option<isize> {
+        let appending = row == self.valid.len();
+        assert!(
+            row <= self.valid.len(),
+            "invariant: rows are appended in order"
+        );
+        fn put<T>(values: &mut Vec<T>, row: usize, appending: bool, value: T) {
+            if appending {
+                values.push(value);
+            } else {
+                values[row] = value;
+            }
+        }
         let delta = match (&mut self.data, value) {
             (ColumnData::Float(v), FieldValue::Float(x)) => {
-                v[row] = *x;
+                put(v, row, appending, *x);
                 0
             }
             (ColumnData::Integer(v), FieldValue::Integer(x)) => {
-                v[row] = *x;
+                put(v, row, appending, *x);
                 0
             }
             (ColumnData::Unsigned(v), FieldValue::UInteger(x)) => {
-                v[row] = *x;
+                put(v, row, appending, *x);
                 0
             }
             (ColumnData::Boolean(v), FieldValue::Boolean(x)) => {
-                v[row] = *x;
+                put(v, row, appending, *x);
                 0
             }
             (ColumnData::String(v), FieldValue::String(x)) => {
-                let old = v[row].len() as isize;
-                v[row] = x.to_string();
+                let old = if appending { 0 } else { v[row].len() as isize };
+                put(v, row, appending, x.to_string());
                 x.len() as isize - old
             }
             _ => return None,
         };
-        self.valid[row] = true;
-        Some(delta)
+        if appending {
+            self.valid.push(true);
+            Some(delta + slot_bytes(self.field_type()) as isize)
+        } else {
+            self.valid[row] = true;
+            Some(delta)
+        }
     }
 
     fn get(&self, row: usize) -> Option<Value> {
@@ -501,10 +523,7 @@ impl Table {
         }
         chunk.times.push(time_ns);
         chunk.series.push(series);
-        for (_, column) in &mut chunk.columns {
-            column.push_null();
-            *added += slot_bytes(column.field_type()) as isize;
-        }
+        // The columns get this row from `set_fields`: a value, or a null.
         if chunk.indexed {
             chunk.index.insert((series, time_ns), row as u32);
             *added += INDEX_ENTRY_BYTES as isize;
@@ -513,7 +532,8 @@ impl Table {
         row
     }
 
-    /// Sets the row's fields in the active chunk's row `row_index`.
+    /// Sets the row's fields in the active chunk's row `row_index` (a new
+    /// row: the last one, which no column holds yet).
     fn set_fields(&mut self, row_index: usize, row: &Row<'_>, added: &mut isize) {
         let chunk = &mut self.active;
         for (position, (key, value)) in row.fields().enumerate() {
@@ -545,6 +565,13 @@ impl Table {
             };
             if let Some(delta) = chunk.columns[slot].1.set(row_index, &value) {
                 *added += delta;
+            }
+        }
+        // A new row is null in every column the row did not set.
+        for (_, column) in &mut chunk.columns {
+            if column.len() < chunk.times.len() {
+                column.push_null();
+                *added += slot_bytes(column.field_type()) as isize;
             }
         }
     }
