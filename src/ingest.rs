@@ -11,7 +11,7 @@
 //! Each stage lives in its own module; this file only calls them in order
 //! and turns their outcomes into a [`Refusal`] or success.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use futures_channel::oneshot;
@@ -297,8 +297,8 @@ fn route_lines(
         });
     }
     // Columns proposed by earlier lines of this request: within a batch,
-    // the first line wins.
-    let mut proposed: HashMap<String, HashMap<String, ColumnKind>> = HashMap::new();
+    // the first line wins (the owner decides for the first proposal).
+    let mut proposed: HashMap<String, HashSet<String>> = HashMap::new();
     let mut known_shape = KnownShape::default();
     let mut lines = Lines::new(text, options);
     let mut point = Point::default();
@@ -325,30 +325,26 @@ fn route_lines(
                     break;
                 }
                 None => {
+                    // Proposed by an earlier line of this request: the
+                    // owner's decision (which that line asked for) settles
+                    // this line too, conflict or not, as it would on a
+                    // shard whose replica already knew the column.
                     let in_request = proposed
                         .get(point.measurement.as_ref())
-                        .and_then(|t| t.get(key));
-                    match in_request {
-                        Some(existing) if *existing == wanted => needs_owner = true,
-                        Some(existing) => {
-                            conflict =
-                                Some(conflict_message(&point.measurement, key, wanted, *existing));
-                            break;
-                        }
-                        None => {
-                            proposed
-                                .entry(point.measurement.to_string())
-                                .or_default()
-                                .insert(key.to_string(), wanted);
-                            routed.proposals.push(Proposal::Column {
-                                database: database.clone(),
-                                table: point.measurement.to_string(),
-                                column: key.to_string(),
-                                kind: wanted,
-                            });
-                            needs_owner = true;
-                        }
+                        .is_some_and(|t| t.contains(key));
+                    if !in_request {
+                        proposed
+                            .entry(point.measurement.to_string())
+                            .or_default()
+                            .insert(key.to_string());
+                        routed.proposals.push(Proposal::Column {
+                            database: database.clone(),
+                            table: point.measurement.to_string(),
+                            column: key.to_string(),
+                            kind: wanted,
+                        });
                     }
+                    needs_owner = true;
                 }
             }
         }

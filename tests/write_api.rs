@@ -7,7 +7,7 @@ mod common;
 
 use std::io::{Read, Write};
 
-use common::{config_file, encode, Response, Server, TempDir};
+use common::{config_file, encode, Client, Response, Server, TempDir};
 
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut compressor = libdeflater::Compressor::new(libdeflater::CompressionLvl::default());
@@ -304,6 +304,65 @@ fn type_conflicts() {
     assert!(
         n.contains("[1,1]") && n.contains("[3,3]") && !n.contains("[2,2]"),
         "{n}"
+    );
+}
+
+/// A keep-alive connection served by shard `shard` (the shard id is the
+/// third group of every `Request-Id`).
+fn client_on_shard(server: &Server, shard: u16) -> Client {
+    for _ in 0..200 {
+        let mut client = Client::connect(server.addr);
+        let ping = client.send("GET", "/ping", b"").expect("ping");
+        let id = ping.header("Request-Id").expect("Request-Id").to_string();
+        let served_by = id
+            .split('-')
+            .nth(2)
+            .and_then(|g| u16::from_str_radix(g, 16).ok());
+        if served_by == Some(shard) {
+            return client;
+        }
+    }
+    panic!("no connection landed on shard {shard} in 200 tries");
+}
+
+/// Goal: a line that conflicts with an earlier line of the same request
+/// over a column the catalog already holds gets the same answer whichever
+/// shard takes the request: whether or not that shard's catalog replica
+/// has learnt the column yet. Method: create `f` as float through shard 0
+/// (the catalog owner, so shard 1's replica does not know `f`), then send
+/// `f=1i` then `f=2.0` through shard 1 and through shard 0; both times only
+/// the integer line is rejected and the float line is stored.
+#[test]
+fn in_request_conflicts_do_not_depend_on_the_replica() {
+    let server = Server::start(&["--shards", "2"]);
+    let mut owner = client_on_shard(&server, 0);
+    let mut other = client_on_shard(&server, 1);
+    let create = owner
+        .send("POST", "/write?db=rc", b"m f=0.5 1")
+        .expect("answer");
+    assert_eq!(create.status, 204, "{}", create.text());
+    for (client, t) in [(&mut other, 10), (&mut owner, 20)] {
+        let body = format!("m f={t}i {t}\nm f={}.5 {}", t, t + 1);
+        let answer = client
+            .send("POST", "/write?db=rc", body.as_bytes())
+            .expect("answer");
+        assert_eq!(answer.status, 400, "{}", answer.text());
+        assert!(answer.text().contains(r#""line":1"#), "{}", answer.text());
+        assert!(
+            answer
+                .text()
+                .contains("is type integer, already exists as type float"),
+            "{}",
+            answer.text()
+        );
+    }
+    let stored = select(&server, "rc", "SELECT f FROM m");
+    for row in ["[1,0.5]", "[11,10.5]", "[21,20.5]"] {
+        assert!(stored.contains(row), "{row} missing: {stored}");
+    }
+    assert!(
+        !stored.contains("[10,") && !stored.contains("[20,"),
+        "{stored}"
     );
 }
 
