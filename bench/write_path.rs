@@ -67,7 +67,12 @@ fn wal_records(batches: &[EncodedBatch], buffer: &mut Vec<u8>) -> u64 {
         let bytes = record_bytes(batch.len());
         buffer.clear();
         buffer.resize(bytes, 0);
-        encode_into(buffer, 1, Sequence(sequence as u64 + 1), batch.as_bytes());
+        encode_into(
+            buffer,
+            ringest::shard::RECORD_BATCH,
+            Sequence(sequence as u64 + 1),
+            batch.as_bytes(),
+        );
         checksum ^= u64::from(buffer[12]);
     }
     checksum

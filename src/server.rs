@@ -522,10 +522,23 @@ async fn start_shard(seed: ShardSeed) -> Result<(Rc<Shard>, (TcpListener, i32)),
 
 /// Feeds this shard's rows from every WAL directory into its store.
 fn replay(shard: &Rc<Shard>, wal_root: &Path, generation: u64) -> Result<(), String> {
+    let mut refused = None;
     let stats = wal::replay_before(wal_root, generation, |record| {
-        shard.replay_record(record.kind, record.payload)
+        if refused.is_some() {
+            return;
+        }
+        if let Err(error) = shard.replay_record(record.kind, record.payload) {
+            refused = Some(format!(
+                "replay: WAL directory {:?}, generation {}, sequence {}: {error} \
+                 (start with wal.skip_corrupt = true to skip such records)",
+                record.dir, record.generation, record.sequence.0
+            ));
+        }
     })
     .map_err(|e| format!("replay: {e}"))?;
+    if let Some(error) = refused {
+        return Err(error);
+    }
     tracing::info!(
         shard = shard.id,
         records = stats.records,

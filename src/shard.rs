@@ -33,8 +33,10 @@ use crate::route::{self, Message, Peers, RemoteError, CATALOG_OWNER};
 use crate::store::{ScanRequest, ScanResponse, ShardStore};
 use crate::wal::{self, Sequence, Wal, WalError};
 
-/// WAL record kinds.
-pub const RECORD_BATCH: u8 = 1;
+/// WAL record kinds. Kind 1 was batch format 1 (rows without
+/// `tags_len`/`fields_len`, see [`crate::batch`]); no release wrote it, and
+/// replay refuses it (and every unknown kind) instead of dropping it.
+pub const RECORD_BATCH: u8 = 3;
 pub const RECORD_CATALOG: u8 = 2;
 
 /// The authoritative catalog and its log, on the owner shard only.
@@ -208,22 +210,30 @@ impl Shard {
         }
     }
 
-    /// Replays WAL records at start: keeps the rows this shard owns.
-    pub fn replay_record(&self, kind: u8, payload: &[u8]) {
-        if kind != RECORD_BATCH {
-            return;
-        }
-        let reader = match BatchReader::new(payload) {
+    /// Replays one WAL record at start: keeps the rows this shard owns.
+    /// A record that is not a batch this build reads (unknown kind, or a
+    /// batch that does not decode although its checksum holds) may hold
+    /// acknowledged points: it stops start-up, unless `wal.skip_corrupt`
+    /// says to log it and go on.
+    pub fn replay_record(&self, kind: u8, payload: &[u8]) -> Result<(), String> {
+        let decoded = match kind {
+            RECORD_BATCH => BatchReader::new(payload).map_err(|e| e.to_string()),
+            other => Err(format!(
+                "record kind {other} is not one this build reads (batch kind {RECORD_BATCH})"
+            )),
+        };
+        let reader = match decoded {
             Ok(reader) => reader,
-            Err(error) => {
-                tracing::error!(shard = self.id, %error, "undecodable WAL batch skipped");
-                return;
+            Err(error) if self.config.wal.skip_corrupt => {
+                tracing::error!(shard = self.id, %error, "WAL record skipped (wal.skip_corrupt)");
+                return Ok(());
             }
+            Err(error) => return Err(error),
         };
         let owned = |hash| route::owner(hash, self.count) == self.id;
         if reader.rows().all(|row| owned(row.series_hash)) {
             self.store.borrow_mut().apply(&reader);
-            return;
+            return Ok(());
         }
         let mut encoder = BatchEncoder::new(reader.database());
         for row in reader.rows().filter(|row| owned(row.series_hash)) {
@@ -234,6 +244,7 @@ impl Shard {
             let reader = mine.reader();
             self.store.borrow_mut().apply(&reader);
         }
+        Ok(())
     }
 
     /// Asks the catalog owner to decide `proposals` (locally on the owner).
