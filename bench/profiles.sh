@@ -19,8 +19,8 @@
 #   4. open-loop rounds, interleaved the same way: each profile at OPEN_FRACTION (0.5) of its
 #      own median maximum of each workload; p50/p99/p99.9 ack latency from the intended send
 #      time (OPEN_CONNECTIONS=16 for the big workload, SMALL_OPEN_CONNECTIONS=64 for the small);
-#   5. after every run, the server's peak resident set (VmHWM of /proc/PID/status; the last
-#      run of a server reads it just before the server is stopped);
+#   5. the server's peak resident set (VmHWM of /proc/PID/status) right after it is ready, and
+#      after every run (the last run of a server reads it just before the server is stopped);
 #   6. writes bench/results/<machine>/<date>-profiles.csv, .md (the table: profile, workload,
 #      points/s median, range and ratio to BASELINE, latency at OPEN_FRACTION, whether the
 #      rounds separate a profile from BASELINE, peak RSS; the commands) and two SVG charts.
@@ -95,9 +95,13 @@ declare -A WORKLOAD_LINES=([big]=$LINES [small]=$SMALL_LINES)
 declare -A WORKLOAD_CONNECTIONS=([big]=$CONNECTIONS [small]=$SMALL_CONNECTIONS)
 declare -A WORKLOAD_OPEN_CONNECTIONS=([big]=$OPEN_CONNECTIONS [small]=$SMALL_OPEN_CONNECTIONS)
 
+# Peak resident set of each server right after its ready line, before any load (KiB,
+# space-separated, one per server started): what the profile costs before data arrives.
+declare -A start_kib=()
+
 # start_profile DIR PROFILE: its server, or 1 (logged, counted, never measured again).
 start_profile() {
-  local dir=$1 profile=$2
+  local dir=$1 profile=$2 kib
   local args=(--profile "$profile")
   [[ -n "$SHARDS" ]] && args+=(--shards "$SHARDS")
   if ! start_ringest_with "$dir" "${args[@]}"; then
@@ -106,6 +110,15 @@ start_profile() {
     available[$profile]=0
     return 1
   fi
+  kib=$(awk '/^VmHWM:/ { print $2 }' "/proc/$server_pid/status" 2>/dev/null || true)
+  start_kib[$profile]+="${kib:-0} "
+}
+
+# median_mib KIB...: the median in MiB (one decimal), or n/a.
+median_mib() {
+  printf '%s\n' "$@" | sort -n | awk '$1 + 0 > 0 { v[++n] = $1 }
+    END { if (n == 0) { print "n/a"; exit }
+          m = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2; printf "%.1f\n", m / 1024 }'
 }
 
 # --- results --------------------------------------------------------------------------------
@@ -189,6 +202,20 @@ shards_text=${SHARDS:-"as the profile says (default: one per core)"}
   echo
   if [[ -s "$csv" ]]; then
     "$BENCH" report --profiles --baseline "$BASELINE" --csv "$csv" --out-dir "$RESULTS_DIR" | grep -v '^chart: '
+    echo
+    echo
+    echo "Peak resident set right after the ready line, before any load (what the profile costs"
+    echo "before data arrives), MiB, median over every server started:"
+    echo
+    echo "| profile | at start | ÷ $BASELINE |"
+    echo "|---|---|---|"
+    # shellcheck disable=SC2086 # the lists are space-separated numbers
+    base_mib=$(median_mib ${start_kib[$BASELINE]:-})
+    for profile in $PROFILES; do
+      # shellcheck disable=SC2086
+      mib=$(median_mib ${start_kib[$profile]:-})
+      echo "| $profile | $mib | $(awk -v m="$mib" -v b="$base_mib" 'BEGIN { if (m + 0 > 0 && b + 0 > 0) printf "%.2f×", m / b; else print "n/a" }') |"
+    done
     echo
     echo "Charts: [throughput]($stamp-profiles-throughput.svg), [latency vs offered load]($stamp-profiles-latency.svg)"
   else

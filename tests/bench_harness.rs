@@ -323,7 +323,8 @@ fn profiles_report(dir: &common::TempDir) -> String {
 /// listed) against the real binary, verifies every acknowledged point, and
 /// reports throughput, latency at half load and peak memory for each.
 /// Method: the script at tiny size; exit 0, and for each `tuning/*.toml`
-/// but the reference, a verified row per workload and a memory row.
+/// but the reference, a verified row per workload and two memory rows (peak
+/// under load, and right after start).
 #[test]
 fn profiles_script_measures_every_profile() {
     let dir = common::TempDir::new("bench-profiles");
@@ -355,6 +356,12 @@ fn profiles_script_measures_every_profile() {
             .find(|l| l.starts_with(&format!("| {profile} | ")))
             .unwrap_or_else(|| panic!("no memory row for {profile}:\n{report}"));
         assert!(!memory.contains("n/a"), "{memory}");
+        let rows = report
+            .lines()
+            .filter(|l| l.starts_with(&format!("| {profile} | ")))
+            .collect::<Vec<_>>();
+        assert_eq!(rows.len(), 2, "peak and at-start memory rows: {report}");
+        assert!(!rows[1].contains("n/a"), "{}", rows[1]);
     }
     assert!(
         report.contains("| cpu 100l x2 (open x2) | default | 1 |"),
