@@ -27,11 +27,16 @@
 # Knobs (environment): ROUNDS (3), DURATION (10 s per closed-loop run), OPEN_DURATION (10),
 # CONNECTIONS (8), OPEN_CONNECTIONS (16), LINES (1000), SERIES (1000), FRACTIONS ("0.25 0.5 0.75"),
 # SYSTEMS ("ringest ringest-1shard influxdb victoria-metrics discard"), MACHINE (hostname-Nc), QUICK,
-# PERF=1 (perf profile of PERF_SYSTEM, default ringest, during round 1's cpu run; needs linux-perf).
+# PERF=1 (perf profile of PERF_SYSTEM, default ringest, during round 1's cpu run; needs linux-perf),
+# RINGEST and BENCH (prebuilt binaries: no build).
+# Tuning profiles against each other: bench/profiles.sh (shares bench/lib.sh with this script).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 repo=$(pwd)
+LOG_NAME=compare
+# shellcheck source=bench/lib.sh
+source "$repo/bench/lib.sh"
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
@@ -49,11 +54,10 @@ fi
 # gzip bodies are compressed before each run (never while it runs), so a gzip run is sized in
 # points: about DURATION seconds at the system's own plain cpu rate, at most GZIP_POINTS_MAX.
 GZIP_POINTS_MAX=${GZIP_POINTS_MAX:-5000000}
-declare -A ACK_SYNCED=([ringest]=yes [ringest-1shard]=yes [influxdb]=yes [victoria-metrics]=no [discard]=no)
-declare -A VERIFY=([ringest]=influxql [ringest-1shard]=influxql [influxdb]=influxql
-                   [victoria-metrics]=victoria [discard]=none)
-
-log() { printf '[compare %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+ACK_SYNCED=([ringest]=yes [ringest-1shard]=yes [influxdb]=yes [victoria-metrics]=no [discard]=no)
+VERIFY=([ringest]=influxql [ringest-1shard]=influxql [influxdb]=influxql
+        [victoria-metrics]=victoria [discard]=none)
+CREATE_DB=([influxdb]=yes)
 
 # --- 1. peers -------------------------------------------------------------------------------
 if ! command -v influxd >/dev/null || ! command -v victoria-metrics >/dev/null; then
@@ -65,48 +69,13 @@ fi
 influx_version=$(influxd version 2>/dev/null | head -1 || true)
 vm_version=$(dpkg-query -W -f='${Version}' victoria-metrics 2>/dev/null || echo unknown)
 
-# --- 2. build -------------------------------------------------------------------------------
-log "building ringest and ringest-bench (release)"
-cargo build --release --quiet --bin ringest --bin ringest-bench
-BENCH="$repo/target/release/ringest-bench"
-RINGEST="$repo/target/release/ringest"
-
-# --- process bookkeeping: stop everything we started, whatever happens ----------------------
-work=$(mktemp -d "${TMPDIR:-/tmp}/ringest-compare.XXXXXX")
-server_pid=""
-stop_server() {
-  if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
-    kill -TERM "$server_pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  fi
-  server_pid=""
-}
-cleanup() { stop_server; rm -rf "$work"; }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# --- 2. build; everything started is stopped on exit, whatever happens -----------------------
+build_binaries
+start_work
 
 # start_<system> DIR: starts the server in the background, sets server_pid and url; 1 if unavailable.
-start_ringest_shards() {
-  local dir=$1 shards=$2 port
-  port=$("$BENCH" free-port)
-  local args=(serve --listen "127.0.0.1:$port" --data-dir "$dir/data")
-  [[ -n "$shards" ]] && args+=(--shards "$shards")
-  "$RINGEST" "${args[@]}" >"$dir/stdout" 2>"$dir/stderr" &
-  server_pid=$!
-  url="http://127.0.0.1:$port"
-  for _ in $(seq 200); do
-    grep -q '^ringest: ready on ' "$dir/stdout" 2>/dev/null && return 0
-    kill -0 "$server_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  log "ringest did not print its ready line (write path not built yet?): skipped"
-  stop_server
-  return 1
-}
-start_ringest() { start_ringest_shards "$1" "$(nproc)"; }
-start_ringest-1shard() { start_ringest_shards "$1" 1; }
+start_ringest() { start_ringest_with "$1" --shards "$(nproc)"; }
+start_ringest-1shard() { start_ringest_with "$1" --shards 1; }
 
 start_influxdb() {
   local dir=$1 http rpc
@@ -173,25 +142,6 @@ csv="$results/$stamp.csv"
 md="$results/$stamp.md"
 commands="$work/commands.txt"
 : >"$commands"
-failures=0
-
-# bench SYSTEM ROUND DB ARGS...: one ringest-bench run, logged and appended to the CSV.
-bench() {
-  local system=$1 round=$2 db=$3; shift 3
-  local args=(run --url "$url" --db "$db" --label "$system" --ack-synced "${ACK_SYNCED[$system]}"
-              --round "$round" --verify "${VERIFY[$system]}" --series "$SERIES" --csv "$csv" "$@")
-  [[ $system == influxdb ]] && args+=(--create-db)
-  echo "ringest-bench ${args[*]}" | sed -e "s#$url#<$system>#" -e "s#$repo/##" >>"$commands"
-  local rc=0
-  "$BENCH" "${args[@]}" >"$work/run.out" 2>&1 || rc=$?
-  sed 's/^/    /' "$work/run.out" >&2
-  if [[ $rc -eq 2 ]]; then
-    failures=$((failures + 1))
-    log "$system: ACKNOWLEDGED POINTS MISSING (see above)"
-  elif [[ $rc -ne 0 ]]; then
-    log "$system: run exited $rc"
-  fi
-}
 
 declare -A available
 for system in $SYSTEMS; do available[$system]=1; done
@@ -202,7 +152,7 @@ closed_round() {
     [[ ${available[$system]} == 1 ]] || continue
     dir="$work/$system-r$round"; mkdir -p "$dir"
     log "round $round: $system"
-    if ! "start_$system" "$dir"; then available[$system]=0; continue; fi
+    if ! "start_$system" "$dir"; then log "$system: skipped"; available[$system]=0; continue; fi
     local profiler=""
     if [[ -n "${PERF:-}" && $system == "${PERF_SYSTEM:-ringest}" && $round == 1 ]] && command -v perf >/dev/null; then
       # Where the time goes: sample the server (call graphs) during round 1's cpu run.
@@ -257,9 +207,7 @@ for round in $(seq "$ROUNDS"); do open_round "$round"; done
 {
   echo "# ringest-bench comparison, $stamp"
   echo
-  echo "- machine: $MACHINE, $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -r)"
-  echo "- cpu: $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)"
-  echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (dirty)')"
+  machine_lines
   echo "- peers: $influx_version; VictoriaMetrics $vm_version (Debian)"
   echo "- rounds: $ROUNDS, closed loop $DURATION s × $CONNECTIONS connections, open loop $OPEN_DURATION s × $OPEN_CONNECTIONS connections at $FRACTIONS of each system's own maximum"
   echo "- load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -272,11 +220,7 @@ for round in $(seq "$ROUNDS"); do open_round "$round"; done
   echo
   echo "Charts: [throughput]($stamp-throughput.svg), [latency vs offered load]($stamp-latency.svg)"
   echo
-  echo "Commands (one per run, in order; <system> is the loopback URL the script started):"
-  echo
-  echo '```'
-  cat "$commands"
-  echo '```'
+  commands_block
 } >"$md"
 cat "$md"
 log "wrote $csv, $md and charts in $results"

@@ -4,7 +4,9 @@
 //! reference server: `internal:discard` stores nothing, `internal:count`
 //! counts points per series and answers InfluxQL counts, and can be told to
 //! lose points silently. Against ringest: the real binary via
-//! `tests/common`.
+//! `tests/common`; and `bench/profiles.sh` (the tuning-profile mode) run
+//! whole at its smallest size against the real binary and against a stand-in
+//! that loses a point.
 
 // Tests are not shard code: std::fs and std::time are fine here (clippy.toml
 // bans them on the server's executors).
@@ -271,4 +273,176 @@ fn ringest_tiny_run_verifies() {
             "{text}"
         );
     }
+}
+
+/// `bench/profiles.sh` at its smallest size: one round, 0.3-second runs of
+/// 100-line and 10-line requests on a few connections, results in `dir`.
+/// `extra_env` adds to or overrides its knobs.
+fn profiles_script(dir: &common::TempDir, extra_env: &[(&str, &str)]) -> Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/profiles.sh");
+    let mut command = Command::new("bash");
+    command
+        .arg(script)
+        .env("RINGEST", common::binary())
+        .env("BENCH", env!("CARGO_BIN_EXE_ringest-bench"))
+        .env("RESULTS_DIR", dir.path.join("results"))
+        .env("TMPDIR", &dir.path)
+        .env("MACHINE", "test")
+        .env("ROUNDS", "1")
+        .env("DURATION", "0.3")
+        .env("OPEN_DURATION", "0.3")
+        .env("LINES", "100")
+        .env("CONNECTIONS", "2")
+        .env("OPEN_CONNECTIONS", "2")
+        .env("SMALL_LINES", "10")
+        .env("SMALL_CONNECTIONS", "4")
+        .env("SMALL_OPEN_CONNECTIONS", "4")
+        .env("SERIES", "20")
+        .env("RUST_LOG", "warn")
+        .env_remove("QUICK")
+        .env_remove("PROFILES");
+    for (key, value) in extra_env {
+        command.env(key, value);
+    }
+    command.output().expect("run bench/profiles.sh")
+}
+
+/// The one `*-profiles.md` the script wrote into `dir`.
+fn profiles_report(dir: &common::TempDir) -> String {
+    let results = dir.path.join("results");
+    let mut reports: Vec<_> = std::fs::read_dir(&results)
+        .expect("results directory written")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with("-profiles.md"))
+        .collect();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    std::fs::read_to_string(reports.remove(0)).expect("read report")
+}
+
+/// Goal: the profiles mode runs every profile in `tuning/` (found, not
+/// listed) against the real binary, verifies every acknowledged point, and
+/// reports throughput, latency at half load and peak memory for each.
+/// Method: the script at tiny size; exit 0, and for each `tuning/*.toml`
+/// but the reference, a verified row per workload and two memory rows (peak
+/// under load, and right after start).
+#[test]
+fn profiles_script_measures_every_profile() {
+    let dir = common::TempDir::new("bench-profiles");
+    let output = profiles_script(&dir, &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let report = profiles_report(&dir);
+    let tuning = Path::new(env!("CARGO_MANIFEST_DIR")).join("tuning");
+    let mut profiles: Vec<String> = std::fs::read_dir(tuning)
+        .expect("tuning/")
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".toml").map(str::to_string)
+        })
+        .filter(|name| name != "reference")
+        .collect();
+    profiles.sort();
+    assert!(profiles.len() >= 2, "{profiles:?}");
+    for profile in &profiles {
+        for workload in ["cpu 100l x2 (open x2)", "cpu 10l x4 (open x4)"] {
+            let row = report
+                .lines()
+                .find(|l| l.starts_with(&format!("| {workload} | {profile} |")))
+                .unwrap_or_else(|| panic!("no {workload} row for {profile}:\n{report}"));
+            assert!(row.ends_with("| ok |"), "{row}");
+        }
+        let memory = report
+            .lines()
+            .find(|l| l.starts_with(&format!("| {profile} | ")))
+            .unwrap_or_else(|| panic!("no memory row for {profile}:\n{report}"));
+        assert!(!memory.contains("n/a"), "{memory}");
+        let rows = report
+            .lines()
+            .filter(|l| l.starts_with(&format!("| {profile} | ")))
+            .collect::<Vec<_>>();
+        assert_eq!(rows.len(), 2, "peak and at-start memory rows: {report}");
+        assert!(!rows[1].contains("n/a"), "{}", rows[1]);
+    }
+    assert!(
+        report.contains("| cpu 100l x2 (open x2) | default | 1 |"),
+        "{report}"
+    );
+}
+
+/// Goal: a profile that does not start fails the profiles mode (it is not
+/// silently left out of the table).
+/// Method: ask for a profile the binary does not know; exit 1, the log
+/// names it, and the report marks it not measured while default is measured.
+#[test]
+fn profiles_script_fails_when_a_profile_does_not_start() {
+    let dir = common::TempDir::new("bench-profiles-start");
+    let output = profiles_script(&dir, &[("PROFILES", "default no-such-profile")]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        log.contains("PROFILE no-such-profile DID NOT START"),
+        "{log}"
+    );
+    let report = profiles_report(&dir);
+    assert!(
+        report.contains("- no-such-profile: NOT MEASURED (did not start)"),
+        "{report}"
+    );
+    assert!(report.contains("| default | 1 |"), "{report}");
+}
+
+/// Goal: the profiles mode fails when a server loses one acknowledged point.
+/// Method: a stand-in for `ringest serve` (ringest-bench's counting server,
+/// told to lose one point, behind ringest's ready line); exit 2, and the
+/// log shows the one missing point.
+#[test]
+fn profiles_script_fails_when_a_point_goes_missing() {
+    let dir = common::TempDir::new("bench-profiles-missing");
+    let stand_in = dir.path.join("ringest-that-loses-a-point");
+    std::fs::write(
+        &stand_in,
+        format!(
+            r#"#!/bin/sh
+# Stand-in for `ringest serve --listen A --data-dir D ...`: the counting server, losing one point.
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --listen) listen=$2; shift ;;
+    --data-dir) data=$2; shift ;;
+  esac
+  shift
+done
+mkdir -p "$data"
+'{bench}' discard --store count --drop-points 1 --listen "$listen" >"$data/count.out" &
+child=$!
+trap 'kill "$child"; wait "$child"; exit 0' TERM INT
+until grep -q ' ready on ' "$data/count.out"; do sleep 0.05; done
+echo "ringest: ready on $listen (stand-in)"
+wait "$child"
+"#,
+            bench = env!("CARGO_BIN_EXE_ringest-bench")
+        ),
+    )
+    .expect("write stand-in");
+    std::fs::set_permissions(
+        &stand_in,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod stand-in");
+    let output = profiles_script(
+        &dir,
+        &[
+            ("PROFILES", "default"),
+            ("RINGEST", stand_in.to_str().expect("utf-8 temp path")),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        log.contains("FAILED: 1 acknowledged points missing"),
+        "{log}"
+    );
+    assert!(
+        log.contains("default: ACKNOWLEDGED POINTS MISSING"),
+        "{log}"
+    );
 }

@@ -76,6 +76,9 @@ enum Command {
         system: String,
         #[arg(long, value_enum, default_value = "cpu")]
         workload: workload::WorkloadKind,
+        /// Only runs with this many lines per request (default: any).
+        #[arg(long)]
+        lines: Option<u64>,
     },
     /// Medians table and SVG charts from a CSV of runs.
     Report {
@@ -87,6 +90,11 @@ enum Command {
         /// System the ratios are computed against.
         #[arg(long, default_value = "ringest")]
         baseline: String,
+        /// The tuning-profile table instead (systems are profiles; ratios are
+        /// profile ÷ baseline; open-loop latency and peak server memory beside
+        /// throughput): what `bench/profiles.sh` writes.
+        #[arg(long)]
+        profiles: bool,
     },
 }
 
@@ -172,6 +180,11 @@ struct RunArgs {
     /// internal:count only: silently lose this many points.
     #[arg(long, default_value_t = 0)]
     internal_drop_points: u64,
+    /// Process id of the server under test: after the run and its
+    /// verification, its peak resident set (VmHWM in /proc/PID/status) goes
+    /// into the row (`server_vmhwm_kib`; 0 when not given).
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 fn main() -> ExitCode {
@@ -204,7 +217,8 @@ fn main() -> ExitCode {
             csv,
             out_dir,
             baseline,
-        } => report_command(&csv, out_dir, &baseline),
+            profiles,
+        } => report_command(&csv, out_dir, &baseline, profiles),
         Command::FreePort => {
             match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
                 Ok(addr) => {
@@ -219,11 +233,12 @@ fn main() -> ExitCode {
             csv,
             system,
             workload,
+            lines,
         } => match report::read_csv(&csv) {
             Ok(records) => {
                 println!(
                     "{:.0}",
-                    report::closed_loop_median(&records, &system, workload.name())
+                    report::closed_loop_median(&records, &system, workload.name(), lines)
                 );
                 ExitCode::SUCCESS
             }
@@ -259,7 +274,12 @@ fn store_name(store: discard::StoreMode) -> &'static str {
     }
 }
 
-fn report_command(csv: &std::path::Path, out_dir: Option<PathBuf>, baseline: &str) -> ExitCode {
+fn report_command(
+    csv: &std::path::Path,
+    out_dir: Option<PathBuf>,
+    baseline: &str,
+    profiles: bool,
+) -> ExitCode {
     let records = match report::read_csv(csv) {
         Ok(r) => r,
         Err(e) => {
@@ -267,7 +287,11 @@ fn report_command(csv: &std::path::Path, out_dir: Option<PathBuf>, baseline: &st
             return ExitCode::from(1);
         }
     };
-    print!("{}", report::table(&records, baseline));
+    if profiles {
+        print!("{}", report::profiles_table(&records, baseline));
+    } else {
+        print!("{}", report::table(&records, baseline));
+    }
     let dir = out_dir.unwrap_or_else(|| csv.parent().map(|p| p.to_path_buf()).unwrap_or_default());
     let stem = csv
         .file_stem()
@@ -495,6 +519,7 @@ fn run(args: RunArgs) -> ExitCode {
         verify: "skipped".to_string(),
         missing_points: 0,
         unix_s: now.as_secs(),
+        server_vmhwm_kib: 0,
     };
     println!(
         "result: {:.0} points/s ({:.0} values/s), {} points acknowledged in {:.2} s, {} requests, wire {:.1} MB/s, decompressed {:.1} MB/s",
@@ -588,6 +613,20 @@ fn run(args: RunArgs) -> ExitCode {
             record.verify = "error".to_string();
             println!("verify ({}): could not verify: {e}", args.verify.name());
             code = ExitCode::from(3);
+        }
+    }
+    // After verification, so the memory its queries took counts too: the
+    // last run of a server's life reads its peak just before it is stopped.
+    if let Some(pid) = args.server_pid {
+        match report::vmhwm_kib(pid) {
+            Ok(kib) => {
+                record.server_vmhwm_kib = kib;
+                println!(
+                    "server: peak resident set {:.1} MiB so far (VmHWM of pid {pid})",
+                    kib as f64 / 1024.0
+                );
+            }
+            Err(e) => eprintln!("ringest-bench: no peak resident set of pid {pid}: {e}"),
         }
     }
     if let Some(csv) = &args.csv {

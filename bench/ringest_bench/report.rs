@@ -3,9 +3,11 @@
 //! Owns the CSV schema (`RunRecord`, one row per run, header written when
 //! the file is new) and everything derived from a CSV file: the comparison
 //! table (medians over rounds, ratio against the baseline system, whether
-//! each system's acknowledgement means synced) and two hand-written SVG
-//! charts (closed-loop throughput per system; latency percentiles against
-//! offered load from the open-loop runs).
+//! each system's acknowledgement means synced), the tuning-profile table
+//! (each profile of one ringest binary against the `default` profile:
+//! throughput, latency at half load, peak server memory) and two
+//! hand-written SVG charts (closed-loop throughput per system; latency
+//! percentiles against offered load from the open-loop runs).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -44,14 +46,19 @@ pub struct RunRecord {
     pub verify: String,
     pub missing_points: u64,
     pub unix_s: u64,
+    /// Peak resident set of the server process (VmHWM) after this run and its
+    /// verification, KiB; 0 when unknown (no `--server-pid`, older files).
+    pub server_vmhwm_kib: u64,
 }
 
-const COLUMNS: &str = "system,ack_synced,round,workload,mode,endpoint,gzip,series,lines_per_request,connections,offered_points_per_s,elapsed_s,requests,points_acked,points_per_s,wire_mb_per_s,raw_mb_per_s,p50_ms,p90_ms,p99_ms,p999_ms,max_ms,answers,behind_schedule,verify,missing_points,unix_s";
+const COLUMNS: &str = "system,ack_synced,round,workload,mode,endpoint,gzip,series,lines_per_request,connections,offered_points_per_s,elapsed_s,requests,points_acked,points_per_s,wire_mb_per_s,raw_mb_per_s,p50_ms,p90_ms,p99_ms,p999_ms,max_ms,answers,behind_schedule,verify,missing_points,unix_s,server_vmhwm_kib";
+/// Files written before `server_vmhwm_kib` existed have one column less.
+const COLUMNS_BEFORE_VMHWM: usize = 27;
 
 impl RunRecord {
     fn to_row(&self) -> String {
         format!(
-            "{},{},{},{},{},{},{},{},{},{},{:.0},{:.3},{},{},{:.0},{:.2},{:.2},{:.3},{:.3},{:.3},{:.3},{:.3},{},{},{},{},{}",
+"{},{},{},{},{},{},{},{},{},{},{:.0},{:.3},{},{},{:.0},{:.2},{:.2},{:.3},{:.3},{:.3},{:.3},{:.3},{},{},{},{},{},{}",
             clean(&self.system),
             clean(&self.ack_synced),
             self.round,
@@ -79,12 +86,13 @@ impl RunRecord {
             clean(&self.verify),
             self.missing_points,
             self.unix_s,
+            self.server_vmhwm_kib,
         )
     }
 
     fn from_row(row: &str) -> Option<RunRecord> {
         let f: Vec<&str> = row.split(',').collect();
-        if f.len() != COLUMNS.split(',').count() {
+        if f.len() != COLUMNS.split(',').count() && f.len() != COLUMNS_BEFORE_VMHWM {
             return None;
         }
         Some(RunRecord {
@@ -115,6 +123,10 @@ impl RunRecord {
             verify: f[24].to_string(),
             missing_points: f[25].parse().ok()?,
             unix_s: f[26].parse().ok()?,
+            server_vmhwm_kib: match f.get(27) {
+                Some(v) => v.parse().ok()?,
+                None => 0,
+            },
         })
     }
 
@@ -173,14 +185,21 @@ fn median(values: &mut [f64]) -> f64 {
     }
 }
 
-/// Median closed-loop points/s of `system` on plain v1 `workload` bodies; 0 when none.
-pub fn closed_loop_median(records: &[RunRecord], system: &str, workload: &str) -> f64 {
+/// Median closed-loop points/s of `system` on plain v1 `workload` bodies
+/// (of `lines` lines per request, when given); 0 when none.
+pub fn closed_loop_median(
+    records: &[RunRecord],
+    system: &str,
+    workload: &str,
+    lines: Option<u64>,
+) -> f64 {
     let mut rates: Vec<f64> = records
         .iter()
         .filter(|r| {
             r.mode == "closed"
                 && r.system == system
                 && r.workload == workload
+                && lines.is_none_or(|l| r.lines_per_request == l)
                 && !r.gzip
                 && r.endpoint == "v1"
         })
@@ -310,6 +329,270 @@ pub fn table(records: &[RunRecord], baseline: &str) -> String {
                 point.rounds
             );
         }
+    }
+    out
+}
+
+/// Peak resident set of process `pid` so far (`VmHWM` in `/proc/PID/status`), KiB.
+pub fn vmhwm_kib(pid: u32) -> std::io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| std::io::Error::other("no VmHWM line"))
+}
+
+/// What one profile's runs of one load (workload, lines per request, body
+/// kind) share between closed and open loop; connection counts may differ.
+/// Bigger requests sort first.
+type LoadKey = (String, std::cmp::Reverse<u64>, bool, String);
+
+fn load_key(record: &RunRecord) -> LoadKey {
+    (
+        record.workload.clone(),
+        std::cmp::Reverse(record.lines_per_request),
+        record.gzip,
+        record.endpoint.clone(),
+    )
+}
+
+/// Median, lowest and highest of one metric over rounds.
+#[derive(Clone, Copy)]
+struct Spread {
+    median: f64,
+    low: f64,
+    high: f64,
+    rounds: usize,
+}
+
+fn spread(rows: &[&RunRecord], f: fn(&RunRecord) -> f64) -> Spread {
+    let mut values: Vec<f64> = rows.iter().map(|r| f(r)).collect();
+    let median = median(&mut values);
+    Spread {
+        median,
+        low: values.first().copied().unwrap_or(f64::NAN),
+        high: values.last().copied().unwrap_or(f64::NAN),
+        rounds: values.len(),
+    }
+}
+
+/// `higher`/`lower` when the two ranges over rounds do not overlap; `None`
+/// when they overlap or either side has fewer than two rounds.
+fn distinct(profile: Spread, baseline: Spread) -> Option<&'static str> {
+    if profile.rounds < 2 || baseline.rounds < 2 {
+        None
+    } else if profile.low > baseline.high {
+        Some("higher")
+    } else if profile.high < baseline.low {
+        Some("lower")
+    } else {
+        None
+    }
+}
+
+fn ratio(value: f64, baseline: Option<f64>) -> String {
+    match baseline {
+        Some(b) if b > 0.0 && value > 0.0 => format!("{:.2}×", value / b),
+        _ => "n/a".to_string(),
+    }
+}
+
+/// Profiles of one binary, baseline first, the rest in name order.
+fn ordered_profiles<'a>(profiles: impl Iterator<Item = &'a String>, baseline: &str) -> Vec<String> {
+    let mut names: Vec<String> = profiles.cloned().collect();
+    names.sort_by_key(|n| (n != baseline, n.clone()));
+    names.dedup();
+    names
+}
+
+/// The tuning-profile table: every system in `records` is one profile of the
+/// same ringest binary. Per load: closed-loop points/s (median and range over
+/// rounds, ratio profile ÷ `baseline`), the open-loop latency percentiles
+/// (runs at a fraction of that profile's own maximum), and whether the
+/// ranges over rounds separate the profile from the baseline; then the
+/// servers' peak resident set per profile.
+pub fn profiles_table(records: &[RunRecord], baseline: &str) -> String {
+    type ByProfile<'a> = BTreeMap<String, Vec<&'a RunRecord>>;
+    let mut closed: BTreeMap<LoadKey, ByProfile> = BTreeMap::new();
+    let mut open: BTreeMap<LoadKey, ByProfile> = BTreeMap::new();
+    for record in records {
+        let side = match record.mode.as_str() {
+            "closed" => &mut closed,
+            "open" => &mut open,
+            _ => continue,
+        };
+        side.entry(load_key(record))
+            .or_default()
+            .entry(record.system.clone())
+            .or_default()
+            .push(record);
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Profiles against `{baseline}`: closed-loop maximum (median and range over rounds), then \
+         open-loop ack latency at the offered rate shown (a fraction of that profile's own \
+         maximum; latency from the intended send time). \"distinct\" names the metrics whose \
+         ranges over rounds do not overlap {baseline}'s (needs 2 rounds or more).\n"
+    );
+    let _ = writeln!(
+        out,
+        "| workload | profile | rounds | points/s (median) | range | ÷ {baseline} | closed p99 ms | offered points/s | p50 ms | p99 ms | p99.9 ms | p99 ÷ {baseline} | distinct from {baseline} | verified |"
+    );
+    let _ = writeln!(
+        out,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    let empty = ByProfile::new();
+    for (key, by_profile) in &closed {
+        let open_by_profile = open.get(key).unwrap_or(&empty);
+        let throughput = |rows: &[&RunRecord]| spread(rows, |r| r.points_per_s);
+        let p99 = |rows: &[&RunRecord]| spread(rows, |r| r.p99_ms);
+        let base_closed = by_profile.get(baseline).map(|rows| throughput(rows));
+        let base_open = open_by_profile.get(baseline).map(|rows| p99(rows));
+        let names = ordered_profiles(by_profile.keys().chain(open_by_profile.keys()), baseline);
+        for name in names {
+            let closed_rows = by_profile.get(&name).map(Vec::as_slice).unwrap_or(&[]);
+            let open_rows = open_by_profile.get(&name).map(Vec::as_slice).unwrap_or(&[]);
+            if closed_rows.is_empty() && open_rows.is_empty() {
+                continue;
+            }
+            let workload = format!(
+                "{} {}l x{}{}{}{}",
+                key.0,
+                key.1 .0,
+                closed_rows.first().map_or(0, |r| r.connections),
+                open_rows
+                    .first()
+                    .map(|r| format!(" (open x{})", r.connections))
+                    .unwrap_or_default(),
+                if key.2 { " gzip" } else { "" },
+                if key.3 == "v2" { " v2" } else { "" },
+            );
+            let tput = throughput(closed_rows);
+            let closed_p99 = p99(closed_rows);
+            let latency = p99(open_rows);
+            let pick = |f: fn(&RunRecord) -> f64| spread(open_rows, f).median;
+            let mut differences = Vec::new();
+            let mut judged = false;
+            if name != baseline {
+                if let Some(base) = base_closed {
+                    judged |= tput.rounds >= 2 && base.rounds >= 2;
+                    if let Some(way) = distinct(tput, base) {
+                        differences.push(format!("points/s {way}"));
+                    }
+                }
+                if let Some(base) = base_open {
+                    judged |= latency.rounds >= 2 && base.rounds >= 2;
+                    if let Some(way) = distinct(latency, base) {
+                        differences.push(format!("p99 {way}"));
+                    }
+                }
+            }
+            let distinct_text = if name == baseline {
+                "—".to_string()
+            } else if !differences.is_empty() {
+                differences.join(", ")
+            } else if judged {
+                "none".to_string()
+            } else {
+                "n/a (1 round)".to_string()
+            };
+            let mut verdicts: Vec<&str> = closed_rows
+                .iter()
+                .chain(open_rows)
+                .map(|r| r.verify.as_str())
+                .collect();
+            verdicts.sort_unstable();
+            verdicts.dedup();
+            let (offered, p50, p999) = if open_rows.is_empty() {
+                (f64::NAN, f64::NAN, f64::NAN)
+            } else {
+                (
+                    pick(|r| r.offered_points_per_s),
+                    pick(|r| r.p50_ms),
+                    pick(|r| r.p999_ms),
+                )
+            };
+            let _ = writeln!(
+                out,
+                "| {workload} | {name} | {} | {:.0} | {:.0}–{:.0} | {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {distinct_text} | {} |",
+                tput.rounds,
+                tput.median,
+                tput.low,
+                tput.high,
+                ratio(tput.median, base_closed.map(|b| b.median)),
+                closed_p99.median,
+                offered,
+                p50,
+                latency.median,
+                p999,
+                ratio(latency.median, base_open.map(|b| b.median)),
+                verdicts.join("+")
+            );
+        }
+    }
+    out.push_str(&peak_memory_table(records, baseline));
+    out
+}
+
+/// Peak resident set per profile: for each server (one per profile, round
+/// and mode) the largest VmHWM its runs saw, i.e. the one read after its
+/// last run; then the median over rounds.
+fn peak_memory_table(records: &[RunRecord], baseline: &str) -> String {
+    // (profile, mode) → round → peak KiB
+    let mut peaks: BTreeMap<(String, String), BTreeMap<u32, u64>> = BTreeMap::new();
+    for record in records.iter().filter(|r| r.server_vmhwm_kib > 0) {
+        let peak = peaks
+            .entry((record.system.clone(), record.mode.clone()))
+            .or_default()
+            .entry(record.round)
+            .or_default();
+        *peak = (*peak).max(record.server_vmhwm_kib);
+    }
+    let mut out = String::new();
+    if peaks.is_empty() {
+        return out;
+    }
+    let mib = |profile: &str, mode: &str| -> Option<(f64, f64, f64)> {
+        let per_round = peaks.get(&(profile.to_string(), mode.to_string()))?;
+        let mut values: Vec<f64> = per_round.values().map(|k| *k as f64 / 1024.0).collect();
+        let m = median(&mut values);
+        Some((m, values[0], values[values.len() - 1]))
+    };
+    let show = |v: Option<(f64, f64, f64)>| match v {
+        Some((m, lo, hi)) => format!("{m:.1} ({lo:.1}–{hi:.1})"),
+        None => "n/a".to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "\nPeak resident set of the server (VmHWM just before it was stopped), MiB, median (range) over rounds. \
+         It includes the in-memory store of every point that server took, so a profile that ingests more \
+         holds more; the open-loop server took about the same offered fraction of each profile's maximum.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| profile | closed-loop server | ÷ {baseline} | open-loop server | ÷ {baseline} |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|");
+    let names = ordered_profiles(peaks.keys().map(|(p, _)| p), baseline);
+    for name in names {
+        let (closed, open) = (mib(&name, "closed"), mib(&name, "open"));
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {} | {} |",
+            show(closed),
+            ratio(
+                closed.map_or(0.0, |v| v.0),
+                mib(baseline, "closed").map(|v| v.0)
+            ),
+            show(open),
+            ratio(
+                open.map_or(0.0, |v| v.0),
+                mib(baseline, "open").map(|v| v.0)
+            ),
+        );
     }
     out
 }
@@ -654,5 +937,75 @@ mod tests {
         assert_eq!(back.p99_ms, 12.5);
         assert_eq!(back.case(), record.case());
         assert!(table(&[back], "ringest").contains("| influxdb |"));
+    }
+
+    /// Goal: a file written before the `server_vmhwm_kib` column still reads
+    /// (the committed results of earlier runs stay reportable).
+    /// Method: drop the last column of a row; it parses, with 0 for the peak.
+    #[test]
+    fn csv_row_without_peak_memory_reads() {
+        let record = RunRecord {
+            system: "ringest".into(),
+            server_vmhwm_kib: 4096,
+            ..RunRecord::default()
+        };
+        let row = record.to_row();
+        let old = &row[..row.rfind(',').unwrap()];
+        assert_eq!(RunRecord::from_row(&row).unwrap().server_vmhwm_kib, 4096);
+        assert_eq!(RunRecord::from_row(old).unwrap().server_vmhwm_kib, 0);
+    }
+
+    /// Goal: the profile table puts each profile beside the baseline, says
+    /// which differences the rounds support, and reports peak memory.
+    /// Method: two rounds of three profiles whose closed-loop rates are
+    /// clearly higher (fast), overlapping (same), and one with lower open-loop
+    /// p99; check ratios, the "distinct" verdicts and the memory rows.
+    #[test]
+    fn profiles_table_compares_against_the_baseline() {
+        let row =
+            |profile: &str, round: u32, mode: &str, points_per_s: f64, p99_ms: f64| RunRecord {
+                system: profile.into(),
+                round,
+                workload: "cpu".into(),
+                mode: mode.into(),
+                endpoint: "v1".into(),
+                lines_per_request: 1000,
+                connections: if mode == "open" { 16 } else { 8 },
+                offered_points_per_s: if mode == "open" { 50.0 } else { 0.0 },
+                points_per_s,
+                p99_ms,
+                verify: "ok".into(),
+                server_vmhwm_kib: if profile == "small" { 10240 } else { 20480 },
+                ..RunRecord::default()
+            };
+        let mut records = Vec::new();
+        for round in [1, 2] {
+            let r = round as f64;
+            records.push(row("default", round, "closed", 100.0 + r, 10.0));
+            records.push(row("fast", round, "closed", 200.0 + r, 10.0));
+            records.push(row("small", round, "closed", 100.5 + r, 10.0));
+            records.push(row("default", round, "open", 50.0, 8.0 + r));
+            records.push(row("fast", round, "open", 100.0, 8.5 + r));
+            records.push(row("small", round, "open", 50.0, 2.0 + r));
+        }
+        let text = profiles_table(&records, "default");
+        let line = |profile: &str| {
+            text.lines()
+                .find(|l| l.starts_with(&format!("| cpu 1000l x8 (open x16) | {profile} |")))
+                .unwrap_or_else(|| panic!("no row for {profile}:\n{text}"))
+                .to_string()
+        };
+        assert!(line("default").contains("| 1.00× |"), "{text}");
+        assert!(line("fast").contains("| 1.99× |"), "{text}");
+        assert!(line("fast").contains("| points/s higher |"), "{text}");
+        assert!(line("small").contains("| p99 lower |"), "{text}");
+        assert!(line("small").ends_with("| ok |"), "{text}");
+        assert!(
+            text.contains("| small | 10.0 (10.0–10.0) | 0.50× |"),
+            "{text}"
+        );
+        // One round cannot separate anything.
+        let one: Vec<RunRecord> = records.into_iter().filter(|r| r.round == 1).collect();
+        assert!(profiles_table(&one, "default").contains("| n/a (1 round) |"));
     }
 }
