@@ -72,6 +72,17 @@ pub enum StartError {
     TestFaults {
         value: String,
     },
+    /// Another process holds `<data-dir>/LOCK`.
+    DataDirInUse {
+        path: PathBuf,
+        holder: String,
+    },
+    /// Another socket listens on the address (`SO_REUSEPORT` would
+    /// silently share the port with it).
+    AddressInUse {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
 }
 
 impl fmt::Display for StartError {
@@ -97,6 +108,17 @@ impl fmt::Display for StartError {
             StartError::Recovery(detail) => write!(f, "recovery failed: {detail}"),
             StartError::Shard { shard, error } => write!(f, "shard {shard} failed to start: {error}"),
             StartError::Signals(error) => write!(f, "cannot set up signal handling: {error}"),
+            StartError::DataDirInUse { path, holder } => write!(
+                f,
+                "data directory {} is in use by another ringest ({holder}); \
+                 stop it or choose another --data-dir",
+                path.display()
+            ),
+            StartError::AddressInUse { addr, error } => write!(
+                f,
+                "cannot listen on {addr}: {error}; another process listens there \
+                 (stop it or choose another --listen)"
+            ),
             StartError::TestFaults { value } => write!(
                 f,
                 "{TEST_FAULTS_ENV}={value:?} is not a fault (fail-write:N, fail-sync:N, \
@@ -123,6 +145,64 @@ fn test_fault() -> Result<Option<Fault>, StartError> {
         "{TEST_FAULTS_ENV} is set: every shard WAL will FAIL ON PURPOSE as told (test only; unset it in production)"
     );
     Ok(Some(fault))
+}
+
+/// Takes `<data-dir>/LOCK` (an exclusive `flock`, released by the kernel
+/// when the process dies, `kill -9` included) and writes our pid into it.
+/// Two processes on one data directory would create the same WAL segment
+/// names and truncate each other's tails at recovery. The file must stay
+/// open for the life of the process.
+// Start-up on the main thread, before any executor runs: std::fs is fine.
+#[allow(clippy::disallowed_methods)]
+fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, StartError> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let path = data_dir.join("LOCK");
+    let data_dir_error = |error| StartError::DataDir {
+        path: path.clone(),
+        error,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(data_dir_error)?;
+    // SAFETY: flock(2) on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(data_dir_error(error));
+        }
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        let holder = match holder.trim() {
+            "" => "pid unknown".to_string(),
+            pid => format!("pid {pid}"),
+        };
+        return Err(StartError::DataDirInUse {
+            path: data_dir.to_path_buf(),
+            holder,
+        });
+    }
+    file.set_len(0).map_err(data_dir_error)?;
+    file.rewind().map_err(data_dir_error)?;
+    writeln!(file, "{}", std::process::id()).map_err(data_dir_error)?;
+    Ok(file)
+}
+
+/// Fails if another socket already listens on `addr`: every shard binds
+/// it with `SO_REUSEPORT`, which would quietly split the connections with
+/// that other process. The probe (std's bind: `SO_REUSEADDR` only, so a
+/// previous run's TIME_WAIT connections do not count) is closed at once.
+fn probe_listen_address(addr: SocketAddr) -> Result<(), StartError> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    std::net::TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|error| StartError::AddressInUse { addr, error })
 }
 
 /// Checks that io_uring can be set up at all.
@@ -320,6 +400,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
             error,
         })?;
     }
+    let _data_dir_lock = lock_data_dir(&data_dir)?;
+    probe_listen_address(config.server.listen)?;
     tracing::info!(shards = count, data_dir = %data_dir.display(), "starting");
     crate::notify::status("recovering the catalog and the WAL");
     let catalog = shard::recover_catalog(&catalog_dir, config.wal.skip_corrupt)
