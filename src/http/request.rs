@@ -28,6 +28,31 @@
 //!   whole (tests feed every case split at every byte), provided the limits
 //!   satisfy [`HeadLimits::is_consistent`].
 //!
+//! # Which error wins: the first byte that decides one
+//!
+//! Errors are reported in the order the bytes that decide them arrive: the
+//! result for the whole input is the result for its shortest prefix that is
+//! not `Partial`; bytes after that point cannot change it. This is what makes
+//! the prefix invariant hold when an input breaks two rules. Each error is
+//! decided at one byte:
+//! - a bad method byte (not a token byte, before the first SP): at itself;
+//! - [`HeadError::RequestLineTooLong`]: at byte `request_line_bytes_max + 1`
+//!   of the request line if that byte is neither CR nor LF (no line end can
+//!   make the line fit any more), else at the byte after that CR if it is
+//!   not LF; a bad method byte later than that is not looked at (with a
+//!   64-byte limit, `GET` and 62 `A`s followed by `(` is 414, not 400);
+//! - [`HeadError::HeadTooLarge`]: at byte `head_bytes_max` of the head, when
+//!   it is not the LF ending the blank line;
+//! - target and version errors: at the request line's LF; header errors and
+//!   [`HeadError::TooManyHeaders`]: at the first bad byte of the line (its
+//!   first byte for `TooManyHeaders`).
+//!
+//! When one byte decides two errors, the malformed byte is reported first: a
+//! bad method byte that is also the byte making the line too long (or the
+//! last byte within the head limit) is [`HeadError::BadMethod`]; a request
+//! line (after leading empty lines) that becomes too long at the last byte
+//! within the head limit is [`HeadError::HeadTooLarge`].
+//!
 //! # Grammar accepted
 //!
 //! - Leading empty lines before the request line are skipped (RFC 9112 §2.2;
@@ -258,8 +283,9 @@ fn partial_or_too_large<T>(buf: &[u8], head_max: usize) -> Result<Status<T>, Hea
 /// needed, or the limit error as soon as it is certain.
 ///
 /// Only the window `start..min(start + request_line_bytes_max + 2,
-/// head_bytes_max)` is examined, so the answer for any prefix agrees with the
-/// answer for the whole input.
+/// head_bytes_max)` is examined, and the method only in its first
+/// `request_line_bytes_max + 1` bytes, so the answer for any prefix agrees
+/// with the answer for the whole input.
 fn request_line<'b>(
     visible: &'b [u8],
     start: usize,
@@ -273,7 +299,13 @@ fn request_line<'b>(
     // A method with a byte that cannot be in a token is refused right away,
     // before waiting for the line end (a TLS handshake or binary garbage
     // would otherwise hold the connection until the line limit).
-    for &b in window {
+    //
+    // Only the first `line_max + 1` bytes are scanned: if the scan gets past
+    // them, they were all token bytes (no SP, CR or LF), so the line was
+    // already known to be too long at byte `line_max + 1`, and a bad byte
+    // after it must not change the error (see "Which error wins" above).
+    let method_window = &window[..window.len().min(line_max.saturating_add(1))];
+    for &b in method_window {
         if b == b' ' {
             break;
         }
@@ -962,6 +994,12 @@ mod tests {
         use HeadError::*;
         let long_target = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(65 - 14));
         let long_header = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "v".repeat(240));
+        // Which error wins (module doc): the 65th byte of the request line
+        // decides 414; a bad method byte after it is not looked at, one at
+        // it is reported as 400.
+        let too_long_then_bad_method = [b"GET".as_slice(), &[b'A'; 62], b"(".as_slice()].concat();
+        let too_long_then_lf = [&[b'A'; 65][..], b"\n\n"].concat();
+        let bad_method_at_limit = [&[b'A'; 64][..], b"(\r\n\r\n"].concat();
         let cases: &[(&str, &[u8], HeadError)] = &[
             ("empty method", b" / HTTP/1.1\r\n\r\n", BadMethod),
             ("bad method byte", b"GE(T / HTTP/1.1\r\n\r\n", BadMethod),
@@ -1002,6 +1040,9 @@ mod tests {
             ("nine headers", b"GET / HTTP/1.1\r\nA:1\r\nB:2\r\nC:3\r\nD:4\r\nE:5\r\nF:6\r\nG:7\r\nH:8\r\nI:9\r\n\r\n", TooManyHeaders),
             ("request line too long", long_target.as_bytes(), RequestLineTooLong),
             ("request line too long, no line end", &[b'G'; 300], RequestLineTooLong),
+            ("bad method byte after the line is too long", &too_long_then_bad_method, RequestLineTooLong),
+            ("LF after the line is too long", &too_long_then_lf, RequestLineTooLong),
+            ("bad method byte that makes the line too long", &bad_method_at_limit, BadMethod),
             ("head too large", long_header.as_bytes(), HeadTooLarge),
             ("head too large, no line end", &long_header.as_bytes()[..256], HeadTooLarge),
             ("empty lines fill the head", &[b'\n'; 256], HeadTooLarge),
