@@ -244,40 +244,6 @@ fn wal_inspect_shows_time_ranges() {
     );
 }
 
-/// Starts the real binary on `data_dir` and reads its stdout to the end
-/// of start-up: `Ok` (then stopped) if it printed its ready line, `Err`
-/// with its stderr if it exited first.
-fn start_outcome(data_dir: &std::path::Path, extra_args: &[&str]) -> Result<(), String> {
-    use std::io::{BufRead, BufReader, Read};
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(common::binary())
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .args(extra_args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ringest");
-    let stdout = child.stdout.take().expect("stdout piped");
-    let ready = BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .any(|line| line.starts_with("ringest: ready on "));
-    if ready {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Ok(());
-    }
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        let _ = pipe.read_to_string(&mut stderr);
-    }
-    let status = child.wait().expect("wait for ringest");
-    assert!(!status.success(), "exited 0 without being ready: {stderr}");
-    Err(stderr)
-}
-
 /// Goal: a WAL record this build does not read (kind 1: batch format 1,
 /// without row lengths) stops start-up and names where it is, instead of
 /// being dropped with whatever acknowledged points it holds; with
@@ -313,7 +279,7 @@ fn unknown_wal_record_kind_stops_start_up() {
         .join()
         .expect("executor");
 
-    let refused = start_outcome(&data, &["--shards", "1"]).expect_err("start-up refused");
+    let refused = common::start_outcome(&data, &["--shards", "1"]).expect_err("start-up refused");
     assert!(
         refused.contains("record kind 1 is not one this build reads")
             && refused.contains("\"0\"")
@@ -329,4 +295,35 @@ fn unknown_wal_record_kind_stops_start_up() {
         Model::from([((1, 1), 7)]),
         "the earlier point is served"
     );
+}
+
+/// Goal: one data directory serves one process, and a listen address one
+/// process: a second ringest on the same data directory (which would write
+/// the same WAL files) or on an address another socket holds (which
+/// `SO_REUSEPORT` would quietly share) refuses to start, naming why; after
+/// `kill -9` of the first, the lock is gone. Method: real processes.
+#[test]
+fn one_process_per_data_directory_and_address() {
+    let mut first = Server::start(&["--shards", "1"]);
+    let port = common::free_port().to_string();
+    let refused =
+        common::start_outcome(&first.data_dir, &["--listen", &format!("127.0.0.1:{port}")])
+            .expect_err("same data directory refused");
+    assert!(
+        refused.contains("is in use by another ringest (pid "),
+        "{refused}"
+    );
+    let other = TempDir::new("server-second");
+    let refused = common::start_outcome(
+        &other.path.join("data"),
+        &["--listen", &first.addr.to_string()],
+    )
+    .expect_err("same address refused");
+    assert!(
+        refused.contains("another process listens there"),
+        "{refused}"
+    );
+    first.kill9();
+    common::start_outcome(&first.data_dir, &["--listen", &format!("127.0.0.1:{port}")])
+        .expect("the lock dies with its process");
 }

@@ -439,6 +439,44 @@ pub fn query_series(server: &Server, db: &str, q: &str) -> Vec<Series> {
     out
 }
 
+/// Starts the real binary on `data_dir` and reads its stdout to the end
+/// of start-up: `Ok` (then stopped) if it printed its ready line, `Err`
+/// with its stderr if it exited first.
+pub fn start_outcome(data_dir: &std::path::Path, extra_args: &[&str]) -> Result<(), String> {
+    let mut command = Command::new(binary());
+    command.arg("serve").args(extra_args);
+    if !extra_args.contains(&"--listen") {
+        command
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", free_port()));
+    }
+    let mut child = command
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ringest");
+    let stdout = child.stdout.take().expect("stdout piped");
+    let ready = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.starts_with("ringest: ready on "));
+    if ready {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Ok(());
+    }
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    let status = child.wait().expect("wait for ringest");
+    assert!(!status.success(), "exited 0 without being ready: {stderr}");
+    Err(stderr)
+}
+
 /// Runs the `ringest` binary with `args` (e.g. `["wal", "verify", dir]`)
 /// to completion.
 pub fn run_cli(args: &[&str]) -> std::process::Output {
