@@ -314,19 +314,7 @@ fn rejected_lines_by_reason() {
 /// before and after, while the holder still holds the budget.
 #[test]
 fn refusals_for_in_flight_bytes_by_cause() {
-    let dir = TempDir::new("refusals");
-    let config = config_file(
-        &dir,
-        "[http]\nbody_bytes_max = 65536\n\n[backpressure]\ninflight_request_bytes_max = 65536\n",
-    );
-    let server = Server::start(&["--shards", "1", "--config", &config]);
-    let mut holder = server.connect();
-    holder
-        .write_all(b"POST /write?db=x HTTP/1.1\r\nHost: t\r\nContent-Length: 65536\r\nExpect: 100-continue\r\n\r\n")
-        .expect("send head");
-    let mut interim = [0u8; 25];
-    holder.read_exact(&mut interim).expect("100 Continue");
-    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    let (server, _dir, holder) = common::server_with_budget_held();
     let before = scrape(&server);
     let refused = [
         server.write_v1("db=x", "m v=1"),

@@ -524,19 +524,7 @@ fn base64_encode(text: &str) -> String {
 /// was admitted), then one more request on each endpoint.
 #[test]
 fn backpressure_refuses_at_once() {
-    let dir = TempDir::new("pressure");
-    let config = config_file(
-        &dir,
-        "[http]\nbody_bytes_max = 65536\n\n[backpressure]\ninflight_request_bytes_max = 65536\n",
-    );
-    let server = Server::start(&["--shards", "1", "--config", &config]);
-    let mut holder = server.connect();
-    holder
-        .write_all(b"POST /write?db=x HTTP/1.1\r\nHost: t\r\nContent-Length: 65536\r\nExpect: 100-continue\r\n\r\n")
-        .unwrap();
-    let mut interim = [0u8; 25];
-    holder.read_exact(&mut interim).unwrap();
-    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    let (server, _dir, holder) = common::server_with_budget_held();
     let v1 = post(&server, "/write?db=x", &[], b"m v=1");
     assert_eq!(v1.status, 503, "{}", v1.text());
     let retry: u32 = v1

@@ -488,6 +488,27 @@ pub fn start_outcome(data_dir: &std::path::Path, extra_args: &[&str]) -> Result<
     Err(stderr)
 }
 
+/// A one-shard server whose whole in-flight request budget (64 KiB) is
+/// held by one admitted request: its `100 Continue` arrived, its body never
+/// will while the returned stream lives. Every further write is refused
+/// for `request_bytes_in_flight`.
+pub fn server_with_budget_held() -> (Server, TempDir, TcpStream) {
+    let dir = TempDir::new("pressure");
+    let config = config_file(
+        &dir,
+        "[http]\nbody_bytes_max = 65536\n\n[backpressure]\ninflight_request_bytes_max = 65536\n",
+    );
+    let server = Server::start(&["--shards", "1", "--config", &config]);
+    let mut holder = server.connect();
+    holder
+        .write_all(b"POST /write?db=x HTTP/1.1\r\nHost: t\r\nContent-Length: 65536\r\nExpect: 100-continue\r\n\r\n")
+        .expect("send head");
+    let mut interim = [0u8; 25];
+    holder.read_exact(&mut interim).expect("100 Continue");
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    (server, dir, holder)
+}
+
 /// Runs the `ringest` binary with `args` (e.g. `["wal", "verify", dir]`)
 /// to completion.
 pub fn run_cli(args: &[&str]) -> std::process::Output {
