@@ -22,8 +22,6 @@ pub const HEADER_ARRAY_LEN: usize = 128;
 /// Profiles shipped in `tuning/`, compiled into the binary.
 pub const PROFILES: &[(&str, &str)] = &[
     ("default", include_str!("../tuning/default.toml")),
-    ("throughput", include_str!("../tuning/throughput.toml")),
-    ("low-latency", include_str!("../tuning/low-latency.toml")),
     ("small-vm", include_str!("../tuning/small-vm.toml")),
 ];
 

@@ -42,7 +42,7 @@ struct ConfigArgs {
     /// TOML configuration file (only the keys it changes).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Tuning profile: default, throughput, low-latency, small-vm.
+    /// Tuning profile: default, small-vm.
     #[arg(long)]
     profile: Option<String>,
     /// Listen address (overrides the configuration).

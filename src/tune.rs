@@ -43,14 +43,10 @@ const MEMORY_SHARE_PERCENT: u64 = 75;
 const SLOW_SYNC_P50_US: u64 = 2_000;
 /// Below this sequential bandwidth a disk counts as slow.
 const SLOW_WRITE_BYTES_PER_SECOND: f64 = 200.0 * 1e6;
-/// At or below this p99 sync latency small frequent commits are cheap.
-const FAST_SYNC_P99_US: u64 = 1_000;
-/// From this many CPUs on, a host is sized for fleets of clients.
-const LARGE_HOST_CPUS: usize = 8;
 
 /// Profiles that ship a `tuning/<name>.sysctl.conf` fragment (checked
 /// against the directory by a test).
-pub const SYSCTL_PROFILES: &[&str] = &["low-latency", "small-vm", "throughput"];
+pub const SYSCTL_PROFILES: &[&str] = &["default", "small-vm"];
 
 /// What to measure.
 #[derive(Clone, Debug)]
@@ -420,12 +416,12 @@ fn profile_name(name: &str) -> &'static str {
 /// The recommendation rule, from the measurements alone.
 ///
 /// 1. A profile whose worst-case budgets exceed 75 % of the memory limit
-///    is out; if even `default` is out, `small-vm`.
-/// 2. A slow disk (median sync ≥ 2 ms or < 200 MB/s): `throughput`, whose
-///    larger group commits spread each expensive sync over more writers.
-/// 3. A large host (≥ 8 CPUs): `throughput`, sized for fleets of clients.
-/// 4. Otherwise `default`; `low-latency` is named as the alternative when
-///    syncs are fast (p99 ≤ 1 ms), since that is a workload choice.
+///    is out; if `default` is out, `small-vm`.
+/// 2. Otherwise `default`. A slow disk (median sync ≥ 2 ms or < 200 MB/s)
+///    is named in a note: group commit already lets every writer that
+///    arrives during a sync share the next one, and the profiles that
+///    tried to do better with larger batches measured no different
+///    (`bench/RESULTS.md`, 2026-12-01), so no profile is chosen for it.
 pub fn recommend(machine: &Machine, disk: &Disk) -> Recommendation {
     let shards = machine.cpus_allowed.max(1);
     let limit = machine.memory_limit_bytes();
@@ -450,29 +446,6 @@ pub fn recommend(machine: &Machine, disk: &Disk) -> Recommendation {
             ));
         }
         "small-vm"
-    } else if slow_disk && fits("throughput") {
-        reasons.push(format!(
-            "the disk is slow (fdatasync p50 {}, {}): larger group commits spread each sync over more writers",
-            micros(disk.sync_p50_us),
-            rate(disk.write_bytes_per_second())
-        ));
-        reasons.push(format!(
-            "its budgets ({}) fit the {} memory limit",
-            bytes(budget("throughput").unwrap_or(0)),
-            bytes(limit)
-        ));
-        "throughput"
-    } else if machine.cpus_allowed >= LARGE_HOST_CPUS && fits("throughput") {
-        reasons.push(format!(
-            "{} CPUs: a host this size serves fleets of clients, which fill large group commits",
-            machine.cpus_allowed
-        ));
-        reasons.push(format!(
-            "its budgets ({}) fit the {} memory limit",
-            bytes(budget("throughput").unwrap_or(0)),
-            bytes(limit)
-        ));
-        "throughput"
     } else {
         reasons.push(format!(
             "{} CPUs and {} of memory: the default budgets ({}) fit",
@@ -480,23 +453,21 @@ pub fn recommend(machine: &Machine, disk: &Disk) -> Recommendation {
             bytes(limit),
             bytes(budget("default").unwrap_or(0))
         ));
-        if slow_disk {
-            reasons.push("the disk is slow, but throughput's budgets do not fit memory".into());
-        } else {
-            reasons.push(format!(
-                "the disk keeps up (fdatasync p50 {}, {})",
-                micros(disk.sync_p50_us),
-                rate(disk.write_bytes_per_second())
-            ));
-        }
-        if disk.sync_p99_us <= FAST_SYNC_P99_US && fits("low-latency") {
-            notes.push(format!(
-                "fdatasync p99 is {}: low-latency suits clients that send small writes and wait on each 204",
-                micros(disk.sync_p99_us)
-            ));
-        }
         "default"
     };
+    if slow_disk {
+        notes.push(format!(
+            "the disk is slow (fdatasync p50 {}, {}): every 204 waits for it; group commit spreads each sync over the writers that wait",
+            micros(disk.sync_p50_us),
+            rate(disk.write_bytes_per_second())
+        ));
+    } else {
+        reasons.push(format!(
+            "the disk keeps up (fdatasync p50 {}, {})",
+            micros(disk.sync_p50_us),
+            rate(disk.write_bytes_per_second())
+        ));
+    }
 
     if matches!(disk.filesystem, "tmpfs" | "overlayfs") {
         notes.push(format!(
@@ -673,18 +644,21 @@ mod tests {
     #[test]
     fn rule_table() {
         let cases = [
-            (machine(2, 2), disk(300, 600, 500), "small-vm"),
-            (machine(4, 64), disk(5_000, 9_000, 500), "throughput"),
-            (machine(4, 64), disk(300, 600, 50), "throughput"),
-            (machine(16, 256), disk(300, 600, 1000), "throughput"),
-            (machine(4, 64), disk(300, 600, 1000), "default"),
-            // Slow disk, but throughput's budgets do not fit: default.
-            (machine(2, 16), disk(5_000, 9_000, 500), "default"),
+            (machine(2, 2), disk(300, 600, 500), "small-vm", false),
+            (machine(4, 64), disk(5_000, 9_000, 500), "default", true),
+            (machine(4, 64), disk(300, 600, 50), "default", true),
+            (machine(16, 256), disk(300, 600, 1000), "default", false),
+            (machine(2, 16), disk(300, 600, 1000), "default", false),
         ];
-        for (m, d, expected) in cases {
+        for (m, d, expected, slow_note) in cases {
             let r = recommend(&m, &d);
             assert_eq!(r.profile, expected, "{m:?} {d:?}: {r:?}");
             assert!(!r.reasons.is_empty());
+            assert_eq!(
+                r.notes.iter().any(|n| n.contains("the disk is slow")),
+                slow_note,
+                "{r:?}"
+            );
         }
     }
 

@@ -303,7 +303,7 @@ fn install_into_prefix_produces_a_complete_service() {
         "--binary",
         binary(),
         "--profile",
-        "throughput",
+        "small-vm",
         "--sysctl",
     ]);
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -322,7 +322,7 @@ fn install_into_prefix_produces_a_complete_service() {
     assert_eq!(link, Path::new("/etc/systemd/system/ringest.service"));
     assert_eq!(
         std::fs::read_to_string(p("etc/sysctl.d/60-ringest.conf")).expect("sysctl fragment"),
-        std::fs::read_to_string(source("tuning/throughput.sysctl.conf")).expect("source")
+        std::fs::read_to_string(source("tuning/small-vm.sysctl.conf")).expect("source")
     );
     assert!(p("var/lib/ringest").is_dir(), "state directory");
     let passwd = std::fs::read_to_string(p("etc/passwd")).expect("passwd in the root");
@@ -372,7 +372,7 @@ fn install_into_prefix_produces_a_complete_service() {
         "{effective}"
     );
     // The profile's own values survived the merge.
-    assert!(effective.contains("listen_backlog = 4096"), "{effective}");
+    assert!(effective.contains("ring_depth = 64"), "{effective}");
 }
 
 /// Goal: every shipped profile installs into a config that passes
@@ -424,7 +424,7 @@ fn dry_run_changes_nothing_and_shows_the_commands() {
         binary(),
         "--sysctl",
         "--profile",
-        "small-vm",
+        "default",
         "--dry-run",
     ]);
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -466,7 +466,7 @@ fn uninstall_keeps_data_unless_purged() {
         binary(),
         "--sysctl",
         "--profile",
-        "low-latency",
+        "default",
     ]);
     let data = root.path.join("var/lib/ringest/wal-marker");
     std::fs::write(&data, b"data").expect("data file");

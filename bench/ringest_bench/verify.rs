@@ -4,7 +4,8 @@
 //! acknowledged blocks (see `workload` for the point → series mapping); the
 //! stored counts come from the server:
 //!
-//! - `influxql`: `SELECT count("<field>") FROM "<measurement>" GROUP BY *`
+//! - `influxql`: `SELECT count("<field>") FROM "<measurement>" GROUP BY *`,
+//!   in time windows of at most 2 M points (summed per series)
 //!   on `/query` (InfluxDB 1.x, ringest, the built-in `count` server);
 //! - `victoria`: VictoriaMetrics answers no InfluxQL; it is asked
 //!   `count_over_time(<measurement>_<field>{db="<db>"}[window])` on
@@ -218,17 +219,54 @@ fn number(value: &simd_json::BorrowedValue) -> Option<u64> {
         })
 }
 
+/// Points one count query covers at most. A server may bound the rows a
+/// query reads (ringest: `query.rows_max`, 10 M by default, counted before
+/// aggregation), so the count is asked for in time windows of at most this
+/// many points and summed per series.
+const POINTS_PER_QUERY: u64 = 2_000_000;
+
 fn influxql_counts(plan: &VerifyPlan) -> Result<Stored, VerifyError> {
     let workload = plan.workload;
-    let statement = format!(
-        "SELECT count(\"{}\") FROM \"{}\" GROUP BY *",
-        workload.count_field(),
-        workload.measurement()
-    );
+    // Point p of the run is at start_ns + (p / series) * step_ns: `steps`
+    // windows of `steps_per_query` steps cover every point sent. The first
+    // window is open below and the last open above, so points at any other
+    // time are counted too (as excess).
+    let steps = plan.points_issued.div_ceil(workload.series.max(1)) + 1;
+    let steps_per_query = (POINTS_PER_QUERY / workload.series.max(1)).max(1);
+    let time_at = |step: u64| workload.start_ns + step * workload.step_ns;
+    let mut stored = Stored::new();
+    let mut step = 0;
+    while step < steps {
+        let next = step + steps_per_query;
+        let lower = (step > 0).then(|| format!("time >= {}", time_at(step)));
+        let upper = (next < steps).then(|| format!("time < {}", time_at(next)));
+        let condition = match (lower, upper) {
+            (None, None) => String::new(),
+            (Some(one), None) | (None, Some(one)) => format!(" WHERE {one}"),
+            (Some(lower), Some(upper)) => format!(" WHERE {lower} AND {upper}"),
+        };
+        let statement = format!(
+            "SELECT count(\"{}\") FROM \"{}\"{condition} GROUP BY *",
+            workload.count_field(),
+            workload.measurement()
+        );
+        influxql_count_query(plan, &statement, &mut stored)?;
+        step = next;
+    }
+    Ok(stored)
+}
+
+/// Runs one `SELECT count(…) … GROUP BY *` and adds its per-series counts.
+fn influxql_count_query(
+    plan: &VerifyPlan,
+    statement: &str,
+    stored: &mut Stored,
+) -> Result<(), VerifyError> {
+    let workload = plan.workload;
     let path = format!(
         "/query?db={}&q={}",
         client::encode(plan.database),
-        client::encode(&statement)
+        client::encode(statement)
     );
     let mut body = query(plan, &path)?;
     let value = simd_json::to_borrowed_value(&mut body).map_err(|_| VerifyError::Json)?;
@@ -240,9 +278,8 @@ fn influxql_counts(plan: &VerifyPlan) -> Result<Stored, VerifyError> {
     if let Some(error) = result.get("error").and_then(|e| e.as_str()) {
         return Err(VerifyError::QueryFailed(error.to_string()));
     }
-    let mut stored = Stored::new();
     let Some(series) = result.get("series").and_then(|s| s.as_array()) else {
-        return Ok(stored); // No series at all: nothing stored.
+        return Ok(()); // No series in this window: nothing stored there.
     };
     for one in series {
         let tag = one
@@ -259,7 +296,7 @@ fn influxql_counts(plan: &VerifyPlan) -> Result<Stored, VerifyError> {
             .ok_or(VerifyError::Json)?;
         stored.push((tag.and_then(|t| workload.series_index(t)), count));
     }
-    Ok(stored)
+    Ok(())
 }
 
 fn victoria_counts(plan: &VerifyPlan) -> Result<Stored, VerifyError> {
