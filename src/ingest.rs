@@ -192,6 +192,14 @@ struct Routed {
 }
 
 impl Routed {
+    /// Encodes an accepted line into the sub-batch of its owning shard.
+    fn accept(&mut self, point: &Point<'_>, database: &str) {
+        let target = route::owner(point.series_hash, self.per_shard.len());
+        self.per_shard[target].push(point);
+        self.seal_if_full(target, database);
+        self.lines_accepted += 1;
+    }
+
     fn seal_if_full(&mut self, target: usize, database: &str) {
         if self.per_shard[target].len_bytes() >= self.payload_bytes_target {
             let payload = self.per_shard[target].take(database);
@@ -308,10 +316,7 @@ fn route_lines(
             continue;
         }
         if known_shape.matches(&point) {
-            let target = route::owner(point.series_hash, shard.count);
-            routed.per_shard[target].push(&point);
-            routed.seal_if_full(target, database);
-            routed.lines_accepted += 1;
+            routed.accept(&point, database);
             continue;
         }
         let table = known_database.and_then(|db| db.tables.get(point.measurement.as_ref()));
@@ -359,10 +364,7 @@ fn route_lines(
             routed.pending_lines.push(point.line_number);
         } else {
             known_shape.remember(&point);
-            let target = route::owner(point.series_hash, shard.count);
-            routed.per_shard[target].push(&point);
-            routed.seal_if_full(target, database);
-            routed.lines_accepted += 1;
+            routed.accept(&point, database);
         }
     }
     routed
