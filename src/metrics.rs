@@ -175,6 +175,28 @@ pub struct Snapshot {
 /// A named counter or gauge and how to read it from a snapshot.
 type Family<T> = (&'static str, &'static str, fn(&T) -> u64);
 
+/// One counter with a label besides `shard`: a `# HELP`/`# TYPE` header,
+/// then every (label value, count) of every shard, zeros included.
+fn labelled_counter(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    snapshots: &[Snapshot],
+    values: impl Fn(&Snapshot) -> Vec<(&'static str, u64)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for s in snapshots {
+        for (value, count) in values(s) {
+            let _ = writeln!(
+                out,
+                "{name}{{shard=\"{}\",{label}=\"{value}\"}} {count}",
+                s.shard
+            );
+        }
+    }
+}
+
 /// Prometheus text exposition (format 0.0.4) of all shards.
 pub fn render(snapshots: &[Snapshot]) -> String {
     let mut out = String::with_capacity(8192);
@@ -208,36 +230,34 @@ pub fn render(snapshots: &[Snapshot]) -> String {
             }
         }
     }
-    let name = "ringest_lines_rejected_total";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Lines rejected, by reason (parse, schema_conflict, limit).\n# TYPE {name} counter"
+    labelled_counter(
+        &mut out,
+        "ringest_lines_rejected_total",
+        "Lines rejected, by reason (parse, schema_conflict, limit).",
+        "reason",
+        snapshots,
+        |s| {
+            RejectReason::ALL
+                .iter()
+                .map(|r| r.label())
+                .zip(s.lines_rejected)
+                .collect()
+        },
     );
-    for s in snapshots {
-        for (reason, count) in RejectReason::ALL.iter().zip(s.lines_rejected) {
-            let _ = writeln!(
-                out,
-                "{name}{{shard=\"{}\",reason=\"{}\"}} {count}",
-                s.shard,
-                reason.label()
-            );
-        }
-    }
-    let name = "ringest_refusals_total";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Requests refused with 429 or 503, by cause.\n# TYPE {name} counter"
+    labelled_counter(
+        &mut out,
+        "ringest_refusals_total",
+        "Requests refused with 429 or 503, by cause.",
+        "cause",
+        snapshots,
+        |s| {
+            RefusalCause::ALL
+                .iter()
+                .map(|c| c.label())
+                .zip(s.refusals)
+                .collect()
+        },
     );
-    for s in snapshots {
-        for (cause, count) in RefusalCause::ALL.iter().zip(s.refusals) {
-            let _ = writeln!(
-                out,
-                "{name}{{shard=\"{}\",cause=\"{}\"}} {count}",
-                s.shard,
-                cause.label()
-            );
-        }
-    }
     let counters: [Family<Snapshot>; 4] = [
         (
             "ringest_points_accepted_total",
