@@ -35,7 +35,9 @@ use std::task::{Poll, Waker};
 use hdrhistogram::Histogram;
 
 use crate::wal::record::{encode_into, record_bytes, Sequence};
-use crate::wal::segment::{create_segment, SegmentHeader, SEGMENT_HEADER_BYTES};
+use crate::wal::segment::{
+    create_segment, create_spare, write_header, SegmentHeader, SEGMENT_HEADER_BYTES,
+};
 use crate::wal::storage::{GlommioStorage, Storage, WAL_BLOCK_BYTES};
 use crate::wal::{Cause, IoStep, WalError, WalOpenError, WalOptions};
 
@@ -313,6 +315,9 @@ impl<S: Storage> Wal<S> {
         header.encode_into(&mut S::buffer_bytes_mut(&mut open.buffer)[..SEGMENT_HEADER_BYTES]);
         let batch_delay = options.batch_delay;
         let dir = options.dir.clone();
+        let spare_room = options
+            .spare_segment
+            .then(|| options.wal_bytes_max.saturating_sub(existing) / options.segment_bytes);
         let state = State {
             options,
             storage: Rc::clone(&storage),
@@ -350,14 +355,19 @@ impl<S: Storage> Wal<S> {
         let shared = Rc::new(Shared {
             state: RefCell::new(state),
         });
-        let committer = Committer {
+        let mut committer = Committer {
             shared: Rc::clone(&shared),
             storage,
             dir,
             file: Some(file),
             segment_index: 0,
             batch_delay,
+            generation: header.generation,
+            segment_bytes: header.segment_bytes,
+            spare_room,
+            spare: None,
         };
+        committer.prepare_spare();
         glommio::spawn_local(committer.run()).detach();
         Ok(Wal {
             owner: Rc::new(Owner { shared }),
@@ -522,10 +532,42 @@ struct Committer<S: Storage> {
     file: Option<S::File>,
     segment_index: u64,
     batch_delay: std::time::Duration,
+    generation: u64,
+    segment_bytes: u64,
+    /// With spares on: how many segments of this run fit in `wal_bytes_max`
+    /// (a spare is made only if the segment it becomes fits).
+    spare_room: Option<u64>,
+    /// The next segment's file (`segment_index + 1`), being created.
+    spare: Option<glommio::Task<SpareResult<S::File>>>,
 }
 
 /// Result of one batch: Ok, or the failing step and error.
 type BatchResult = Result<(), (IoStep, std::io::Error)>;
+
+/// A spare segment file, or the step of its creation that failed.
+type SpareResult<F> = Result<F, (IoStep, std::io::Error)>;
+
+/// Creates segment `index`'s file ahead of use: create + `fallocate`, then
+/// the directory `fsync` that makes its name durable. Its header is written
+/// (and synced) only when the committer starts using it.
+async fn make_spare<S: Storage>(
+    storage: Rc<S>,
+    dir: PathBuf,
+    generation: u64,
+    index: u64,
+    segment_bytes: u64,
+) -> SpareResult<S::File> {
+    let file = create_spare(&*storage, &dir, generation, index, segment_bytes)
+        .await
+        .map_err(|e| (IoStep::CreateSegment, e))?;
+    if let Err(error) = storage.sync_dir(&dir).await {
+        if let Err(close) = storage.close(file).await {
+            tracing::warn!(dir = %dir.display(), error = %close, "closing spare WAL segment failed");
+        }
+        return Err((IoStep::SyncDir, error));
+    }
+    Ok(file)
+}
 
 impl<S: Storage> Committer<S> {
     async fn run(mut self) {
@@ -607,6 +649,7 @@ impl<S: Storage> Committer<S> {
                 tracing::warn!(dir = %self.dir.display(), %error, "closing WAL segment failed");
             }
         }
+        self.discard_spare().await;
         let mut state = self.shared.state.borrow_mut();
         state.committer_done = true;
         for waker in state.close_waiters.drain(..) {
@@ -639,7 +682,9 @@ impl<S: Storage> Committer<S> {
     }
 
     /// Syncs the current segment (its last groups were written this round),
-    /// creates the next one and makes its header and directory entry durable.
+    /// then starts the next: takes the spare file (or creates one now), writes
+    /// its header and syncs it. The spare's name was made durable when it was
+    /// created, so nothing written into it can lose its directory entry.
     async fn start_segment(&mut self, header: &SegmentHeader) -> BatchResult {
         assert_eq!(
             header.index,
@@ -655,20 +700,65 @@ impl<S: Storage> Committer<S> {
                 tracing::warn!(dir = %self.dir.display(), %error, "closing WAL segment failed");
             }
         }
-        let file = create_segment(&*self.storage, &self.dir, header)
+        let file = match self.spare.take() {
+            Some(spare) => spare.await?,
+            None => {
+                let storage = Rc::clone(&self.storage);
+                let dir = self.dir.clone();
+                make_spare(
+                    storage,
+                    dir,
+                    self.generation,
+                    header.index,
+                    self.segment_bytes,
+                )
+                .await?
+            }
+        };
+        write_header(&*self.storage, &file, header)
             .await
             .map_err(|e| (IoStep::CreateSegment, e))?;
         self.storage
             .sync_data(&file)
             .await
             .map_err(|e| (IoStep::SyncSegmentHeader, e))?;
-        self.storage
-            .sync_dir(&self.dir)
-            .await
-            .map_err(|e| (IoStep::SyncDir, e))?;
         self.file = Some(file);
         self.segment_index = header.index;
         self.shared.state.borrow_mut().stats.segments_created += 1;
+        self.prepare_spare();
         Ok(())
+    }
+
+    /// Starts creating the file of segment `segment_index + 1` in the
+    /// background, if spares are on and that segment fits the WAL budget.
+    fn prepare_spare(&mut self) {
+        let index = self.segment_index + 1;
+        match self.spare_room {
+            Some(room) if index < room => {}
+            _ => return,
+        }
+        let storage = Rc::clone(&self.storage);
+        let dir = self.dir.clone();
+        let spare = make_spare(storage, dir, self.generation, index, self.segment_bytes);
+        self.spare = Some(glommio::spawn_local(spare));
+    }
+
+    /// At close: an unused spare is removed (if that fails, or after a
+    /// crash, recovery removes it: it never held a header).
+    async fn discard_spare(&mut self) {
+        let Some(spare) = self.spare.take() else {
+            return;
+        };
+        let Ok(file) = spare.await else { return };
+        let path = self.dir.join(crate::wal::segment::segment_file_name(
+            self.generation,
+            self.segment_index + 1,
+        ));
+        if let Err(error) = self.storage.close(file).await {
+            tracing::warn!(dir = %self.dir.display(), %error, "closing spare WAL segment failed");
+        }
+        if let Err(error) = self.storage.remove_file(&path).await {
+            tracing::warn!(file = %path.display(), %error, "removing the unused spare WAL segment failed; the next start removes it");
+        }
     }
 }

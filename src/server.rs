@@ -545,6 +545,7 @@ async fn start_shard(seed: ShardSeed) -> Result<(Rc<Shard>, (TcpListener, i32)),
         pending_bytes_max: config.wal.pending_bytes_max,
         wal_bytes_max: config.wal.wal_bytes_max,
         batch_delay: Duration::from_micros(config.wal.batch_delay_us),
+        spare_segment: true,
     };
     let plan = seed.fault.map(|fault| (FaultPlan::new(), fault));
     let storage = match &plan {
@@ -559,7 +560,12 @@ async fn start_shard(seed: ShardSeed) -> Result<(Rc<Shard>, (TcpListener, i32)),
         plan.inject(fault);
     }
     let owner = if seed.id == route::CATALOG_OWNER {
-        let catalog_wal = Wal::open(wal_options(data_dir.join("catalog")))
+        // The catalog log rarely rotates: no spare segment for it.
+        let catalog_options = WalOptions {
+            spare_segment: false,
+            ..wal_options(data_dir.join("catalog"))
+        };
+        let catalog_wal = Wal::open(catalog_options)
             .await
             .map_err(|e| format!("open catalog WAL: {e}"))?;
         Some(CatalogOwner {

@@ -50,11 +50,17 @@ struct Outcome {
 /// Acknowledges one record, arms `fault`, appends 8 records as one batch
 /// (all appended before the committer runs), awaits them all, then tries
 /// one more append. Writes the storage image (no power loss) for recovery.
+/// With `rotate`, the first segment is filled first so that the batch
+/// needs the next one, and `fault` is armed before the WAL opens (the next
+/// segment's file is prepared right after open, in the background).
 fn scenario(fault: Fault, rotate: bool) -> Outcome {
     let image = TempDir::new("wal-fault");
     let image_root = image.path.clone();
     let (batch, health, later_append, acked_before) = run_async(move || async move {
         let storage = MemStorage::new();
+        if rotate {
+            storage.inject(fault);
+        }
         let wal = Wal::open_with(options(&prefix().join("0")), storage.clone())
             .await
             .expect("open");
@@ -74,7 +80,9 @@ fn scenario(fault: Fault, rotate: bool) -> Outcome {
             }
         }
         let acked_before = wal.stats().synced_sequence;
-        storage.inject(fault);
+        if !rotate {
+            storage.inject(fault);
+        }
         let payload = vec![9u8; if rotate { 3000 } else { 100 }];
         let mut sequences = Vec::new();
         for _ in 0..8 {
@@ -158,13 +166,15 @@ fn enospc_on_write_reports_no_space() {
     assert_unhealthy_after(&outcome, IoStep::Write, true);
 }
 
-/// Goal: ENOSPC while preallocating a new segment (rotation) reports
-/// NoSpace; the half-created segment is removed by recovery and the
+/// Goal: ENOSPC while preallocating the next segment reports NoSpace to
+/// the batch that needs it (the spare is made ahead, the error surfaces at
+/// rotation); the half-created segment is removed by recovery and the
 /// acknowledged data replays.
-/// Method: fill the first segment, then ENOSPC on the next preallocate.
+/// Method: ENOSPC on the second preallocate (the first is segment 0 at
+/// open, the second its spare), then fill the first segment.
 #[test]
 fn enospc_on_rotation_reports_no_space() {
-    let outcome = scenario(Fault::NoSpaceOnPreallocate(1), true);
+    let outcome = scenario(Fault::NoSpaceOnPreallocate(2), true);
     assert_unhealthy_after(&outcome, IoStep::CreateSegment, true);
 }
 

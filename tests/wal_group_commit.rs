@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use common::TempDir;
 use glommio::{LocalExecutorBuilder, Placement};
-use ringest::wal::{self, Wal, WalOptions};
+use ringest::wal::segment::{segment_file_name, SegmentHeader};
+use ringest::wal::{self, MemStorage, Wal, WalOptions};
 
 fn run_async<F, Fut, T>(f: F) -> T
 where
@@ -164,6 +165,64 @@ fn segments_rotate_at_segment_bytes() {
     let mut sequences = Vec::new();
     wal::replay(&root.path, |r| sequences.push(r.sequence.0)).expect("replay");
     assert_eq!(sequences, (1..=301).collect::<Vec<u64>>());
+}
+
+/// Yields to the executor until `path` exists in `storage` (the spare is
+/// made by a background task; this waits for that event, not for a time).
+async fn until_exists(storage: &MemStorage, path: &Path) {
+    for _ in 0..10_000 {
+        if storage.paths().iter().any(|p| p == path) {
+            return;
+        }
+        futures_lite::future::yield_now().await;
+    }
+    panic!("{} never appeared", path.display());
+}
+
+/// Goal: the next segment's file is prepared before it is needed, so a
+/// rotation only writes and syncs a header: while segment k is in use, the
+/// file of segment k+1 already exists at full size, all zeros (no header);
+/// at rotation that file gets the header and the records; an unused spare
+/// is removed at close.
+/// Method: MemStorage, 16 KiB segments; wait for the spare of segment 1,
+/// fill segment 0 until the log rotates, check segment 1's header and the
+/// spare of segment 2; close; check segment 2's file is gone.
+#[test]
+fn next_segment_is_prepared_ahead() {
+    run_async(|| async {
+        let storage = MemStorage::new();
+        let dir = Path::new("/mem/0");
+        let mut options = options(dir, 7);
+        options.segment_bytes = 16 << 10;
+        options.batch_bytes_max = 4 << 10;
+        let wal = Wal::open_with(options, storage.clone())
+            .await
+            .expect("open");
+        let segment = |index| dir.join(segment_file_name(7, index));
+        until_exists(&storage, &segment(1)).await;
+        let spare = storage.contents(&segment(1)).expect("spare");
+        assert_eq!(spare.len(), 16 << 10, "spare is preallocated in full");
+        assert!(spare.iter().all(|&b| b == 0), "spare has no header yet");
+        let mut n = 0;
+        while wal.stats().segments_created < 2 {
+            let seq = wal.append(2, &payload(0, n)).expect("append");
+            wal.synced(seq).await.expect("synced");
+            n += 1;
+            assert!(n < 1000, "never rotated");
+        }
+        let started = storage.contents(&segment(1)).expect("segment 1");
+        let header = SegmentHeader::decode(&started).expect("segment 1 has its header");
+        assert_eq!((header.generation, header.index), (7, 1));
+        until_exists(&storage, &segment(2)).await;
+        wal.close().await;
+        assert!(
+            !storage.paths().contains(&segment(2)),
+            "unused spare removed at close: {:?}",
+            storage.paths()
+        );
+        let expected: Vec<_> = [segment(0), segment(1)].into();
+        assert_eq!(storage.paths(), expected);
+    });
 }
 
 /// Goal: replay order is (generation, shard dir numerically, sequence),

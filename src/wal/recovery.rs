@@ -123,7 +123,9 @@ pub struct DirReport {
     pub segments: u64,
     pub records: u64,
     pub truncated: Option<Truncation>,
-    /// Newest segments whose creation never finished (no valid header).
+    /// Segments after the newest one holding records that never held one
+    /// (no valid header, zeros after it): an unused spare, or a creation a
+    /// crash interrupted.
     pub removed: Vec<PathBuf>,
     /// Corruptions skipped because `skip_corrupt` was given.
     pub skipped: Vec<Corruption>,
@@ -239,6 +241,47 @@ fn read_into(path: &Path, buffer: &mut Vec<u8>) -> Result<(), RecoveryError> {
         .and_then(|mut f| f.read_to_end(buffer))
         .map_err(io_at(path))?;
     Ok(())
+}
+
+/// A segment "never held a record" when its header does not decode and
+/// every byte after the header area is zero: a spare the committer prepared
+/// ahead (it gets its header only when taken into use), or a creation a
+/// crash interrupted.
+fn never_held_a_record(bytes: &[u8]) -> bool {
+    SegmentHeader::decode(bytes).is_err()
+        && all_zero(bytes.get(SEGMENT_HEADER_BYTES..).unwrap_or(&[]))
+}
+
+/// Position of the last segment of `dir` that may hold records: the
+/// segments after it never held one. `None` if no segment may. Reads a
+/// segment whole only if its header does not decode (normally one spare).
+fn last_holding_segment(
+    dir: &LogDir,
+    buffer: &mut Vec<u8>,
+) -> Result<Option<usize>, RecoveryError> {
+    for (i, (_, _, path)) in dir.segments.iter().enumerate().rev() {
+        let mut head = [0u8; SEGMENT_HEADER_BYTES];
+        let read = File::open(path)
+            .and_then(|mut f| {
+                let mut n = 0;
+                while n < head.len() {
+                    match f.read(&mut head[n..])? {
+                        0 => break,
+                        k => n += k,
+                    }
+                }
+                Ok(n)
+            })
+            .map_err(io_at(path))?;
+        if SegmentHeader::decode(&head[..read]).is_ok() {
+            return Ok(Some(i));
+        }
+        read_into(path, buffer)?;
+        if !never_held_a_record(buffer) {
+            return Ok(Some(i));
+        }
+    }
+    Ok(None)
 }
 
 // ---------------------------------------------------------------------------
@@ -359,6 +402,8 @@ enum Verdict {
         torn: bool,
     },
     /// Newest segment without a valid header and nothing after it.
+    /// After the last segment that may hold records, never held one (an
+    /// unused spare, or a creation a crash interrupted): removed.
     RemoveUnfinished,
     Corrupt(Corruption),
 }
@@ -380,9 +425,12 @@ fn analyze_dir(
 ) -> Result<(), RecoveryError> {
     // (generation, index, last sequence) of the previous intact segment.
     let mut previous: Option<(u64, u64, u64)> = None;
-    let count = dir.segments.len();
+    // The newest segment is the last that may hold records: only it can
+    // have been in the middle of a write. Spares after it are removed.
+    let last_holding = last_holding_segment(dir, buffer)?;
     for (i, (generation, index, path)) in dir.segments.iter().enumerate() {
-        let newest = i + 1 == count;
+        let newest = last_holding == Some(i);
+        let after_newest = last_holding.is_none_or(|last| i > last);
         read_into(path, buffer)?;
         let scan = scan(buffer);
         let corrupt = |offset: u64, kind| {
@@ -393,11 +441,7 @@ fn analyze_dir(
             })
         };
         let verdict = match (&scan.header, &scan.end) {
-            (Err(_), _)
-                if newest && all_zero(buffer.get(SEGMENT_HEADER_BYTES..).unwrap_or(&[])) =>
-            {
-                Verdict::RemoveUnfinished
-            }
+            _ if after_newest => Verdict::RemoveUnfinished,
             (Err(_), End::Damaged { kind, .. }) => corrupt(0, *kind),
             (Err(e), End::Clean) => corrupt(0, CorruptionKind::SegmentHeader(*e)),
             (Ok(header), end) => {
@@ -476,8 +520,9 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Verifies every segment of every directory under `wal_root`, cuts the torn
-/// or zeroed tail of each directory's newest segment (durably), removes a
-/// newest segment whose creation never finished, and fails with file and
+/// or zeroed tail of each directory's newest segment (the last one that may
+/// hold records; durably), removes the segments after it, which never held
+/// a record (an unused spare, or an interrupted creation), and fails with file and
 /// offset on any other corruption unless `skip_corrupt` (then it is logged,
 /// reported, and [`replay`] stops reading that segment at the damage).
 pub fn recover(wal_root: &Path, skip_corrupt: bool) -> Result<RecoveryReport, RecoveryError> {
@@ -535,7 +580,7 @@ pub fn recover(wal_root: &Path, skip_corrupt: bool) -> Result<RecoveryReport, Re
                     tracing::warn!(
                         file = %path.display(),
                         bytes = analyzed.file_bytes,
-                        "WAL: removed a segment whose creation never finished (no header, no data)"
+                        "WAL: removed a segment that never held a record (unused spare, or a creation a crash interrupted)"
                     );
                     dir_report.segments -= 1;
                     dir_report.removed.push(path.clone());
@@ -726,7 +771,8 @@ pub fn inspect_with(
                     a.file_bytes - offset
                 ),
                 Verdict::RemoveUnfinished => {
-                    "UNFINISHED segment creation (removed at next start)".to_string()
+                    "never held a record: unused spare or unfinished creation (removed at next start)"
+                        .to_string()
                 }
                 Verdict::Corrupt(c) => {
                     clean = false;

@@ -127,20 +127,51 @@ pub async fn create_segment<S: Storage>(
     dir: &Path,
     header: &SegmentHeader,
 ) -> io::Result<S::File> {
+    let file = create_spare(
+        storage,
+        dir,
+        header.generation,
+        header.index,
+        header.segment_bytes,
+    )
+    .await?;
+    write_header(storage, &file, header).await?;
+    Ok(file)
+}
+
+/// Creates the file of segment `index` at its full preallocated size with
+/// no header yet: every byte reads as zero. The committer prepares the next
+/// segment this way ahead of time and writes its header when it starts
+/// using it ([`write_header`]); recovery removes such a file when it is
+/// found after the last segment that holds a header.
+pub async fn create_spare<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    generation: u64,
+    index: u64,
+    segment_bytes: u64,
+) -> io::Result<S::File> {
     assert!(
-        header.segment_bytes % WAL_BLOCK_BYTES as u64 == 0
-            && header.segment_bytes > WAL_BLOCK_BYTES as u64,
+        segment_bytes % WAL_BLOCK_BYTES as u64 == 0 && segment_bytes > WAL_BLOCK_BYTES as u64,
         "invariant: segment_bytes validated by WalOptions::validate"
     );
-    let path = dir.join(segment_file_name(header.generation, header.index));
+    let path = dir.join(segment_file_name(generation, index));
     let file = storage.create_file(&path).await?;
-    storage.preallocate(&file, header.segment_bytes).await?;
+    storage.preallocate(&file, segment_bytes).await?;
+    Ok(file)
+}
+
+/// Writes the header block (header, then zeros) at offset 0; not synced.
+pub async fn write_header<S: Storage>(
+    storage: &S,
+    file: &S::File,
+    header: &SegmentHeader,
+) -> io::Result<()> {
     let mut block = storage.alloc_buffer(WAL_BLOCK_BYTES);
     let bytes = S::buffer_bytes_mut(&mut block);
     bytes.fill(0);
     header.encode_into(&mut bytes[..SEGMENT_HEADER_BYTES]);
-    storage.write_at(&file, block, 0).await?;
-    Ok(file)
+    storage.write_at(file, block, 0).await
 }
 
 #[cfg(test)]

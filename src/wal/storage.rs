@@ -57,6 +57,8 @@ pub trait Storage: 'static {
     /// Makes the directory's entries (files created in it) durable.
     async fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     async fn close(&self, file: Self::File) -> io::Result<()>;
+    /// Removes a closed file (an unused spare segment at shutdown).
+    async fn remove_file(&self, path: &Path) -> io::Result<()>;
 }
 
 /// Converts a glommio error to `io::Error` keeping the OS error code (the
@@ -195,6 +197,9 @@ impl Storage for GlommioStorage {
     }
     async fn close(&self, file: Self::File) -> io::Result<()> {
         file.close().await.map_err(to_io)
+    }
+    async fn remove_file(&self, path: &Path) -> io::Result<()> {
+        glommio::io::remove(path).await.map_err(to_io)
     }
 }
 
@@ -404,6 +409,11 @@ impl MemStorage {
         Ok(())
     }
 
+    /// What a read of `path` would see now, if it exists (test helper).
+    pub fn contents(&self, path: &Path) -> Option<Vec<u8>> {
+        self.state.borrow().files.get(path).map(|f| f.data.clone())
+    }
+
     /// Paths of the files that exist now.
     pub fn paths(&self) -> Vec<PathBuf> {
         self.state.borrow().files.keys().cloned().collect()
@@ -499,5 +509,13 @@ impl Storage for MemStorage {
     }
     async fn close(&self, _file: Self::File) -> io::Result<()> {
         Ok(())
+    }
+    async fn remove_file(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.state.borrow_mut();
+        state
+            .files
+            .remove(path)
+            .map(|_| ())
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))
     }
 }
