@@ -446,3 +446,44 @@ wait "$child"
         "{log}"
     );
 }
+
+/// Goal: `ringest-bench disk` (the disk alone, written like the WAL) runs
+/// every write + fdatasync pair it promises from every writer, prints the
+/// percentiles, and leaves no probe file behind; bad arguments exit 1.
+/// Method: tiny size (2 writers x 20 pairs of 4 KiB) in a temp dir, with
+/// and without --prezero.
+#[test]
+fn disk_probe_runs_and_cleans_up() {
+    let dir = common::TempDir::new("bench-disk");
+    let dir_arg = dir.path.to_str().expect("utf-8 temp path");
+    for extra in [None, Some("--prezero")] {
+        let mut args = vec![
+            "disk",
+            "--dir",
+            dir_arg,
+            "--writers",
+            "2",
+            "--rate",
+            "200",
+            "--bytes",
+            "4096",
+            "--seconds",
+            "0.1",
+        ];
+        args.extend(extra);
+        let output = bench(&args);
+        assert!(output.status.success(), "{}", describe(&output));
+        let text = stdout(&output);
+        assert!(
+            text.contains(": 40 syncs;") && text.contains("p99 "),
+            "{text}"
+        );
+        assert_eq!(
+            std::fs::read_dir(&dir.path).expect("dir").count(),
+            0,
+            "probe files removed"
+        );
+    }
+    let output = bench(&["disk", "--dir", dir_arg, "--writers", "0"]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+}

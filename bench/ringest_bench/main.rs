@@ -6,7 +6,9 @@
 //! - `run`: one load run (closed or open loop), a summary on stdout, one CSV
 //!   row, then verification that every acknowledged point is stored;
 //! - `discard`: the built-in reference server (`discard` or `count` mode);
-//! - `report`: the medians table and SVG charts from a CSV file.
+//! - `report`: the medians table and SVG charts from a CSV file;
+//! - `disk`: the data disk alone, written the way the WAL writes it
+//!   (paced O_DIRECT write + `fdatasync` pairs from N writers).
 //!
 //! Exit codes of `run`: 0 all good; 1 bad arguments or set-up failure;
 //! 2 verification found acknowledged points missing (or phantom points);
@@ -21,6 +23,7 @@
 
 mod client;
 mod discard;
+mod disk;
 mod load;
 mod report;
 mod verify;
@@ -58,6 +61,28 @@ enum Command {
     },
     /// Print a TCP port on 127.0.0.1 that was free a moment ago.
     FreePort,
+    /// The data disk alone, written like the WAL: each writer thread issues
+    /// paced O_DIRECT write + fdatasync pairs into its own preallocated file;
+    /// prints the latency percentiles of those pairs.
+    Disk {
+        /// Directory on the disk to measure (probe files are removed after).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Writer threads (one per shard WAL).
+        #[arg(long, default_value_t = 2)]
+        writers: usize,
+        /// Write + fdatasync pairs per second, per writer.
+        #[arg(long, default_value_t = 300.0)]
+        rate: f64,
+        /// Bytes per write (rounded up to 4096).
+        #[arg(long, default_value_t = 262144)]
+        bytes: usize,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Write (and sync) the files' zeros before the timed pairs.
+        #[arg(long)]
+        prezero: bool,
+    },
     /// Wait until `GET <url><path>` answers 2xx (exit 1 after --timeout seconds).
     Wait {
         #[arg(long)]
@@ -229,6 +254,34 @@ fn main() -> ExitCode {
             }
         }
         Command::Wait { url, path, timeout } => wait_command(&url, &path, timeout),
+        Command::Disk {
+            dir,
+            writers,
+            rate,
+            bytes,
+            seconds,
+            prezero,
+        } => {
+            let positive = |x: f64| x.is_finite() && x > 0.0;
+            if writers == 0 || !positive(rate) || bytes == 0 || !positive(seconds) {
+                return fail("disk: --writers, --rate, --bytes and --seconds must be positive");
+            }
+            let args = disk::DiskArgs {
+                dir,
+                writers,
+                rate,
+                bytes,
+                seconds,
+                prezero,
+            };
+            match disk::probe(&args) {
+                Ok(result) => {
+                    println!("{}", disk::summary(&args, &result));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(format!("disk: {e}")),
+            }
+        }
         Command::Max {
             csv,
             system,
