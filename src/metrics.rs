@@ -33,17 +33,14 @@ pub enum Endpoint {
 const ENDPOINT_NAMES: [&str; 7] = [
     "write_v1", "write_v2", "query", "ping", "health", "metrics", "other",
 ];
-/// Status classes counted: 2xx, 400, 401, 403, 404, 413, 429, 500, 503, other.
-const STATUSES: [u16; 10] = [204, 400, 401, 403, 404, 413, 429, 500, 503, 0];
+/// Statuses counted each under its own code; any other under `other` (0).
+const STATUSES: [u16; 11] = [200, 204, 400, 401, 403, 404, 413, 429, 500, 503, 0];
 
 fn status_index(status: u16) -> usize {
-    match status {
-        200..=299 => 0,
-        _ => STATUSES
-            .iter()
-            .position(|s| *s == status)
-            .unwrap_or(STATUSES.len() - 1),
-    }
+    STATUSES
+        .iter()
+        .position(|s| *s == status)
+        .unwrap_or(STATUSES.len() - 1)
 }
 
 /// Highest latency recorded exactly (60 s, in µs); larger values clamp.

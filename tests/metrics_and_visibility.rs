@@ -472,3 +472,28 @@ fn sixty_four_writers_share_syncs() {
         "{syncs} syncs for {acknowledged} acknowledged writes"
     );
 }
+
+/// Goal: `ringest_http_requests_total` counts each answered status under
+/// its own code: a query's 200 is not reported as 204 (it was, before),
+/// and a write's 204 stays 204. Method: one shard; one write, two queries;
+/// deltas of the (endpoint, code) series between two scrapes.
+#[test]
+fn requests_are_counted_under_their_own_status() {
+    let server = Server::start(&["--shards", "1"]);
+    let before = scrape(&server);
+    assert_eq!(server.write_v1("db=codes", "m v=1 1").status, 204);
+    for _ in 0..2 {
+        let response = server.query("db=codes&q=SELECT+v+FROM+m");
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+    let after = scrape(&server);
+    let delta = |endpoint: &str, code: &str| {
+        let key = format!(
+            "ringest_http_requests_total{{shard=\"0\",endpoint=\"{endpoint}\",code=\"{code}\"}}"
+        );
+        after.get(&key).copied().unwrap_or(0.0) - before.get(&key).copied().unwrap_or(0.0)
+    };
+    assert_eq!(delta("write_v1", "204"), 1.0);
+    assert_eq!(delta("query", "200"), 2.0);
+    assert_eq!(delta("query", "204"), 0.0);
+}
