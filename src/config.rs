@@ -110,6 +110,9 @@ pub struct WalConfig {
     pub pending_bytes_max: usize,
     pub wal_bytes_max: u64,
     pub batch_delay_us: u64,
+    /// Write (and sync) each spare segment's zeros before it is used, so
+    /// that no `fdatasync` has to commit unwritten-extent conversions.
+    pub prezero_segments: bool,
     /// Start even when an earlier segment is corrupt (skipping the rest of it).
     pub skip_corrupt: bool,
 }
@@ -231,6 +234,7 @@ impl Default for WalConfig {
             pending_bytes_max: 128 * MIB,
             wal_bytes_max: 64 * 1024 * MIB as u64,
             batch_delay_us: 0,
+            prezero_segments: false,
             skip_corrupt: false,
         }
     }

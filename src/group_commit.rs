@@ -315,6 +315,8 @@ impl<S: Storage> Wal<S> {
         header.encode_into(&mut S::buffer_bytes_mut(&mut open.buffer)[..SEGMENT_HEADER_BYTES]);
         let batch_delay = options.batch_delay;
         let dir = options.dir.clone();
+        let options_dir = options.dir.clone();
+        let prezero_spare = options.prezero_spare;
         let spare_room = options
             .spare_segment
             .then(|| options.wal_bytes_max.saturating_sub(existing) / options.segment_bytes);
@@ -362,8 +364,12 @@ impl<S: Storage> Wal<S> {
             file: Some(file),
             segment_index: 0,
             batch_delay,
-            generation: header.generation,
-            segment_bytes: header.segment_bytes,
+            spare_spec: SpareSpec {
+                dir: options_dir,
+                generation: header.generation,
+                segment_bytes: header.segment_bytes,
+                prezero: prezero_spare,
+            },
             spare_room,
             spare: None,
         };
@@ -532,8 +538,7 @@ struct Committer<S: Storage> {
     file: Option<S::File>,
     segment_index: u64,
     batch_delay: std::time::Duration,
-    generation: u64,
-    segment_bytes: u64,
+    spare_spec: SpareSpec,
     /// With spares on: how many segments of this run fit in `wal_bytes_max`
     /// (a spare is made only if the segment it becomes fits).
     spare_room: Option<u64>,
@@ -547,24 +552,64 @@ type BatchResult = Result<(), (IoStep, std::io::Error)>;
 /// A spare segment file, or the step of its creation that failed.
 type SpareResult<F> = Result<F, (IoStep, std::io::Error)>;
 
-/// Creates segment `index`'s file ahead of use: create + `fallocate`, then
-/// the directory `fsync` that makes its name durable. Its header is written
-/// (and synced) only when the committer starts using it.
-async fn make_spare<S: Storage>(
-    storage: Rc<S>,
+/// What a spare is made of.
+#[derive(Clone)]
+struct SpareSpec {
     dir: PathBuf,
     generation: u64,
-    index: u64,
     segment_bytes: u64,
+    prezero: bool,
+}
+
+/// Bytes per write while pre-zeroing a spare (one write in flight).
+const PREZERO_CHUNK_BYTES: usize = 1 << 20;
+
+/// Creates segment `index`'s file ahead of use: create + `fallocate`
+/// (+ with `prezero`, write its zeros and `fdatasync`), then the directory
+/// `fsync` that makes its name durable. Its header is written (and synced)
+/// only when the committer starts using it.
+async fn make_spare<S: Storage>(
+    storage: Rc<S>,
+    spec: SpareSpec,
+    index: u64,
 ) -> SpareResult<S::File> {
-    let file = create_spare(&*storage, &dir, generation, index, segment_bytes)
-        .await
-        .map_err(|e| (IoStep::CreateSegment, e))?;
-    if let Err(error) = storage.sync_dir(&dir).await {
-        if let Err(close) = storage.close(file).await {
-            tracing::warn!(dir = %dir.display(), error = %close, "closing spare WAL segment failed");
+    let file = create_spare(
+        &*storage,
+        &spec.dir,
+        spec.generation,
+        index,
+        spec.segment_bytes,
+    )
+    .await
+    .map_err(|e| (IoStep::CreateSegment, e))?;
+    let prepared = async {
+        if spec.prezero {
+            let mut pos = 0u64;
+            while pos < spec.segment_bytes {
+                let len = (spec.segment_bytes - pos).min(PREZERO_CHUNK_BYTES as u64) as usize;
+                let mut zeros = storage.alloc_buffer(len);
+                S::buffer_bytes_mut(&mut zeros).fill(0);
+                storage
+                    .write_at(&file, zeros, pos)
+                    .await
+                    .map_err(|e| (IoStep::CreateSegment, e))?;
+                pos += len as u64;
+            }
+            storage
+                .sync_data(&file)
+                .await
+                .map_err(|e| (IoStep::SyncSegmentHeader, e))?;
         }
-        return Err((IoStep::SyncDir, error));
+        storage
+            .sync_dir(&spec.dir)
+            .await
+            .map_err(|e| (IoStep::SyncDir, e))
+    };
+    if let Err(error) = prepared.await {
+        if let Err(close) = storage.close(file).await {
+            tracing::warn!(dir = %spec.dir.display(), error = %close, "closing spare WAL segment failed");
+        }
+        return Err(error);
     }
     Ok(file)
 }
@@ -704,15 +749,7 @@ impl<S: Storage> Committer<S> {
             Some(spare) => spare.await?,
             None => {
                 let storage = Rc::clone(&self.storage);
-                let dir = self.dir.clone();
-                make_spare(
-                    storage,
-                    dir,
-                    self.generation,
-                    header.index,
-                    self.segment_bytes,
-                )
-                .await?
+                make_spare(storage, self.spare_spec.clone(), header.index).await?
             }
         };
         write_header(&*self.storage, &file, header)
@@ -738,8 +775,7 @@ impl<S: Storage> Committer<S> {
             _ => return,
         }
         let storage = Rc::clone(&self.storage);
-        let dir = self.dir.clone();
-        let spare = make_spare(storage, dir, self.generation, index, self.segment_bytes);
+        let spare = make_spare(storage, self.spare_spec.clone(), index);
         self.spare = Some(glommio::spawn_local(spare));
     }
 
@@ -751,7 +787,7 @@ impl<S: Storage> Committer<S> {
         };
         let Ok(file) = spare.await else { return };
         let path = self.dir.join(crate::wal::segment::segment_file_name(
-            self.generation,
+            self.spare_spec.generation,
             self.segment_index + 1,
         ));
         if let Err(error) = self.storage.close(file).await {

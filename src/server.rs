@@ -546,6 +546,7 @@ async fn start_shard(seed: ShardSeed) -> Result<(Rc<Shard>, (TcpListener, i32)),
         wal_bytes_max: config.wal.wal_bytes_max,
         batch_delay: Duration::from_micros(config.wal.batch_delay_us),
         spare_segment: true,
+        prezero_spare: config.wal.prezero_segments,
     };
     let plan = seed.fault.map(|fault| (FaultPlan::new(), fault));
     let storage = match &plan {
