@@ -464,9 +464,32 @@ pub struct Lines<'a> {
     position: usize,
     /// Physical 1-based line number of `position`.
     line_number: u32,
+    /// State kept from line to line (no heap unless a line is unusual).
+    scratch: Scratch,
+}
+
+/// What one line's parse leaves for the next.
+struct Scratch {
     /// Open-addressing index of field keys, used only for lines with more
     /// than [`FIELDS_LINEAR_MAX`] fields so duplicate detection stays linear.
     field_slots: Vec<u32>,
+    /// The sorting permutation of the last line whose tags were not in key
+    /// order. Lines of one body usually repeat one tag order, so checking
+    /// that this permutation sorts the next line strictly (which also rules
+    /// out duplicates) replaces sorting it.
+    tag_order: TagOrder,
+}
+
+/// Lines with at most this many tags remember their sorting permutation;
+/// longer tag lists are sorted in place every time.
+const TAG_ORDER_MAX: usize = 32;
+
+struct TagOrder {
+    /// Number of tags the permutation is for (0: none).
+    len: usize,
+    /// `order[j]`: index in the line's written order of the `j`-th key in
+    /// sorted order.
+    order: [u8; TAG_ORDER_MAX],
 }
 
 impl<'a> Lines<'a> {
@@ -476,7 +499,13 @@ impl<'a> Lines<'a> {
             options,
             position: 0,
             line_number: 1,
-            field_slots: Vec::new(),
+            scratch: Scratch {
+                field_slots: Vec::new(),
+                tag_order: TagOrder {
+                    len: 0,
+                    order: [0; TAG_ORDER_MAX],
+                },
+            },
         }
     }
 
@@ -514,7 +543,7 @@ impl<'a> Lines<'a> {
             // bytes, so they are char boundaries.
             let line = &body[trim.start..end];
             point.line_number = line_number;
-            return match parse_line(line, &self.options, point, &mut self.field_slots) {
+            return match parse_line(line, &self.options, point, &mut self.scratch) {
                 Ok(()) => Some(Ok(())),
                 Err((offset, kind)) => {
                     let column = trim.start - trim.physical_start + offset + 1;
@@ -706,8 +735,13 @@ fn scan_name<'a>(
     let bytes = line.as_bytes();
     let i = name_end(bytes, start, component);
     if (i >= bytes.len() || bytes[i] != b'\\') && i - start <= name_bytes_max {
-        // `i` is the end of the line or an ASCII stop byte: a char boundary.
-        return Ok((Cow::Borrowed(&line[start..i]), i));
+        debug_assert!(line.is_char_boundary(start) && line.is_char_boundary(i));
+        // SAFETY: `line` is UTF-8 and both ends are char boundaries: `start`
+        // is 0 or follows an ASCII separator (every caller), and `i` is the
+        // end of the line or an ASCII stop byte. `&line[start..i]` checks
+        // both again, which is measurable at ~40 names per line.
+        let name = unsafe { std::str::from_utf8_unchecked(&bytes[start..i]) };
+        return Ok((Cow::Borrowed(name), i));
     }
     scan_name_escaped(line, start, i, component, name_bytes_max)
 }
@@ -832,14 +866,14 @@ fn unescape_name(raw: &str, component: Component) -> String {
 }
 
 /// Lines with at most this many fields detect duplicate field keys by a
-/// fingerprint mask plus a linear scan; longer ones use `field_slots`.
+/// fingerprint mask plus a linear scan; longer ones use `Scratch::field_slots`.
 const FIELDS_LINEAR_MAX: usize = 32;
 
 fn parse_line<'a>(
     line: &'a str,
     options: &ParseOptions,
     point: &mut Point<'a>,
-    field_slots: &mut Vec<u32>,
+    scratch: &mut Scratch,
 ) -> LineResult<()> {
     let bytes = line.as_bytes();
     let n = bytes.len();
@@ -895,7 +929,7 @@ fn parse_line<'a>(
         }
     }
 
-    if let Some(duplicate) = sort_tags(&mut point.tags) {
+    if let Some(duplicate) = sort_tags(&mut point.tags, &mut scratch.tag_order) {
         let key = point.tags[duplicate].0.as_ref();
         return Err((
             second_tag_key_position(line, key, options.name_bytes_max),
@@ -949,7 +983,7 @@ fn parse_line<'a>(
             key,
             value,
             &mut fingerprints,
-            field_slots,
+            &mut scratch.field_slots,
             options.fields_per_line_max,
         )
         .map_err(|kind| (key_start, kind))?;
@@ -1007,11 +1041,71 @@ fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
 /// Sorts tags by key; returns the index of a key equal to its successor.
 /// (`sort_unstable` is an insertion sort for the usual few tags and
 /// O(n log n) for many, so a long tag list cannot make this quadratic.)
-fn sort_tags(tags: &mut [(Cow<'_, str>, Cow<'_, str>)]) -> Option<usize> {
-    if !tags.is_sorted_by(|a, b| key_order(&a.0, &b.0).is_lt()) {
-        tags.sort_unstable_by(|a, b| key_order(&a.0, &b.0));
+///
+/// Up to [`TAG_ORDER_MAX`] tags, the permutation is sorted rather than the
+/// tags (moving one-byte indices, not 48-byte pairs) and remembered: when
+/// the remembered permutation orders this line's keys strictly, it is the
+/// sorted order and there are no duplicates, so no sort and no duplicate
+/// scan is needed. Either way the result is the same sorted list.
+fn sort_tags(
+    tags: &mut [(Cow<'_, str>, Cow<'_, str>)],
+    remembered: &mut TagOrder,
+) -> Option<usize> {
+    if tags.is_sorted_by(|a, b| key_order(&a.0, &b.0).is_lt()) {
+        return None;
     }
+    let n = tags.len();
+    if n > TAG_ORDER_MAX {
+        tags.sort_unstable_by(|a, b| key_order(&a.0, &b.0));
+        return tags.windows(2).position(|pair| pair[0].0 == pair[1].0);
+    }
+    let order = &mut remembered.order[..n];
+    let strictly_sorts = |order: &[u8]| {
+        order
+            .windows(2)
+            .all(|p| key_order(&tags[usize::from(p[0])].0, &tags[usize::from(p[1])].0).is_lt())
+    };
+    if remembered.len == n && strictly_sorts(order) {
+        permute(tags, order);
+        return None;
+    }
+    for (j, slot) in order.iter_mut().enumerate() {
+        // `j < TAG_ORDER_MAX <= 64`: fits a u8.
+        *slot = j as u8;
+    }
+    order.sort_unstable_by(|&a, &b| key_order(&tags[usize::from(a)].0, &tags[usize::from(b)].0));
+    remembered.len = n;
+    permute(tags, order);
     tags.windows(2).position(|pair| pair[0].0 == pair[1].0)
+}
+
+const _: () = assert!(
+    TAG_ORDER_MAX <= 64,
+    "TAG_ORDER_MAX: indices fit u8, done-marks fit u64"
+);
+
+/// Rearranges `items` so that position `j` holds what was at `order[j]`
+/// (`order` is a permutation of `0..items.len()`), following each cycle
+/// with swaps.
+fn permute<T>(items: &mut [T], order: &[u8]) {
+    let mut done = 0u64;
+    for start in 0..items.len() {
+        if done & (1 << start) != 0 {
+            continue;
+        }
+        // `start` still holds its original item; each swap puts the right
+        // item at `j` and moves the original one along the cycle.
+        let mut j = start;
+        loop {
+            done |= 1 << j;
+            let from = usize::from(order[j]);
+            if from == start {
+                break;
+            }
+            items.swap(j, from);
+            j = from;
+        }
+    }
 }
 
 /// Error path only: where the second tag with unescaped key `key` starts.
@@ -1207,6 +1301,10 @@ const POW10: [f64; 23] = [
     1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
 ];
 
+/// Largest mantissa that one more decimal digit cannot overflow: up to
+/// here `mantissa * 10 + digit` needs no overflow check.
+const MANTISSA_SAFE_MAX: u64 = (u64::MAX - 9) / 10;
+
 #[inline(always)]
 fn parse_number<'a>(line: &'a str, start: usize) -> Result<(FieldValue<'a>, usize), LineErrorKind> {
     let bytes = line.as_bytes();
@@ -1221,9 +1319,13 @@ fn parse_number<'a>(line: &'a str, start: usize) -> Result<(FieldValue<'a>, usiz
     let integer_start = i;
     while i < bytes.len() && bytes[i].is_ascii_digit() {
         let digit = u64::from(bytes[i] - b'0');
-        match mantissa.checked_mul(10).and_then(|m| m.checked_add(digit)) {
-            Some(m) => mantissa = m,
-            None => exact = false,
+        if mantissa <= MANTISSA_SAFE_MAX {
+            mantissa = mantissa * 10 + digit;
+        } else {
+            match mantissa.checked_mul(10).and_then(|m| m.checked_add(digit)) {
+                Some(m) => mantissa = m,
+                None => exact = false,
+            }
         }
         i += 1;
     }
@@ -1266,12 +1368,17 @@ fn parse_number<'a>(line: &'a str, start: usize) -> Result<(FieldValue<'a>, usiz
         let fraction_start = i;
         while i < bytes.len() && bytes[i].is_ascii_digit() {
             let digit = u64::from(bytes[i] - b'0');
-            match mantissa.checked_mul(10).and_then(|m| m.checked_add(digit)) {
-                Some(m) if exact => {
-                    mantissa = m;
-                    exponent -= 1;
+            if exact && mantissa <= MANTISSA_SAFE_MAX {
+                mantissa = mantissa * 10 + digit;
+                exponent -= 1;
+            } else {
+                match mantissa.checked_mul(10).and_then(|m| m.checked_add(digit)) {
+                    Some(m) if exact => {
+                        mantissa = m;
+                        exponent -= 1;
+                    }
+                    _ => exact = false,
                 }
-                _ => exact = false,
             }
             i += 1;
         }
@@ -1622,6 +1729,74 @@ mod tests {
             .all(|(k, v)| matches!(k, Cow::Borrowed(_)) && matches!(v, Cow::Borrowed(_))));
         assert!(p.fields.iter().all(|(k, v)| matches!(k, Cow::Borrowed(_))
             && !matches!(v, FieldValue::String(Cow::Owned(_)))));
+    }
+
+    /// Goal: the remembered tag permutation never changes the result: tags
+    /// come out sorted and duplicates are still found, whether the order
+    /// repeats, changes, or repeats with a duplicate key.
+    /// Method: a body of lines with permutations of one key set (and some
+    /// duplicates), each compared with a plain sort of its written tags.
+    #[test]
+    fn remembered_tag_order_sorts_every_line() {
+        let keys = [
+            "host",
+            "region",
+            "dc",
+            "rack",
+            "os",
+            "service",
+            "service_version",
+        ];
+        let mut body = String::new();
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut expected = Vec::new();
+        for line in 0..400 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            // Mostly one order, sometimes a shuffle or a duplicate.
+            let mut written: Vec<&str> = keys.to_vec();
+            if rng % 4 == 0 {
+                written.rotate_left((rng >> 8) as usize % keys.len());
+            }
+            if rng % 7 == 0 {
+                written[(rng >> 16) as usize % keys.len()] = "host";
+            }
+            let tags: Vec<String> = written
+                .iter()
+                .enumerate()
+                .map(|(i, k)| format!("{k}=v{line}_{i}"))
+                .collect();
+            body.push_str(&format!("m,{} f=1 {line}\n", tags.join(",")));
+            let mut sorted: Vec<(String, String)> = written
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (k.to_string(), format!("v{line}_{i}")))
+                .collect();
+            sorted.sort();
+            let duplicate = sorted.windows(2).any(|p| p[0].0 == p[1].0);
+            expected.push((!duplicate).then_some(sorted));
+        }
+        let mut lines = Lines::new(&body, ParseOptions::new(Precision::Nanoseconds, 0));
+        let mut point = Point::default();
+        for want in expected {
+            let got = lines.next_into(&mut point).expect("a line");
+            match want {
+                Some(tags) => {
+                    assert!(got.is_ok(), "{got:?}");
+                    let tags: Vec<(Cow<str>, Cow<str>)> = tags
+                        .into_iter()
+                        .map(|(k, v)| (k.into(), v.into()))
+                        .collect();
+                    assert_eq!(point.tags, tags);
+                }
+                None => assert!(
+                    matches!(&got, Err(e) if e.kind == LineErrorKind::DuplicateTag { key: "host".into() }),
+                    "{got:?}"
+                ),
+            }
+        }
+        assert!(lines.next_into(&mut point).is_none());
     }
 
     /// Goal: duplicate field detection works past the linear-scan size.
