@@ -67,10 +67,10 @@
 //!   it. So no acknowledged record lives in a file whose name could
 //!   vanish, a segment followed by one with a header always ends cleanly,
 //!   and a rotation waits for one small write + sync instead of create +
-//!   `fallocate` + header + sync + directory `fsync` (0.85-2.8 ms measured
-//!   inline under load before; `wal.segment_bytes` of disk is taken by
-//!   the spare while running, and it is made only if the segment it
-//!   becomes fits `wal_bytes_max`). Segment 0 of a run is created inline at
+//!   `fallocate` + header + sync + directory `fsync` (at half load: p50
+//!   0.52 ms, was 0.85-2.8 ms inline; `bench/RESULTS.md`). The spare takes
+//!   `segment_bytes` of disk while running, and is made only if the
+//!   segment it becomes fits `wal_bytes_max`. Segment 0 of a run is created inline at
 //!   open. A clean close removes the unused spare; after a crash recovery
 //!   does. A spare's creation failing (ENOSPC) fails the batch that needed
 //!   it, like an inline creation would.
