@@ -785,7 +785,13 @@ impl<S: Storage> Committer<S> {
         let Some(spare) = self.spare.take() else {
             return;
         };
-        let Ok(file) = spare.await else { return };
+        let file = match spare.await {
+            Ok(file) => file,
+            Err((step, error)) => {
+                tracing::warn!(dir = %self.dir.display(), ?step, %error, "preparing the next WAL segment had failed (it was not needed); the next start removes what is left of it");
+                return;
+            }
+        };
         let path = self.dir.join(crate::wal::segment::segment_file_name(
             self.spare_spec.generation,
             self.segment_index + 1,
