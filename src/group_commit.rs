@@ -315,7 +315,6 @@ impl<S: Storage> Wal<S> {
         header.encode_into(&mut S::buffer_bytes_mut(&mut open.buffer)[..SEGMENT_HEADER_BYTES]);
         let batch_delay = options.batch_delay;
         let dir = options.dir.clone();
-        let options_dir = options.dir.clone();
         let prezero_spare = options.prezero_spare;
         let spare_room = options
             .spare_segment
@@ -360,12 +359,12 @@ impl<S: Storage> Wal<S> {
         let mut committer = Committer {
             shared: Rc::clone(&shared),
             storage,
-            dir,
+            dir: dir.clone(),
             file: Some(file),
             segment_index: 0,
             batch_delay,
             spare_spec: SpareSpec {
-                dir: options_dir,
+                dir,
                 generation: header.generation,
                 segment_bytes: header.segment_bytes,
                 prezero: prezero_spare,
