@@ -21,14 +21,24 @@ use hdrhistogram::Histogram;
 /// O_DIRECT needs buffer, offset and length aligned to the logical block.
 const ALIGN: usize = 4096;
 
+#[derive(clap::Args)]
 pub struct DiskArgs {
+    /// Directory on the disk to measure (probe files are removed after).
+    #[arg(long)]
     pub dir: PathBuf,
+    /// Writer threads (one per shard WAL).
+    #[arg(long, default_value_t = 2)]
     pub writers: usize,
     /// Write + fdatasync pairs per second, per writer.
+    #[arg(long, default_value_t = 300.0)]
     pub rate: f64,
     /// Bytes per write (rounded up to 4096).
+    #[arg(long, default_value_t = 262144)]
     pub bytes: usize,
+    #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
+    /// Write (and sync) the files' zeros before the timed pairs.
+    #[arg(long)]
     pub prezero: bool,
 }
 

@@ -64,25 +64,7 @@ enum Command {
     /// The data disk alone, written like the WAL: each writer thread issues
     /// paced O_DIRECT write + fdatasync pairs into its own preallocated file;
     /// prints the latency percentiles of those pairs.
-    Disk {
-        /// Directory on the disk to measure (probe files are removed after).
-        #[arg(long)]
-        dir: PathBuf,
-        /// Writer threads (one per shard WAL).
-        #[arg(long, default_value_t = 2)]
-        writers: usize,
-        /// Write + fdatasync pairs per second, per writer.
-        #[arg(long, default_value_t = 300.0)]
-        rate: f64,
-        /// Bytes per write (rounded up to 4096).
-        #[arg(long, default_value_t = 262144)]
-        bytes: usize,
-        #[arg(long, default_value_t = 10.0)]
-        seconds: f64,
-        /// Write (and sync) the files' zeros before the timed pairs.
-        #[arg(long)]
-        prezero: bool,
-    },
+    Disk(disk::DiskArgs),
     /// Wait until `GET <url><path>` answers 2xx (exit 1 after --timeout seconds).
     Wait {
         #[arg(long)]
@@ -254,26 +236,15 @@ fn main() -> ExitCode {
             }
         }
         Command::Wait { url, path, timeout } => wait_command(&url, &path, timeout),
-        Command::Disk {
-            dir,
-            writers,
-            rate,
-            bytes,
-            seconds,
-            prezero,
-        } => {
+        Command::Disk(args) => {
             let positive = |x: f64| x.is_finite() && x > 0.0;
-            if writers == 0 || !positive(rate) || bytes == 0 || !positive(seconds) {
+            if args.writers == 0
+                || !positive(args.rate)
+                || args.bytes == 0
+                || !positive(args.seconds)
+            {
                 return fail("disk: --writers, --rate, --bytes and --seconds must be positive");
             }
-            let args = disk::DiskArgs {
-                dir,
-                writers,
-                rate,
-                bytes,
-                seconds,
-                prezero,
-            };
             match disk::probe(&args) {
                 Ok(result) => {
                     println!("{}", disk::summary(&args, &result));
