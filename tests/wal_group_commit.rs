@@ -167,6 +167,19 @@ fn segments_rotate_at_segment_bytes() {
     assert_eq!(sequences, (1..=301).collect::<Vec<u64>>());
 }
 
+/// Appends and syncs records until the log has started `segments`
+/// segments; returns how many it appended.
+async fn append_until_segments(wal: &Wal<MemStorage>, segments: u64) -> u32 {
+    let mut n = 0;
+    while wal.stats().segments_created < segments {
+        let seq = wal.append(2, &payload(0, n)).expect("append");
+        wal.synced(seq).await.expect("synced");
+        n += 1;
+        assert!(n < 1000, "never rotated");
+    }
+    n
+}
+
 /// Yields to the executor until `path` exists in `storage` (the spare is
 /// made by a background task; this waits for that event, not for a time).
 async fn until_exists(storage: &MemStorage, path: &Path) {
@@ -203,13 +216,7 @@ fn next_segment_is_prepared_ahead() {
         let spare = storage.contents(&segment(1)).expect("spare");
         assert_eq!(spare.len(), 16 << 10, "spare is preallocated in full");
         assert!(spare.iter().all(|&b| b == 0), "spare has no header yet");
-        let mut n = 0;
-        while wal.stats().segments_created < 2 {
-            let seq = wal.append(2, &payload(0, n)).expect("append");
-            wal.synced(seq).await.expect("synced");
-            n += 1;
-            assert!(n < 1000, "never rotated");
-        }
+        append_until_segments(&wal, 2).await;
         let started = storage.contents(&segment(1)).expect("segment 1");
         let header = SegmentHeader::decode(&started).expect("segment 1 has its header");
         assert_eq!((header.generation, header.index), (7, 1));
@@ -343,13 +350,7 @@ fn prezeroed_spares_are_written_and_synced_ahead() {
             let wal = Wal::open_with(options, storage.clone())
                 .await
                 .expect("open");
-            let mut n = 0;
-            while wal.stats().segments_created < 3 {
-                let seq = wal.append(2, &payload(0, n)).expect("append");
-                wal.synced(seq).await.expect("synced");
-                n += 1;
-                assert!(n < 1000, "never rotated");
-            }
+            let n = append_until_segments(&wal, 3).await;
             wal.close().await;
             (n, storage.calls())
         })
