@@ -59,17 +59,7 @@ impl Overload {
     }
 }
 
-// Metric arrays are indexed by `overload as usize`: `ALL` must be in order.
-const _: () = {
-    let mut index = 0;
-    while index < Overload::ALL.len() {
-        assert!(
-            Overload::ALL[index] as usize == index,
-            "Overload::ALL order"
-        );
-        index += 1;
-    }
-};
+assert_all_in_discriminant_order!(Overload);
 
 /// The words used in error bodies (`server overloaded (…), retry later`).
 impl std::fmt::Display for Overload {

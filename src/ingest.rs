@@ -154,17 +154,7 @@ impl RejectReason {
     }
 }
 
-// Metric arrays are indexed by `reason as usize`: `ALL` must be in order.
-const _: () = {
-    let mut index = 0;
-    while index < RejectReason::ALL.len() {
-        assert!(
-            RejectReason::ALL[index] as usize == index,
-            "RejectReason::ALL order"
-        );
-        index += 1;
-    }
-};
+assert_all_in_discriminant_order!(RejectReason);
 
 /// One rejected line, with its message in both dialects' wording.
 struct Rejected {

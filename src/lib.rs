@@ -31,6 +31,24 @@
 //! - [`notify`]: systemd readiness, status and watchdog (`sd_notify`).
 //! - [`tune`]: `ringest tune`, measure the host and recommend a profile.
 
+/// Compile-time check that `$t::ALL` lists the variants in discriminant
+/// order (`ALL[i] as usize == i`): metric arrays are indexed by
+/// `variant as usize` and labelled through `ALL`.
+macro_rules! assert_all_in_discriminant_order {
+    ($t:ident) => {
+        const _: () = {
+            let mut index = 0;
+            while index < $t::ALL.len() {
+                assert!(
+                    $t::ALL[index] as usize == index,
+                    concat!(stringify!($t), "::ALL order")
+                );
+                index += 1;
+            }
+        };
+    };
+}
+
 pub mod auth;
 pub mod backpressure;
 pub mod batch;
