@@ -260,20 +260,11 @@ fn last_holding_segment(
     buffer: &mut Vec<u8>,
 ) -> Result<Option<usize>, RecoveryError> {
     for (i, (_, _, path)) in dir.segments.iter().enumerate().rev() {
-        let mut head = [0u8; SEGMENT_HEADER_BYTES];
-        let read = File::open(path)
-            .and_then(|mut f| {
-                let mut n = 0;
-                while n < head.len() {
-                    match f.read(&mut head[n..])? {
-                        0 => break,
-                        k => n += k,
-                    }
-                }
-                Ok(n)
-            })
+        let mut head = Vec::with_capacity(SEGMENT_HEADER_BYTES);
+        File::open(path)
+            .and_then(|f| f.take(SEGMENT_HEADER_BYTES as u64).read_to_end(&mut head))
             .map_err(io_at(path))?;
-        if SegmentHeader::decode(&head[..read]).is_ok() {
+        if SegmentHeader::decode(&head).is_ok() {
             return Ok(Some(i));
         }
         read_into(path, buffer)?;
@@ -431,8 +422,16 @@ fn analyze_dir(
     for (i, (generation, index, path)) in dir.segments.iter().enumerate() {
         let newest = last_holding == Some(i);
         let after_newest = last_holding.is_none_or(|last| i > last);
-        read_into(path, buffer)?;
-        let scan = scan(buffer);
+        // A segment after the newest was read whole (and found to hold
+        // nothing) by `last_holding_segment`: it is not read again.
+        let (scan, file_bytes) = if after_newest {
+            buffer.clear();
+            let file_bytes = fs::metadata(path).map_err(io_at(path))?.len();
+            (scan(buffer), file_bytes)
+        } else {
+            read_into(path, buffer)?;
+            (scan(buffer), buffer.len() as u64)
+        };
         let corrupt = |offset: u64, kind| {
             Verdict::Corrupt(Corruption {
                 path: path.clone(),
@@ -506,7 +505,7 @@ fn analyze_dir(
             path: path.clone(),
             generation: *generation,
             index: *index,
-            file_bytes: buffer.len() as u64,
+            file_bytes,
             scan,
             verdict,
         };
