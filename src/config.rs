@@ -38,6 +38,7 @@ pub struct Config {
     pub query: QueryConfig,
     pub auth: AuthConfig,
     pub metrics: MetricsConfig,
+    pub persist: PersistConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -133,6 +134,19 @@ pub struct BackpressureConfig {
 pub struct StoreConfig {
     pub memory_bytes_max: usize,
     pub chunk_rows: usize,
+}
+
+/// Parquet persistence (`crate::persist`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PersistConfig {
+    /// Persist in-memory rows to Parquet (and truncate the WAL behind
+    /// them). Off: memory and WAL grow until their budgets refuse writes.
+    pub enabled: bool,
+    /// A shard snapshots at least this often (when it holds new rows).
+    pub interval_ms: u64,
+    /// ... and as soon as its live rows take this many bytes of memory.
+    pub store_bytes_trigger: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -259,6 +273,16 @@ impl Default for StoreConfig {
     }
 }
 
+impl Default for PersistConfig {
+    fn default() -> Self {
+        PersistConfig {
+            enabled: true,
+            interval_ms: 10_000,
+            store_bytes_trigger: 256 * MIB,
+        }
+    }
+}
+
 impl Default for QueryConfig {
     fn default() -> Self {
         QueryConfig {
@@ -282,6 +306,7 @@ impl Default for Config {
             query: QueryConfig::default(),
             auth: AuthConfig::default(),
             metrics: MetricsConfig::default(),
+            persist: PersistConfig::default(),
         }
     }
 }
@@ -548,6 +573,21 @@ impl Config {
             self.store.chunk_rows >= 16,
             "store.chunk_rows",
             "must be at least 16".into(),
+        );
+        check(
+            self.persist.interval_ms >= 10,
+            "persist.interval_ms",
+            "must be at least 10".into(),
+        );
+        check(
+            self.persist.store_bytes_trigger >= MIB
+                && self.persist.store_bytes_trigger <= self.store.memory_bytes_max / 2,
+            "persist.store_bytes_trigger",
+            format!(
+                "must be at least 1 MiB and at most half of store.memory_bytes_max ({}), so \
+                 writes go on while a snapshot is persisted",
+                self.store.memory_bytes_max
+            ),
         );
         check(
             self.query.rows_max >= 1 && self.query.buckets_max >= 1,

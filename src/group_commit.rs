@@ -127,6 +127,9 @@ struct State<S: Storage> {
     wal_bytes: u64,
     buffer_capacity: usize,
     stats: WalStats,
+    /// This run's segments not yet released, oldest first: (index, first
+    /// sequence). The last one is the segment appends go to.
+    segments: VecDeque<(u64, u64)>,
 }
 
 impl<S: Storage> State<S> {
@@ -316,9 +319,7 @@ impl<S: Storage> Wal<S> {
         let batch_delay = options.batch_delay;
         let dir = options.dir.clone();
         let prezero_spare = options.prezero_spare;
-        let spare_room = options
-            .spare_segment
-            .then(|| options.wal_bytes_max.saturating_sub(existing) / options.segment_bytes);
+        let spares = options.spare_segment;
         let state = State {
             options,
             storage: Rc::clone(&storage),
@@ -337,6 +338,7 @@ impl<S: Storage> Wal<S> {
             pending_bytes: 0,
             wal_bytes,
             buffer_capacity,
+            segments: VecDeque::from([(0, 1)]),
             stats: WalStats {
                 records: 0,
                 record_bytes: 0,
@@ -369,7 +371,7 @@ impl<S: Storage> Wal<S> {
                 segment_bytes: header.segment_bytes,
                 prezero: prezero_spare,
             },
-            spare_room,
+            spares,
             spare: None,
         };
         committer.prepare_spare();
@@ -422,6 +424,8 @@ impl<S: Storage> Wal<S> {
             state.wal_bytes = wal_bytes;
             state.stats.wal_bytes = wal_bytes;
             let index = state.open.segment_index + 1;
+            let first_sequence = state.next_sequence;
+            state.segments.push_back((index, first_sequence));
             let next = state.new_segment_group(index);
             if state.open.records == 0 {
                 // Nothing appended into the current group: retarget it (its
@@ -485,6 +489,46 @@ impl<S: Storage> Wal<S> {
         .await
     }
 
+    /// Releases the segments of this run whose records all have sequence
+    /// `<= sequence` (persisted elsewhere) and are synced: they no longer
+    /// count against `wal_bytes_max`, and the caller deletes the returned
+    /// files. The segment appends go to is never released.
+    pub fn release_through(&self, sequence: Sequence) -> Vec<PathBuf> {
+        let mut state = self.state().borrow_mut();
+        let through = sequence.0.min(state.synced_sequence);
+        let mut released = Vec::new();
+        while state.segments.len() >= 2 && state.segments[1].1 - 1 <= through {
+            let (index, _) = state.segments.pop_front().expect("len >= 2");
+            released.push(
+                state
+                    .options
+                    .dir
+                    .join(crate::wal::segment::segment_file_name(
+                        state.options.generation,
+                        index,
+                    )),
+            );
+            state.wal_bytes -= state.options.segment_bytes;
+        }
+        state.stats.wal_bytes = state.wal_bytes;
+        released
+    }
+
+    /// Segment files of earlier runs in this directory were deleted (their
+    /// records are persisted): they no longer count against
+    /// `wal_bytes_max`.
+    pub fn forget_bytes(&self, bytes: u64) {
+        let mut state = self.state().borrow_mut();
+        state.wal_bytes = state.wal_bytes.saturating_sub(bytes);
+        state.stats.wal_bytes = state.wal_bytes;
+    }
+
+    /// This log's directory and generation.
+    pub fn location(&self) -> (PathBuf, u64) {
+        let state = self.state().borrow();
+        (state.options.dir.clone(), state.options.generation)
+    }
+
     /// Every record up to this sequence is durable.
     pub fn synced_through(&self) -> Sequence {
         Sequence(self.state().borrow().synced_sequence)
@@ -538,9 +582,9 @@ struct Committer<S: Storage> {
     segment_index: u64,
     batch_delay: std::time::Duration,
     spare_spec: SpareSpec,
-    /// With spares on: how many segments of this run fit in `wal_bytes_max`
-    /// (a spare is made only if the segment it becomes fits).
-    spare_room: Option<u64>,
+    /// Spares on: a spare is made when the segment it becomes fits
+    /// `wal_bytes_max` (released segments make room again).
+    spares: bool,
     /// The next segment's file (`segment_index + 1`), being created.
     spare: Option<glommio::Task<SpareResult<S::File>>>,
 }
@@ -769,9 +813,12 @@ impl<S: Storage> Committer<S> {
     /// background, if spares are on and that segment fits the WAL budget.
     fn prepare_spare(&mut self) {
         let index = self.segment_index + 1;
-        match self.spare_room {
-            Some(room) if index < room => {}
-            _ => return,
+        {
+            let state = self.shared.state.borrow();
+            let fits = state.wal_bytes + state.options.segment_bytes <= state.options.wal_bytes_max;
+            if !self.spares || !fits {
+                return;
+            }
         }
         let storage = Rc::clone(&self.storage);
         let spare = make_spare(storage, self.spare_spec.clone(), index);

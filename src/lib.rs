@@ -63,6 +63,8 @@ pub mod ingest;
 pub mod line_protocol;
 pub mod metrics;
 pub mod notify;
+pub mod persist;
+pub mod persister;
 pub mod query;
 pub mod route;
 pub mod server;

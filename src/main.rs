@@ -1,5 +1,6 @@
 //! `ringest`: command line, configuration, start the server, exit code.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -30,6 +31,15 @@ enum Command {
     },
     /// Measure this machine and its data disk, and recommend a tuning profile.
     Tune(TuneArgs),
+    /// Show the persisted catalog of a data directory: databases,
+    /// Parquet files per table, WAL positions (`--json`: the file itself).
+    Catalog {
+        /// The data directory (as `serve --data-dir`).
+        #[arg(long, default_value = "./ringest-data")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Write-ahead log tools.
     Wal {
         #[command(subcommand)]
@@ -186,6 +196,33 @@ fn main() -> ExitCode {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("ringest tune: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Catalog { data_dir, json } => {
+            use ringest::persist::{layout, manifest};
+            let root = data_dir.join(layout::PARQUET_DIR);
+            match manifest::load(&root) {
+                Ok(loaded) => {
+                    let mut out = std::io::stdout().lock();
+                    let written = if json {
+                        serde_json::to_writer_pretty(&mut out, &loaded)
+                            .map_err(std::io::Error::other)
+                            .and_then(|()| writeln!(out))
+                    } else {
+                        manifest::describe(&loaded, &mut out)
+                    };
+                    match written {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(error) => {
+                            eprintln!("ringest catalog: {error}");
+                            ExitCode::FAILURE
+                        }
+                    }
+                }
+                Err(error) => {
+                    eprintln!("ringest catalog: {error}");
                     ExitCode::FAILURE
                 }
             }

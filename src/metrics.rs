@@ -145,6 +145,16 @@ pub struct Gauges {
     pub wal_sync_p50_us: u64,
     pub wal_sync_p99_us: u64,
     pub wal_records_per_sync: f64,
+    /// Bytes of WAL segment files counted against `wal.wal_bytes_max`.
+    pub wal_disk_bytes: u64,
+    /// The WAL sequence (of this run) persisted through.
+    pub persisted_sequence: u64,
+    pub persist_files: u64,
+    pub persist_file_bytes: u64,
+    pub persist_file_rows: u64,
+    pub persist_snapshots: u64,
+    pub persist_failures: u64,
+    pub persist_rows: u64,
     pub healthy: bool,
     /// Why the shard is unhealthy, when it is.
     pub unhealthy_cause: Option<String>,
@@ -283,7 +293,7 @@ pub fn render(snapshots: &[Snapshot]) -> String {
             let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, get(s));
         }
     }
-    let gauges: [Family<Gauges>; 9] = [
+    let gauges: [Family<Gauges>; 17] = [
         ("ringest_open_connections", "Open connections.", |g| {
             g.connections
         }),
@@ -318,6 +328,46 @@ pub fn render(snapshots: &[Snapshot]) -> String {
             "ringest_shard_healthy",
             "1 when the shard acknowledges writes.",
             |g| u64::from(g.healthy),
+        ),
+        (
+            "ringest_wal_disk_bytes",
+            "WAL segment bytes on disk (against wal.wal_bytes_max).",
+            |g| g.wal_disk_bytes,
+        ),
+        (
+            "ringest_wal_persisted_sequence",
+            "This run's WAL sequence persisted to Parquet through.",
+            |g| g.persisted_sequence,
+        ),
+        (
+            "ringest_persist_files",
+            "Parquet files of the shard.",
+            |g| g.persist_files,
+        ),
+        (
+            "ringest_persist_file_bytes",
+            "Bytes of the shard's Parquet files.",
+            |g| g.persist_file_bytes,
+        ),
+        (
+            "ringest_persist_file_rows",
+            "Rows in the shard's Parquet files.",
+            |g| g.persist_file_rows,
+        ),
+        (
+            "ringest_persist_snapshots_total",
+            "Snapshots persisted.",
+            |g| g.persist_snapshots,
+        ),
+        (
+            "ringest_persist_failures_total",
+            "Snapshots that failed (rows kept in memory and WAL, retried).",
+            |g| g.persist_failures,
+        ),
+        (
+            "ringest_persist_rows_total",
+            "Rows written to Parquet.",
+            |g| g.persist_rows,
         ),
     ];
     for (name, help, get) in gauges {

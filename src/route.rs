@@ -72,6 +72,12 @@ pub enum Message {
     Metrics {
         reply: oneshot::Sender<crate::metrics::Snapshot>,
     },
+    /// To the catalog owner: record a snapshot's files and WAL position in
+    /// the manifest, durably, then reply.
+    Persist {
+        commit: crate::persist::manifest::Commit,
+        reply: Reply<crate::persist::manifest::CommitOutcome>,
+    },
     /// Scan the receiver's store for a query.
     Scan {
         request: ScanRequest,

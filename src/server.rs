@@ -342,6 +342,8 @@ struct ShardSeed {
     config: Config,
     generation: u64,
     catalog: crate::catalog::Catalog,
+    /// The persisted catalog as found at start.
+    manifest: Arc<crate::persist::manifest::Manifest>,
     ends: MeshEnds,
     shutdown: Arc<AtomicBool>,
     ready: mpsc::Sender<Result<usize, String>>,
@@ -407,6 +409,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let catalog = shard::recover_catalog(&catalog_dir, config.wal.skip_corrupt)
         .map_err(StartError::Recovery)?;
     tracing::info!(databases = catalog.databases.len(), "catalog recovered");
+    let manifest = Arc::new(load_manifest(&data_dir)?);
     wal::recover(&wal_root, config.wal.skip_corrupt)
         .map_err(|e| StartError::Recovery(e.to_string()))?;
     let generation = wal::next_generation(&wal_root).map_err(|error| StartError::DataDir {
@@ -432,6 +435,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
             config: config.clone(),
             generation,
             catalog: catalog.clone(),
+            manifest: manifest.clone(),
             ends,
             shutdown: shutdown.clone(),
             ready: ready_tx.clone(),
@@ -506,6 +510,37 @@ pub fn run(config: Config) -> Result<(), StartError> {
     Ok(())
 }
 
+/// Reads the persisted catalog and cleans what a crash left under the
+/// Parquet directory (the crash table in [`crate::persist`]).
+fn load_manifest(data_dir: &Path) -> Result<crate::persist::manifest::Manifest, StartError> {
+    use crate::persist::{layout, manifest};
+    let root = data_dir.join(layout::PARQUET_DIR);
+    let loaded = manifest::load(&root).map_err(|e| StartError::Recovery(e.to_string()))?;
+    let report = manifest::clean(&root, &loaded).map_err(|error| StartError::DataDir {
+        path: root.clone(),
+        error,
+    })?;
+    if report.tmp_removed + report.orphans_removed > 0 {
+        tracing::info!(
+            unfinished = report.tmp_removed,
+            unrecorded = report.orphans_removed,
+            "removed Parquet files of snapshots that did not complete (their rows are in the WAL)"
+        );
+    }
+    for missing in &report.missing {
+        tracing::error!(
+            file = %root.join(missing).display(),
+            "a Parquet file the persisted catalog names is missing: queries that need it fail"
+        );
+    }
+    tracing::info!(
+        files = loaded.files.len(),
+        floor_generation = loaded.wal.floor_generation,
+        "persisted catalog loaded"
+    );
+    Ok(loaded)
+}
+
 /// One shard's life on its executor.
 async fn shard_main(seed: ShardSeed) {
     let ready = seed.ready.clone();
@@ -572,6 +607,9 @@ async fn start_shard(seed: ShardSeed) -> Result<(Rc<Shard>, (TcpListener, i32)),
         Some(CatalogOwner {
             catalog: std::cell::RefCell::new(seed.catalog.clone()),
             wal: catalog_wal,
+            manifest: std::cell::RefCell::new((*seed.manifest).clone()),
+            manifest_lock: glommio::sync::Semaphore::new(1),
+            final_commits: std::cell::Cell::new(0),
         })
     } else {
         None
@@ -585,6 +623,11 @@ async fn start_shard(seed: ShardSeed) -> Result<(Rc<Shard>, (TcpListener, i32)),
         Latency::Matters(Duration::from_millis(10)),
         "query",
     );
+    let persist_queue = glommio::executor().create_task_queue(
+        Shares::Static(100),
+        Latency::NotImportant,
+        "persist",
+    );
     let (peers, receivers) = Peers::connect(seed.ends).await;
     let shard = Shard::new(ShardParts {
         id: seed.id,
@@ -597,26 +640,49 @@ async fn start_shard(seed: ShardSeed) -> Result<(Rc<Shard>, (TcpListener, i32)),
         peers,
         query_queue,
         shutdown: seed.shutdown,
+        // Files of shards that no longer exist are read by shard % count.
+        files: seed
+            .manifest
+            .files
+            .iter()
+            .filter(|f| f.shard as usize % seed.count == seed.id)
+            .cloned()
+            .collect(),
+        generation,
     });
-    replay(&shard, &wal_root, generation)?;
+    replay(&shard, &wal_root, generation, &seed.manifest.wal)?;
     let handler = {
         let shard = shard.clone();
         Rc::new(move |message| shard.handle(message))
     };
     route::serve_inbox(receivers, handler);
+    crate::persister::spawn(&shard, persist_queue);
     let listener = bind_listener(config.server.listen, config.server.listen_backlog)
         .map_err(|e| format!("bind {}: {e}", config.server.listen))?;
     Ok((shard, listener))
 }
 
 /// Feeds this shard's rows from every WAL directory into its store.
-fn replay(shard: &Rc<Shard>, wal_root: &Path, generation: u64) -> Result<(), String> {
+/// Records (and rows) the manifest says are persisted are skipped.
+fn replay(
+    shard: &Rc<Shard>,
+    wal_root: &Path,
+    generation: u64,
+    persisted: &crate::persist::manifest::WalState,
+) -> Result<(), String> {
     let mut refused = None;
+    let mut skipped = 0u64;
     let stats = wal::replay_before(wal_root, generation, |record| {
         if refused.is_some() {
             return;
         }
-        if let Err(error) = shard.replay_record(record.kind, record.payload) {
+        if persisted.record_persisted(record.generation, record.shard, record.sequence.0) {
+            skipped += 1;
+            return;
+        }
+        if let Err(error) =
+            shard.replay_record(record.kind, record.payload, record.generation, persisted)
+        {
             refused = Some(format!(
                 "replay: WAL directory {:?}, generation {}, sequence {}: {error} \
                  (start with wal.skip_corrupt = true to skip such records)",
@@ -631,6 +697,7 @@ fn replay(shard: &Rc<Shard>, wal_root: &Path, generation: u64) -> Result<(), Str
     tracing::info!(
         shard = shard.id,
         records = stats.records,
+        skipped_persisted = skipped,
         "WAL replayed into the store"
     );
     Ok(())
@@ -680,6 +747,23 @@ async fn accept_loop(shard: Rc<Shard>, (listener, fd): (TcpListener, i32)) {
         crate::clock::monotonic() + Duration::from_millis(shard.config.server.shutdown_grace_ms);
     while shard.admission.connections() > 0 && crate::clock::monotonic() < deadline {
         glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    if shard.config.persist.enabled {
+        // What is in memory goes to Parquet, so a clean restart replays
+        // nothing; a failure leaves it in the WAL (replayed at start).
+        if let Err(error) = crate::persister::snapshot(&shard, true).await {
+            tracing::warn!(shard = shard.id, %error, "last snapshot failed; the WAL keeps the rows");
+        }
+        if let Some(owner) = &shard.owner {
+            // The other shards record their last snapshots through this one.
+            let others = shard.count - 1;
+            while owner.final_commits.get() < others
+                && crate::clock::monotonic()
+                    < deadline + Duration::from_millis(shard.config.server.shutdown_grace_ms)
+            {
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
     }
     shard.wal.close().await;
     if let Some(owner) = &shard.owner {

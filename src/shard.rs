@@ -29,9 +29,15 @@ use crate::catalog::{self, Catalog, Decision, Entry, Proposal};
 use crate::config::Config;
 use crate::gzip::Gunzip;
 use crate::metrics::{Gauges, ShardMetrics, Snapshot};
+use crate::persist::manifest::{self, Commit, CommitOutcome, FileEntry, Manifest, WalState};
+use crate::persist::parquet::{self as parquet_files, LoadRequest};
 use crate::route::{self, Message, Peers, RemoteError, CATALOG_OWNER};
-use crate::store::{ScanRequest, ScanResponse, ShardStore};
+use crate::store::{Persisted, ScanError, ScanRequest, ScanResponse, ShardStore};
 use crate::wal::{self, Sequence, Wal, WalError};
+
+/// Scans restarted because snapshots kept completing under them, before
+/// the query is refused as busy.
+const SCAN_ATTEMPTS: usize = 8;
 
 /// WAL record kinds. Kind 1 was batch format 1 (rows without
 /// `tags_len`/`fields_len`, see [`crate::batch`]); no release wrote it, and
@@ -39,10 +45,16 @@ use crate::wal::{self, Sequence, Wal, WalError};
 pub const RECORD_BATCH: u8 = 3;
 pub const RECORD_CATALOG: u8 = 2;
 
-/// The authoritative catalog and its log, on the owner shard only.
+/// The authoritative catalog and its log, and the persisted catalog
+/// (manifest), on the owner shard only.
 pub struct CatalogOwner {
     pub catalog: RefCell<Catalog>,
     pub wal: Wal,
+    pub manifest: RefCell<Manifest>,
+    /// One manifest rewrite at a time.
+    pub manifest_lock: glommio::sync::Semaphore,
+    /// Shards whose last snapshot before shutdown was recorded.
+    pub final_commits: Cell<usize>,
 }
 
 pub struct Shard {
@@ -61,6 +73,21 @@ pub struct Shard {
     pub authorizer: Authorizer,
     /// Synced-or-syncing sub-batches not yet applied to the store.
     apply_queue: RefCell<VecDeque<(Sequence, EncodedBatch)>>,
+    /// The last WAL sequence applied to the store: the live store holds
+    /// exactly the records up to it (and what was replayed at start).
+    applied: Cell<u64>,
+    /// This shard's Parquet files (oldest snapshot first), as the manifest
+    /// names them.
+    pub files: RefCell<Vec<FileEntry>>,
+    /// Bumped whenever `files` changes (a snapshot completed: its rows
+    /// moved from memory to files), so a scan that awaited can tell.
+    pub files_version: Cell<u64>,
+    /// `<data_dir>/parquet`.
+    pub parquet_root: std::path::PathBuf,
+    /// This run's WAL generation.
+    pub generation: u64,
+    /// Persistence state of this shard (see `crate::persister`).
+    pub persisting: PersistState,
     /// Why this shard stopped acknowledging, if it did.
     unhealthy: RefCell<Option<String>>,
     pub started_ns: i64,
@@ -84,6 +111,27 @@ pub struct ShardParts {
     pub peers: Peers,
     pub query_queue: TaskQueueHandle,
     pub shutdown: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub files: Vec<FileEntry>,
+    pub generation: u64,
+}
+
+/// Where a shard's persistence stands.
+pub struct PersistState {
+    /// One snapshot at a time (the loop and the one at shutdown).
+    pub lock: glommio::sync::Semaphore,
+    /// Everything replayed at start is persisted.
+    pub replay_persisted: Cell<bool>,
+    /// Snapshots attempted (names the files of a retry apart).
+    pub attempts: Cell<u32>,
+    /// WAL segments of earlier runs may remain in this shard's directory.
+    pub old_segments: Cell<bool>,
+    pub snapshots: Cell<u64>,
+    /// The WAL sequence of this run persisted through.
+    pub through: Cell<u64>,
+    pub failures: Cell<u64>,
+    pub rows: Cell<u64>,
+    pub last_duration_us: Cell<u64>,
+    pub last_started: Cell<Instant>,
 }
 
 impl Shard {
@@ -106,6 +154,26 @@ impl Shard {
             peers: parts.peers,
             authorizer: Authorizer::new(&config.auth),
             apply_queue: RefCell::new(VecDeque::new()),
+            applied: Cell::new(0),
+            files: RefCell::new(parts.files),
+            files_version: Cell::new(0),
+            parquet_root: config
+                .server
+                .data_dir
+                .join(crate::persist::layout::PARQUET_DIR),
+            generation: parts.generation,
+            persisting: PersistState {
+                lock: glommio::sync::Semaphore::new(1),
+                replay_persisted: Cell::new(false),
+                attempts: Cell::new(0),
+                old_segments: Cell::new(true),
+                snapshots: Cell::new(0),
+                through: Cell::new(0),
+                failures: Cell::new(0),
+                rows: Cell::new(0),
+                last_duration_us: Cell::new(0),
+                last_started: Cell::new(crate::clock::monotonic()),
+            },
             unhealthy: RefCell::new(None),
             started_ns: crate::clock::now_ns(),
             started: crate::clock::monotonic(),
@@ -202,7 +270,10 @@ impl Shard {
                     _ => None,
                 }
             };
-            let Some((_, payload)) = next else { break };
+            let Some((applied, payload)) = next else {
+                break;
+            };
+            self.applied.set(applied.0);
             let reader = payload.reader();
             self.store.borrow_mut().apply(&reader);
             ShardMetrics::add(&self.metrics.sub_batches_applied, 1);
@@ -215,7 +286,15 @@ impl Shard {
     /// batch that does not decode although its checksum holds) may hold
     /// acknowledged points: it stops start-up, unless `wal.skip_corrupt`
     /// says to log it and go on.
-    pub fn replay_record(&self, kind: u8, payload: &[u8]) -> Result<(), String> {
+    /// Rows a later run's first snapshot already persisted
+    /// ([`WalState::row_persisted`]) are skipped.
+    pub fn replay_record(
+        &self,
+        kind: u8,
+        payload: &[u8],
+        generation: u64,
+        persisted: &WalState,
+    ) -> Result<(), String> {
         let decoded = match kind {
             RECORD_BATCH => BatchReader::new(payload).map_err(|e| e.to_string()),
             other => Err(format!(
@@ -230,7 +309,11 @@ impl Shard {
             }
             Err(error) => return Err(error),
         };
-        let owned = |hash| route::owner(hash, self.count) == self.id;
+        let by_row = persisted.has_runs_after(generation);
+        let owned = |hash| {
+            route::owner(hash, self.count) == self.id
+                && !(by_row && persisted.row_persisted(generation, hash))
+        };
         if reader.rows().all(|row| owned(row.series_hash)) {
             self.store.borrow_mut().apply(&reader);
             return Ok(());
@@ -362,14 +445,198 @@ impl Shard {
             owner.catalog.borrow_mut().apply(&entry);
         }
         self.apply_broadcast(&entry);
-        self.broadcast(&entry).await
+        self.broadcast(&entry).await?;
+        // Its Parquet files leave the manifest, then the disk.
+        let removed: Vec<String> = match &self.owner {
+            Some(owner) => owner
+                .manifest
+                .borrow()
+                .files_of(name)
+                .map(|f| f.path.clone())
+                .collect(),
+            None => Vec::new(),
+        };
+        if !removed.is_empty() {
+            self.record_persisted(Commit {
+                shard: self.id as u32,
+                shard_count: self.count as u32,
+                generation: self.generation,
+                removed,
+                ..Commit::default()
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     fn apply_broadcast(&self, entry: &Entry) {
         self.catalog.borrow_mut().apply(entry);
         if let Entry::DropDatabase(name) = entry {
             self.store.borrow_mut().drop_database(name);
+            self.files.borrow_mut().retain(|f| f.database != *name);
+            self.files_version.set(self.files_version.get() + 1);
         }
+    }
+
+    /// Scans this shard's rows: its Parquet files (loaded on a blocking
+    /// thread, only the files, row groups and columns the request needs)
+    /// and its memory, as one store.
+    ///
+    /// Files are read while the shard goes on; if a snapshot completed
+    /// meanwhile (its rows left memory for files this scan did not read),
+    /// the scan starts over, so it never misses rows in transit.
+    pub async fn scan_local(&self, request: &ScanRequest) -> Result<ScanResponse, ScanError> {
+        for _ in 0..SCAN_ATTEMPTS {
+            let version = self.files_version.get();
+            let loads = self.files_to_load(request)?;
+            if loads.is_empty() {
+                return self
+                    .store
+                    .borrow()
+                    .scan_with(request, &Persisted::default());
+            }
+            let root = self.parquet_root.clone();
+            let persisted = glommio::executor()
+                .spawn_blocking(move || load_files(&root, loads))
+                .await?;
+            if self.files_version.get() == version {
+                return self.store.borrow().scan_with(request, &persisted);
+            }
+        }
+        Err(ScanError::Busy)
+    }
+
+    /// The files a request reads, oldest first, with what to read of each.
+    fn files_to_load(
+        &self,
+        request: &ScanRequest,
+    ) -> Result<Vec<(String, String, LoadRequest)>, ScanError> {
+        let files = self.files.borrow();
+        match request {
+            ScanRequest::Rows(rows) => {
+                let wanted: Vec<String> = rows
+                    .fields
+                    .iter()
+                    .chain(&rows.condition_fields)
+                    .cloned()
+                    .collect();
+                let load = LoadRequest {
+                    fields: Some(wanted),
+                    time_min_ns: rows.time_min_ns,
+                    time_max_ns: rows.time_max_ns,
+                };
+                let chosen: Vec<&FileEntry> = files
+                    .iter()
+                    .filter(|f| {
+                        f.database == rows.database
+                            && rows.measurements.contains(&f.table)
+                            && f.time_max_ns >= rows.time_min_ns
+                            && f.time_min_ns <= rows.time_max_ns
+                    })
+                    .collect();
+                // The same bound the memory scan applies to candidates,
+                // before anything is read.
+                let candidates: u64 = chosen.iter().map(|f| f.rows).sum();
+                if candidates > rows.row_limit.saturating_mul(4).max(1024) as u64 {
+                    return Err(ScanError::TooManyRows {
+                        limit: rows.row_limit,
+                    });
+                }
+                Ok(chosen
+                    .into_iter()
+                    .map(|f| (f.table.clone(), f.path.clone(), load.clone()))
+                    .collect())
+            }
+            ScanRequest::Schema(schema) => {
+                let load = LoadRequest {
+                    fields: Some(Vec::new()),
+                    time_min_ns: i64::MIN,
+                    time_max_ns: i64::MAX,
+                };
+                Ok(files
+                    .iter()
+                    .filter(|f| {
+                        f.database == schema.database && schema.measurements.matches(&f.table)
+                    })
+                    .map(|f| (f.table.clone(), f.path.clone(), load.clone()))
+                    .collect())
+            }
+        }
+    }
+
+    /// Records a snapshot in the manifest: through the owner's lock, the
+    /// new manifest written atomically on a blocking thread, then the
+    /// files it no longer names deleted. Runs on the catalog owner.
+    pub async fn record_persisted(&self, mut commit: Commit) -> Result<CommitOutcome, RemoteError> {
+        let owner = self
+            .owner
+            .as_ref()
+            .expect("the manifest lives on the catalog owner");
+        let _permit = owner
+            .manifest_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| RemoteError::Gone)?;
+        // Files of a database dropped while they were written are not
+        // recorded, only deleted.
+        let mut delete: Vec<String> = {
+            let catalog = owner.catalog.borrow();
+            let (kept, dropped): (Vec<FileEntry>, Vec<FileEntry>) = commit
+                .added
+                .drain(..)
+                .partition(|f| catalog.database(&f.database).is_some());
+            commit.added = kept;
+            dropped.into_iter().map(|f| f.path).collect()
+        };
+        delete.extend(commit.removed.iter().cloned());
+        let mut next = owner.manifest.borrow().clone();
+        let outcome = next.apply(&commit);
+        next.databases = manifest::databases_of(&owner.catalog.borrow());
+        next.written_ns = crate::clock::now_ns();
+        let root = self.parquet_root.clone();
+        let stored = next.clone();
+        let result = glommio::executor()
+            .spawn_blocking(move || {
+                manifest::store(&root, &stored)?;
+                manifest::remove_files(&root, &delete)
+            })
+            .await;
+        match result {
+            Ok(()) => {
+                *owner.manifest.borrow_mut() = next;
+                if commit.before_shutdown {
+                    owner.final_commits.set(owner.final_commits.get() + 1);
+                }
+                Ok(outcome)
+            }
+            Err(error) => {
+                let cause = format!(
+                    "writing the persisted catalog {}: {error}",
+                    self.parquet_root.display()
+                );
+                tracing::error!(%cause, "snapshot not recorded; its rows stay in memory and the WAL");
+                Err(RemoteError::Failed { cause })
+            }
+        }
+    }
+
+    /// [`Shard::record_persisted`] from any shard.
+    pub async fn commit_persisted(
+        self: &Rc<Self>,
+        commit: Commit,
+    ) -> Result<CommitOutcome, RemoteError> {
+        if self.id == CATALOG_OWNER {
+            return self.record_persisted(commit).await;
+        }
+        let (reply, answer) = oneshot::channel();
+        self.peers
+            .try_send(CATALOG_OWNER, Message::Persist { commit, reply })?;
+        route::reply(answer).await
+    }
+
+    /// The last WAL sequence applied to the store.
+    pub fn applied(&self) -> Sequence {
+        Sequence(self.applied.get())
     }
 
     /// Scans every shard's store (this one directly, the others by message).
@@ -393,9 +660,8 @@ impl Shard {
         }
         let mut responses = Vec::with_capacity(self.count);
         responses.push(
-            self.store
-                .borrow()
-                .scan(&request)
+            self.scan_local(&request)
+                .await
                 .map_err(|e| format!("{e:?}"))?,
         );
         for answer in answers {
@@ -454,11 +720,17 @@ impl Shard {
             Message::Metrics { reply } => {
                 let _ = reply.send(shard.snapshot());
             }
+            Message::Persist { commit, reply } => {
+                glommio::spawn_local(async move {
+                    let _ = reply.send(shard.record_persisted(commit).await);
+                })
+                .detach();
+            }
             Message::Scan { request, reply } => {
                 let queue = shard.query_queue;
                 let task = glommio::spawn_local_into(
                     async move {
-                        let _ = reply.send(shard.store.borrow().scan(&request));
+                        let _ = reply.send(shard.scan_local(&request).await);
                     },
                     queue,
                 );
@@ -494,6 +766,7 @@ impl Shard {
 
     pub fn snapshot(&self) -> Snapshot {
         let stats = self.wal.stats();
+        let files = self.files.borrow();
         self.metrics.snapshot(
             self.id,
             Gauges {
@@ -507,6 +780,14 @@ impl Shard {
                 wal_sync_p99_us: stats.sync_latency_us.value_at_quantile(0.99),
                 wal_records_per_sync: stats.records_per_sync.mean(),
                 wal_syncs: stats.syncs,
+                wal_disk_bytes: stats.wal_bytes,
+                persisted_sequence: self.persisting.through.get(),
+                persist_files: files.len() as u64,
+                persist_file_bytes: files.iter().map(|f| f.bytes).sum(),
+                persist_file_rows: files.iter().map(|f| f.rows).sum(),
+                persist_snapshots: self.persisting.snapshots.get(),
+                persist_failures: self.persisting.failures.get(),
+                persist_rows: self.persisting.rows.get(),
                 wal_pending_bytes: stats.pending_bytes,
                 healthy: self.health().is_ok(),
                 unhealthy_cause: self.health().err(),
@@ -637,4 +918,22 @@ impl crate::query::QueryBackend for QueryService {
             .check(self.secret.as_deref(), crate::auth::Access::Read, database)
             .is_ok()
     }
+}
+
+/// Reads the files of one scan (blocking thread): per table, oldest first.
+fn load_files(
+    root: &std::path::Path,
+    loads: Vec<(String, String, LoadRequest)>,
+) -> Result<Persisted, ScanError> {
+    let mut persisted = Persisted::default();
+    for (table, path, load) in loads {
+        let loaded = parquet_files::load_table(&root.join(&path), &load).map_err(|error| {
+            ScanError::PersistedFile {
+                path: path.clone(),
+                error: error.to_string(),
+            }
+        })?;
+        persisted.tables.entry(table).or_default().push(loaded);
+    }
+    Ok(persisted)
 }

@@ -241,14 +241,42 @@ fn env_regex(name: &str) -> Option<regex::Regex> {
     Some(regex::Regex::new(&pattern).unwrap_or_else(|e| panic!("{name}: {e}")))
 }
 
-/// Starts the target and writes the dataset into it.
-fn prepare(fixture: &Fixture) -> Target {
-    let target = match std::env::var("RINGEST_GOLDEN_ADDR") {
+/// Where the dataset's rows are when the cases run (issue 14: the same
+/// answers whether rows are in memory, in Parquet, or split across both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RowsIn {
+    /// Never persisted (persistence off).
+    Memory,
+    /// Every row persisted by the running server, none left in memory.
+    Parquet,
+    /// The first half of each file persisted, the second half in memory.
+    Split,
+    /// Persisted at SIGTERM, then a restart that replays nothing.
+    ParquetAfterRestart,
+}
+
+/// Starts the target and writes the dataset into it, leaving the rows
+/// where `rows_in` says.
+fn prepare(fixture: &Fixture, rows_in: RowsIn) -> (Target, Option<common::TempDir>) {
+    let mut config_dir = None;
+    let mut target = match std::env::var("RINGEST_GOLDEN_ADDR") {
         Ok(addr) => Target::External(
             addr.parse()
                 .unwrap_or_else(|e| panic!("RINGEST_GOLDEN_ADDR={addr}: {e}")),
         ),
-        Err(_) => Target::Ringest(common::Server::start(&[])),
+        Err(_) => {
+            let dir = common::TempDir::new("golden-config");
+            // Parquet: snapshot often; Split and the restart case: only when
+            // the test says (the interval never fires).
+            let persist = match rows_in {
+                RowsIn::Memory => "enabled = false",
+                RowsIn::Parquet => "interval_ms = 20",
+                RowsIn::Split | RowsIn::ParquetAfterRestart => "interval_ms = 3600000",
+            };
+            let config = common::config_file(&dir, &format!("[persist]\n{persist}\n"));
+            config_dir = Some(dir);
+            Target::Ringest(common::Server::start(&["--config", &config]))
+        }
     };
     for step in &fixture.setup {
         if let Target::External(_) = target {
@@ -273,17 +301,56 @@ fn prepare(fixture: &Fixture) -> Target {
             common::encode(&step.db),
             step.precision
         );
-        let response = target.request("POST", &write, &[], &data);
-        assert_eq!(
-            response.status,
-            204,
-            "writing {} into {}: {}",
-            step.file,
-            step.db,
-            response.text()
-        );
+        // Split: the first half of the lines is persisted before the rest
+        // is written (a line never straddles: cut after a newline).
+        let cut = match rows_in {
+            RowsIn::Split => data[..data.len() / 2]
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |i| i + 1),
+            _ => 0,
+        };
+        for part in [&data[..cut], &data[cut..]] {
+            if part.is_empty() {
+                continue;
+            }
+            let response = target.request("POST", &write, &[], part);
+            assert_eq!(
+                response.status,
+                204,
+                "writing {} into {}: {}",
+                step.file,
+                step.db,
+                response.text()
+            );
+            if let (RowsIn::Split, Target::Ringest(server)) = (rows_in, &mut target) {
+                if cut > 0 && part.len() == cut {
+                    // SIGTERM persists everything; the restart replays nothing.
+                    assert!(server.terminate().success(), "SIGTERM exits 0");
+                    server.restart();
+                }
+            }
+        }
     }
-    target
+    let target = match (rows_in, target) {
+        (RowsIn::Parquet, Target::Ringest(server)) => {
+            server.wait_persisted(1);
+            Target::Ringest(server)
+        }
+        (RowsIn::ParquetAfterRestart, Target::Ringest(mut server)) => {
+            assert!(server.terminate().success(), "SIGTERM exits 0");
+            server.restart();
+            assert_eq!(
+                server.metric("ringest_store_bytes"),
+                0,
+                "a clean restart replays nothing into memory"
+            );
+            assert!(server.metric("ringest_persist_file_rows") > 0);
+            Target::Ringest(server)
+        }
+        (_, target) => target,
+    };
+    (target, config_dir)
 }
 
 // ------------------------------------------------------------------ tests
@@ -296,6 +363,34 @@ fn prepare(fixture: &Fixture) -> Target {
 /// case with its query, the first differing JSON path, expected and actual.
 #[test]
 fn golden_queries_match_influxdb_1_6_7() {
+    golden_queries_with_rows_in(RowsIn::Memory);
+}
+
+/// Goal: the same answers when every row was persisted to Parquet and left
+/// memory (issue 14). Method: as above, after the server persisted the
+/// dataset (snapshots every 20 ms, waited for through `/metrics`).
+#[test]
+fn golden_queries_over_parquet() {
+    golden_queries_with_rows_in(RowsIn::Parquet);
+}
+
+/// Goal: the same answers when the rows are split between Parquet and
+/// memory. Method: the first half of each file persisted (SIGTERM, clean
+/// restart), the second half written after, then the cases.
+#[test]
+fn golden_queries_over_parquet_and_memory() {
+    golden_queries_with_rows_in(RowsIn::Split);
+}
+
+/// Goal: the same answers after a SIGTERM and a restart, with every row
+/// read from Parquet and none replayed. Method: write, SIGTERM, restart,
+/// check the store is empty, then the cases.
+#[test]
+fn golden_queries_after_restart() {
+    golden_queries_with_rows_in(RowsIn::ParquetAfterRestart);
+}
+
+fn golden_queries_with_rows_in(rows_in: RowsIn) {
     let fixture = load_fixture();
     // Known differences, each with its reason; the answer is still checked
     // to be a 200 with a series, only its values are not compared.
@@ -306,7 +401,7 @@ fn golden_queries_match_influxdb_1_6_7() {
     )];
     let only = env_regex("RINGEST_GOLDEN_CASES");
     let skip = env_regex("RINGEST_GOLDEN_SKIP");
-    let target = prepare(&fixture);
+    let (target, _config) = prepare(&fixture, rows_in);
 
     let mut checked = 0;
     let mut failures = String::new();

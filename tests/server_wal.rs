@@ -189,7 +189,10 @@ fn shard_count_change_after_kill_9() {
 fn wal_inspect_shows_time_ranges() {
     let dir = TempDir::new("inspect");
     let data = dir.path.join("data");
-    let mut server = Server::start_in(&data, &["--shards", "1"]);
+    // Persistence off: the segments of the first run must stay to be inspected.
+    let config = common::config_file(&dir, "[persist]\nenabled = false\n");
+    let args = ["--shards", "1", "--config", config.as_str()];
+    let mut server = Server::start_in(&data, &args);
     for body in [
         "m,k=a v=1i 1700000000000000001",
         "m,k=b v=2i 1700000000123456789\nm,k=a v=3i 1600000000000000000",
@@ -197,7 +200,7 @@ fn wal_inspect_shows_time_ranges() {
         assert_eq!(server.write_v1("db=insp", body).status, 204);
     }
     assert!(server.terminate().success());
-    let mut server = Server::start_in(&data, &["--shards", "1"]);
+    let mut server = Server::start_in(&data, &args);
     assert_eq!(server.write_v1("db=insp", "m,k=c v=4i -1").status, 204);
     assert!(server.terminate().success());
 

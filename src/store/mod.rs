@@ -29,6 +29,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::sync::Arc;
 
 use regex::Regex;
 
@@ -87,7 +88,7 @@ pub enum MeasurementFilter {
 }
 
 impl MeasurementFilter {
-    fn matches(&self, name: &str) -> bool {
+    pub fn matches(&self, name: &str) -> bool {
         match self {
             MeasurementFilter::All => true,
             MeasurementFilter::Names(names) => names.iter().any(|n| n == name),
@@ -203,10 +204,21 @@ pub enum ScanResponse {
 }
 
 /// Why a scan was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ScanError {
-    TooManyRows { limit: usize },
-    TooManySeries { limit: usize },
+    TooManyRows {
+        limit: usize,
+    },
+    TooManySeries {
+        limit: usize,
+    },
+    /// A Parquet file the query needs could not be read.
+    PersistedFile {
+        path: String,
+        error: String,
+    },
+    /// Snapshots kept moving rows from memory to files during the scan.
+    Busy,
 }
 
 impl fmt::Display for ScanError {
@@ -224,14 +236,19 @@ impl fmt::Display for ScanError {
                     "query would read more than {limit} series (max-select-series)"
                 )
             }
+            ScanError::PersistedFile { path, error } => {
+                write!(f, "persisted file {path} cannot be read: {error}")
+            }
+            ScanError::Busy => write!(f, "persistence kept moving rows during the query; retry"),
         }
     }
 }
 
 impl std::error::Error for ScanError {}
 
+/// The values of one field column.
 #[derive(Debug)]
-enum ColumnData {
+pub(crate) enum ColumnData {
     Float(Vec<f64>),
     Integer(Vec<i64>),
     Unsigned(Vec<u64>),
@@ -241,9 +258,9 @@ enum ColumnData {
 
 /// One typed field column with validity.
 #[derive(Debug)]
-struct Column {
-    data: ColumnData,
-    valid: Vec<bool>,
+pub(crate) struct Column {
+    pub(crate) data: ColumnData,
+    pub(crate) valid: Vec<bool>,
 }
 
 /// Estimated bytes of one value slot (value + validity).
@@ -270,7 +287,7 @@ impl Column {
         }
     }
 
-    fn field_type(&self) -> FieldType {
+    pub(crate) fn field_type(&self) -> FieldType {
         match self.data {
             ColumnData::Float(_) => FieldType::Float,
             ColumnData::Integer(_) => FieldType::Integer,
@@ -291,7 +308,7 @@ impl Column {
         self.valid.push(false);
     }
 
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.valid.len()
     }
 
@@ -344,7 +361,7 @@ impl Column {
         }
     }
 
-    fn get(&self, row: usize) -> Option<Value> {
+    pub(crate) fn get(&self, row: usize) -> Option<Value> {
         if !self.valid[row] {
             return None;
         }
@@ -357,7 +374,7 @@ impl Column {
         })
     }
 
-    fn is_valid(&self, row: usize) -> bool {
+    pub(crate) fn is_valid(&self, row: usize) -> bool {
         self.valid[row]
     }
 }
@@ -374,13 +391,13 @@ fn field_type_of(value: &FieldValue<'_>) -> FieldType {
 
 /// A run of rows of one table.
 #[derive(Debug, Default)]
-struct Chunk {
-    times: Vec<i64>,
-    series: Vec<u32>,
+pub(crate) struct Chunk {
+    pub(crate) times: Vec<i64>,
+    pub(crate) series: Vec<u32>,
     /// Field columns in the order they were created; names are unique.
-    columns: Vec<(String, Column)>,
-    time_min_ns: i64,
-    time_max_ns: i64,
+    pub(crate) columns: Vec<(String, Column)>,
+    pub(crate) time_min_ns: i64,
+    pub(crate) time_max_ns: i64,
     /// (series, time) → row, while the chunk is active and only once
     /// `indexed`: rows that arrive in time order per series cannot repeat a
     /// (series, time) of the chunk (see `Table::series_last_ns`), so the
@@ -390,11 +407,11 @@ struct Chunk {
 }
 
 impl Chunk {
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.times.len()
     }
 
-    fn column(&self, name: &str) -> Option<&Column> {
+    pub(crate) fn column(&self, name: &str) -> Option<&Column> {
         self.columns
             .iter()
             .find(|(n, _)| n == name)
@@ -434,10 +451,11 @@ fn series_bytes(tags: &[(String, String)], encoded: &[u8]) -> usize {
             .sum::<usize>()
 }
 
+/// One measurement's rows: a series dictionary and chunks.
 #[derive(Debug, Default)]
-struct Table {
+pub struct Table {
     /// Series id → tags sorted by key.
-    series: Vec<Vec<(String, String)>>,
+    pub(crate) series: Vec<Vec<(String, String)>>,
     /// Series id → its tags as batches encode them: one comparison tells
     /// whether a row belongs to the series.
     series_encoded: Vec<Box<[u8]>>,
@@ -448,16 +466,41 @@ struct Table {
     /// hash (collisions) are in `colliding`.
     series_by_hash: HashMap<u64, u32, FastHash>,
     colliding: Vec<(u64, u32)>,
-    tag_keys: BTreeSet<String>,
-    field_types: BTreeMap<String, FieldType>,
+    pub(crate) tag_keys: BTreeSet<String>,
+    pub(crate) field_types: BTreeMap<String, FieldType>,
     /// Field position in the previous row → its column in the active chunk:
     /// rows of one shape find their columns without a search.
     field_slots: Vec<u32>,
-    sealed: Vec<Chunk>,
-    active: Chunk,
+    pub(crate) sealed: Vec<Chunk>,
+    pub(crate) active: Chunk,
 }
 
 impl Table {
+    /// A read-only table of one chunk (rows loaded from a Parquet file):
+    /// `series` are the chunk's series ids' tags.
+    pub(crate) fn loaded(
+        series: Vec<Vec<(String, String)>>,
+        field_types: BTreeMap<String, FieldType>,
+        chunk: Chunk,
+    ) -> Table {
+        let tag_keys = series
+            .iter()
+            .flat_map(|tags| tags.iter().map(|(k, _)| k.clone()))
+            .collect();
+        Table {
+            series,
+            tag_keys,
+            field_types,
+            sealed: vec![chunk],
+            ..Table::default()
+        }
+    }
+
+    /// Sealed chunks in order, then the active one.
+    pub(crate) fn chunks(&self) -> impl Iterator<Item = &Chunk> {
+        self.sealed.iter().chain(std::iter::once(&self.active))
+    }
+
     /// The id of the row's series, added to the dictionary if new.
     fn series_id(&mut self, row: &Row<'_>, added: &mut isize) -> u32 {
         let encoded = row.tags_encoded();
@@ -590,17 +633,22 @@ impl Table {
     }
 }
 
+/// The tables of one database on one shard.
 #[derive(Debug, Default)]
-struct Database {
-    tables: BTreeMap<String, Table>,
+pub struct Database {
+    pub(crate) tables: BTreeMap<String, Table>,
 }
 
 /// The store of one shard.
 #[derive(Debug)]
 pub struct ShardStore {
     limits: StoreLimits,
+    /// The live rows: every write enters here.
     databases: BTreeMap<String, Database>,
-    /// Running estimate, see [`ShardStore::memory_bytes`].
+    /// Earlier live rows handed to the persister, oldest first.
+    frozen: Vec<Arc<Frozen>>,
+    /// Running estimate of live and frozen rows, see
+    /// [`ShardStore::memory_bytes`].
     memory_bytes: usize,
 }
 
@@ -610,6 +658,7 @@ impl ShardStore {
         ShardStore {
             limits,
             databases: BTreeMap::new(),
+            frozen: Vec::new(),
             memory_bytes: 0,
         }
     }
@@ -656,207 +705,135 @@ impl ShardStore {
     }
 
     pub fn drop_database(&mut self, database: &str) {
-        if self.databases.remove(database).is_some() {
-            self.memory_bytes = self
-                .databases
-                .values()
-                .flat_map(|d| d.tables.values())
-                .map(table_bytes)
-                .sum();
-        }
-    }
-
-    /// Names of the databases that hold data on this shard.
-    pub fn database_names(&self) -> Vec<String> {
-        self.databases.keys().cloned().collect()
-    }
-
-    pub fn scan(&self, request: &ScanRequest) -> Result<ScanResponse, ScanError> {
-        match request {
-            ScanRequest::Rows(rows) => self.scan_rows(rows).map(ScanResponse::Rows),
-            ScanRequest::Schema(schema) => self.scan_schema(schema).map(ScanResponse::Schema),
-        }
-    }
-
-    fn scan_schema(&self, request: &SchemaRequest) -> Result<Vec<MeasurementSchema>, ScanError> {
-        let Some(database) = self.databases.get(&request.database) else {
-            return Ok(Vec::new());
-        };
-        let mut out = Vec::new();
-        let mut series_total = 0usize;
-        let filtered = !matches!(request.tag_filter, TagFilter::All);
-        for (name, table) in &database.tables {
-            if !request.measurements.matches(name) {
-                continue;
-            }
-            let mut tag_keys: BTreeSet<&str> = BTreeSet::new();
-            let mut series = Vec::new();
-            let mut any = false;
-            for tags in &table.series {
-                if filtered && !request.tag_filter.matches(tags) {
-                    continue;
-                }
-                any = true;
-                if filtered {
-                    tag_keys.extend(tags.iter().map(|(k, _)| k.as_str()));
-                }
-                if request.include_series {
-                    series_total += 1;
-                    if series_total > request.series_limit {
-                        return Err(ScanError::TooManySeries {
-                            limit: request.series_limit,
-                        });
-                    }
-                    series.push(tags.clone());
-                }
-            }
-            if filtered && !any {
-                continue;
-            }
-            let tag_keys = if filtered {
-                tag_keys.into_iter().map(str::to_string).collect()
-            } else {
-                table.tag_keys.iter().cloned().collect()
-            };
-            series.sort();
-            out.push(MeasurementSchema {
-                name: name.clone(),
-                tag_keys,
-                fields: table
-                    .field_types
-                    .iter()
-                    .map(|(k, t)| (k.clone(), *t))
-                    .collect(),
-                series,
-            });
-        }
-        Ok(out)
-    }
-
-    fn scan_rows(&self, request: &RowsRequest) -> Result<Vec<SeriesRows>, ScanError> {
-        let Some(database) = self.databases.get(&request.database) else {
-            return Ok(Vec::new());
-        };
-        let mut names: Vec<&String> = request.measurements.iter().collect();
-        names.sort();
-        names.dedup();
-        let mut out = Vec::new();
-        let mut rows_total = 0usize;
-        let columns: Vec<&str> = request
-            .fields
+        let in_frozen = self
+            .frozen
             .iter()
-            .chain(&request.condition_fields)
-            .map(String::as_str)
-            .collect();
-        for name in names {
-            let Some(table) = database.tables.get(name.as_str()) else {
-                continue;
-            };
-            let passing: Vec<bool> = table
-                .series
-                .iter()
-                .map(|tags| request.tag_filter.matches(tags))
-                .collect();
-            let all_chunks: Vec<&Chunk> = table
-                .sealed
-                .iter()
-                .chain(std::iter::once(&table.active))
-                .collect();
-            let column_refs: Vec<Vec<Option<&Column>>> = all_chunks
-                .iter()
-                .map(|chunk| columns.iter().map(|c| chunk.column(c)).collect())
-                .collect();
-            // Per series: (time, chunk order, row) of every candidate row.
-            let mut per_series: Vec<Vec<(i64, u32, u32)>> = vec![Vec::new(); table.series.len()];
-            let mut candidates = 0usize;
-            let candidates_max = request.row_limit.saturating_mul(4).max(1024);
-            for (order, chunk) in all_chunks.iter().enumerate() {
-                if chunk.len() == 0
-                    || chunk.time_max_ns < request.time_min_ns
-                    || chunk.time_min_ns > request.time_max_ns
-                {
-                    continue;
-                }
-                let refs = &column_refs[order];
-                for row in 0..chunk.len() {
-                    let time = chunk.times[row];
-                    let series = chunk.series[row] as usize;
-                    if time < request.time_min_ns || time > request.time_max_ns || !passing[series]
-                    {
-                        continue;
-                    }
-                    // A row without any requested column contributes nothing.
-                    if !refs.is_empty() && !refs.iter().flatten().any(|c| c.is_valid(row)) {
-                        continue;
-                    }
-                    per_series[series].push((time, order as u32, row as u32));
-                    candidates += 1;
-                    // Bound the work even before deduplication.
-                    if candidates > candidates_max {
-                        return Err(ScanError::TooManyRows {
-                            limit: request.row_limit,
-                        });
-                    }
-                }
-            }
-            let mut series_ids: Vec<usize> = (0..per_series.len())
-                .filter(|id| !per_series[*id].is_empty())
-                .collect();
-            series_ids.sort_by(|a, b| table.series[*a].cmp(&table.series[*b]));
-            // Reused per row: no allocation per row.
-            let mut values: Vec<Option<Value>> = vec![None; columns.len()];
-            for series in series_ids {
-                let hits = &mut per_series[series];
-                // Usually already in order: chunks are mostly appended in time.
-                hits.sort_unstable();
-                let mut found = SeriesRows {
-                    measurement: name.clone(),
-                    tags: table.series[series].clone(),
-                    times: Vec::with_capacity(hits.len()),
-                    columns: vec![Vec::with_capacity(hits.len()); columns.len()],
-                };
-                let mut i = 0;
-                while i < hits.len() {
-                    let time = hits[i].0;
-                    let mut j = i;
-                    while j < hits.len() && hits[j].0 == time {
-                        j += 1;
-                    }
-                    // Merge hits[i..j] (older chunk first, later non-null wins).
-                    values.iter_mut().for_each(|v| *v = None);
-                    for &(_, order, row) in &hits[i..j] {
-                        for (c, column) in column_refs[order as usize].iter().enumerate() {
-                            if let Some(column) = column {
-                                if column.is_valid(row as usize) {
-                                    values[c] = column.get(row as usize);
-                                }
-                            }
-                        }
-                    }
-                    i = j;
-                    let present = request.fields.is_empty()
-                        || values[..request.fields.len()].iter().any(Option::is_some);
-                    if !present {
-                        continue;
-                    }
-                    rows_total += 1;
-                    if rows_total > request.row_limit {
-                        return Err(ScanError::TooManyRows {
-                            limit: request.row_limit,
-                        });
-                    }
-                    found.times.push(time);
-                    for (c, value) in values.iter_mut().enumerate() {
-                        found.columns[c].push(value.take());
-                    }
-                }
-                if !found.times.is_empty() {
-                    out.push(found);
-                }
+            .any(|f| f.databases.contains_key(database));
+        if self.databases.remove(database).is_none() && !in_frozen {
+            return;
+        }
+        // Frozen generations are shared with the persister: rebuild them
+        // without the database (the tables themselves are shared, not copied).
+        for frozen in &mut self.frozen {
+            if frozen.databases.contains_key(database) {
+                let databases: BTreeMap<String, Arc<Database>> = frozen
+                    .databases
+                    .iter()
+                    .filter(|(name, _)| name.as_str() != database)
+                    .map(|(name, db)| (name.clone(), db.clone()))
+                    .collect();
+                let memory_bytes = databases
+                    .values()
+                    .flat_map(|d| d.tables.values())
+                    .map(table_bytes)
+                    .sum();
+                *frozen = Arc::new(Frozen {
+                    databases,
+                    memory_bytes,
+                });
             }
         }
-        Ok(out)
+        let live: usize = self
+            .databases
+            .values()
+            .flat_map(|d| d.tables.values())
+            .map(table_bytes)
+            .sum();
+        self.memory_bytes = live + self.frozen_bytes();
     }
+
+    /// Names of the databases that hold rows in this shard's memory.
+    pub fn database_names(&self) -> Vec<String> {
+        let mut names: BTreeSet<&String> = self.databases.keys().collect();
+        for frozen in &self.frozen {
+            names.extend(frozen.databases.keys());
+        }
+        names.into_iter().cloned().collect()
+    }
+
+    /// Scans the rows in memory (live and frozen), as if nothing were
+    /// persisted.
+    pub fn scan(&self, request: &ScanRequest) -> Result<ScanResponse, ScanError> {
+        self.scan_with(request, &Persisted::default())
+    }
+
+    /// Scans `persisted` (tables loaded from this shard's Parquet files,
+    /// older than anything in memory) and the rows in memory, as one store.
+    pub fn scan_with(
+        &self,
+        request: &ScanRequest,
+        persisted: &Persisted,
+    ) -> Result<ScanResponse, ScanError> {
+        let database = match request {
+            ScanRequest::Rows(rows) => &rows.database,
+            ScanRequest::Schema(schema) => &schema.database,
+        };
+        let sources = scan::Sources::new(database, persisted, self);
+        match request {
+            ScanRequest::Rows(rows) => scan::rows(&sources, rows).map(ScanResponse::Rows),
+            ScanRequest::Schema(schema) => scan::schema(&sources, schema).map(ScanResponse::Schema),
+        }
+    }
+
+    /// Moves every live row into a new frozen generation (still scanned
+    /// and counted in [`ShardStore::memory_bytes`]) and returns it for
+    /// persisting; `None` when nothing is live. Writes go on into an empty
+    /// live store.
+    pub fn freeze(&mut self) -> Option<Arc<Frozen>> {
+        if self.databases.values().all(|d| d.tables.is_empty()) {
+            return None;
+        }
+        let databases = std::mem::take(&mut self.databases);
+        let memory_bytes = self.memory_bytes - self.frozen_bytes();
+        let frozen = Arc::new(Frozen {
+            databases: databases
+                .into_iter()
+                .map(|(name, database)| (name, Arc::new(database)))
+                .collect(),
+            memory_bytes,
+        });
+        self.frozen.push(frozen.clone());
+        Some(frozen)
+    }
+
+    /// The frozen generations not yet released, oldest first.
+    pub fn frozen(&self) -> &[Arc<Frozen>] {
+        &self.frozen
+    }
+
+    /// Forgets frozen generations once they are persisted (their rows are
+    /// then read from Parquet): frees their memory.
+    pub fn release_frozen(&mut self, released: &[Arc<Frozen>]) {
+        let before = self.frozen_bytes();
+        self.frozen
+            .retain(|f| !released.iter().any(|r| Arc::ptr_eq(f, r)));
+        let freed = before - self.frozen_bytes();
+        self.memory_bytes = self.memory_bytes.saturating_sub(freed);
+    }
+
+    fn frozen_bytes(&self) -> usize {
+        self.frozen.iter().map(|f| f.memory_bytes).sum()
+    }
+
+    /// Bytes of the live (not yet frozen) rows.
+    pub fn live_bytes(&self) -> usize {
+        self.memory_bytes - self.frozen_bytes()
+    }
+}
+
+/// Rows frozen for persisting: immutable, shared with the persister thread
+/// and still scanned by queries until released.
+#[derive(Debug)]
+pub struct Frozen {
+    pub databases: BTreeMap<String, Arc<Database>>,
+    pub memory_bytes: usize,
+}
+
+/// Tables loaded from Parquet for one scan, per (database, table), oldest
+/// file first.
+#[derive(Debug, Default)]
+pub struct Persisted {
+    pub tables: BTreeMap<String, Vec<Table>>,
 }
 
 /// Recomputed estimate for one table (used after drops).
@@ -929,6 +906,8 @@ impl std::hash::Hasher for FastHasher {
 }
 
 type FastHash = std::hash::BuildHasherDefault<FastHasher>;
+
+mod scan;
 
 #[cfg(test)]
 mod tests;

@@ -142,6 +142,41 @@ impl Server {
         self.addr = addr;
     }
 
+    /// The sum over shards of a metric's samples (`name{shard="…"} v`).
+    pub fn metric(&self, name: &str) -> u64 {
+        let text = self.request("GET", "/metrics", &[], b"").text();
+        text.lines()
+            .filter(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .map(|v| v as u64)
+            .sum()
+    }
+
+    /// Waits until nothing written so far is only in memory: every shard
+    /// snapshotted (at least `snapshots` in all) and holds no rows in
+    /// memory. Polls `/metrics` (an event, bounded by 60 s), so a test
+    /// never guesses how long persistence takes.
+    pub fn wait_persisted(&self, snapshots: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.metric("ringest_store_bytes") == 0
+                && self.metric("ringest_persist_snapshots_total") >= snapshots
+            {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "rows still in memory after 60 s: store bytes {}, snapshots {}",
+                self.metric("ringest_store_bytes"),
+                self.metric("ringest_persist_snapshots_total")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn connect(&self) -> TcpStream {
         let stream = TcpStream::connect(self.addr).expect("connect to server");
         stream

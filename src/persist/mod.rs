@@ -1,0 +1,110 @@
+//! Persistence: a shard's rows leave memory as Parquet files, the
+//! persisted catalog names them, and the WAL is truncated behind it
+//! (issue 14). Like InfluxDB 3: recent data lives in memory + WAL, older
+//! data in Parquet any engine reads.
+//!
+//! Ownership: [`layout`] names every file (and escapes names so none can
+//! leave its directory), [`parquet`] turns frozen tables into Parquet files
+//! and files back into tables for scans, [`manifest`] is the persisted
+//! catalog (its format, atomic rewrite, the replay rule), [`snapshot`] is
+//! the per-shard loop that freezes, encodes, commits and truncates. The
+//! cross-core messages travel in [`crate::route`]; the catalog owner
+//! (shard 0) writes the manifest.
+//!
+//! # Layout
+//!
+//! ```text
+//! <data_dir>/parquet/_catalog.json                the persisted catalog (manifest)
+//! <data_dir>/parquet/db=<db>/table=<table>/date=<YYYY-MM-DD>/<generation:020>-<sequence:020>-s<shard:03>.parquet
+//! ```
+//!
+//! Hive-style: DuckDB's `read_parquet('<data_dir>/parquet/**/*.parquet',
+//! hive_partitioning = true, union_by_name = true)` and pyarrow's
+//! `dataset(..., partitioning = "hive")` read it unmodified. Names are
+//! escaped ([`layout::escape`]): bytes other than ASCII letters, digits,
+//! `_` and `-` become `%XX`, so `/`, `.`, `=` and `%` never reach the file
+//! system and a name can never be `..` or leave its directory. `date` is
+//! the UTC day of the rows' times. The file name is the snapshot that wrote
+//! it: this run's WAL generation, the last WAL sequence the snapshot holds,
+//! the shard; sorting names sorts one shard's snapshots by age.
+//!
+//! # Parquet schema (one file per snapshot × database × table × UTC day)
+//!
+//! | column | Arrow type | nulls |
+//! |---|---|---|
+//! | each tag, by name | `Dictionary(Int32, Utf8)` | absent tag |
+//! | each field, by name | float `Float64`, integer `Int64`, unsigned `UInt64`, string `Utf8`, boolean `Boolean` | absent field |
+//! | `time` | `Timestamp(Nanosecond, "UTC")` | never |
+//!
+//! Columns: tags sorted by name, fields sorted by name, `time` last. Rows
+//! are sorted by the series key (the tag values in tag-name order, an
+//! absent tag first) then time, and the writer declares that order
+//! (`sorting_columns`). A (series, time) appears once per file (the
+//! snapshot merged repeats, later write wins). ZSTD, dictionary encoding,
+//! page statistics (min/max per row group and page), row groups of up to
+//! 1 Mi rows. A table whose schema grows between snapshots simply makes
+//! files with other columns; readers union them by name.
+//!
+//! # The manifest (`_catalog.json`, [`manifest::Manifest`])
+//!
+//! One JSON document, schema in [`manifest`]: format name and version, the
+//! databases with their retention and column kinds (a copy of the catalog
+//! for operators and other engines; ringest itself rebuilds the schema from
+//! the catalog log), every Parquet file (path, database, table, shard,
+//! generation, sequence, rows, bytes, min/max time), and the WAL positions
+//! persisted through (below).
+//!
+//! # Durability argument
+//!
+//! **Promise.** A row leaves the WAL only after the Parquet file holding it
+//! and the manifest naming that file are on stable storage; the manifest
+//! never names a file that is not.
+//!
+//! **Order of one snapshot** (shard `k`, WAL generation `G`):
+//! 1. On the shard, synchronously: the live store is frozen; it holds
+//!    exactly the WAL records of this shard's directory of generation `G`
+//!    with sequence `≤ S` (the store applies records in sequence order, see
+//!    [`crate::shard`]) plus, the first time in a run, everything replayed
+//!    at start.
+//! 2. On a blocking thread (never on the shard's executor): each file is
+//!    written to `<name>.tmp`, `fsync`ed, renamed to `<name>`, and its
+//!    directory (and each new parent directory) `fsync`ed.
+//! 3. The catalog owner rewrites the manifest: `_catalog.json.tmp` written
+//!    and `fsync`ed, renamed over `_catalog.json`, directory `fsync`ed. It
+//!    records the files and the position `(k, G, S)`.
+//! 4. Only then: the frozen rows leave memory (queries read the files), and
+//!    the WAL segments of `k` whose records all have sequence `≤ S` are
+//!    deleted.
+//!
+//! **The replay rule** ([`manifest::WalState::persisted`]): a WAL record of
+//! directory `d`, generation `g`, sequence `s` is skipped at start when
+//! - `g` is below `floor_generation` (every shard of a later run persisted
+//!   what it replayed, so nothing older is unpersisted), or
+//! - the position of `d` has generation `g` and sequence `≥ s`;
+//!
+//! and one of its rows is skipped when a run `R > g` listed in `runs`
+//! recorded that the row's owner under `R`'s shard count persisted
+//! everything it replayed (so a crash between shards' first snapshots
+//! neither loses nor duplicates a row). Old generations' segments are
+//! deleted once the floor passes them.
+//!
+//! **What a crash can leave**, and what start-up does:
+//!
+//! | crash | left on disk | start-up |
+//! |---|---|---|
+//! | while writing a file | `*.parquet.tmp` | removed |
+//! | files renamed, manifest not rewritten | Parquet files the manifest does not name; their rows still in the WAL | the files are removed; the WAL replays the rows, a later snapshot persists them again |
+//! | while writing the manifest | `_catalog.json.tmp` | removed; the old manifest holds |
+//! | manifest rewritten, WAL not yet truncated | segments of persisted records | replay skips them (rule above); they are deleted after the next snapshot |
+//! | between shards' first snapshots of a run | some shards' replayed rows persisted | per-row rule above |
+//!
+//! **What start-up refuses** (with the path and the fix): a manifest that
+//! does not parse, or is missing while Parquet files exist (the WAL may
+//! already be truncated behind them: guessing could lose or duplicate
+//! data). A file the manifest names that is missing is logged at start and
+//! named in the error of any query that needs it; the rest is served.
+
+pub mod layout;
+pub mod manifest;
+pub mod parquet;
+pub mod snapshot;

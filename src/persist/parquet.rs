@@ -1,0 +1,560 @@
+//! Frozen tables → Parquet files, and Parquet files → tables a scan reads.
+//! The schema is the table in [`crate::persist`]. Runs on blocking threads
+//! only (the persister's and the query loader's), never on a shard's
+//! executor: encoding is CPU work and the file I/O blocks.
+
+// Blocking threads only (module doc): std::fs is the right tool here.
+#![allow(clippy::disallowed_methods)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int32Type, Int64Type, TimestampNanosecondType, UInt64Type};
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, DictionaryArray, Float64Array, Int32Array, Int64Array,
+    RecordBatch, StringArray, TimestampNanosecondArray, UInt64Array,
+};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::SortingColumn;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::statistics::Statistics;
+
+use super::layout::{self, SnapshotId, TMP_SUFFIX};
+use crate::store::{Chunk, Column, ColumnData, FieldType, Table};
+
+/// Rows per row group: large enough for scans, small enough that time
+/// pruning by row-group statistics skips something.
+const ROW_GROUP_ROWS: usize = 1 << 20;
+/// The time column's name.
+pub const TIME_COLUMN: &str = "time";
+
+/// One file a snapshot wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WrittenFile {
+    /// Relative to the Parquet directory.
+    pub path: PathBuf,
+    pub table: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub time_min_ns: i64,
+    pub time_max_ns: i64,
+}
+
+/// Why a file could not be written or read.
+#[derive(Debug)]
+pub enum ParquetError {
+    Io { path: PathBuf, error: io::Error },
+    Format { path: PathBuf, error: String },
+}
+
+impl fmt::Display for ParquetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParquetError::Io { path, error } => write!(f, "{}: {error}", path.display()),
+            ParquetError::Format { path, error } => {
+                write!(
+                    f,
+                    "{}: not a readable Parquet file: {error}",
+                    path.display()
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for ParquetError {}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> ParquetError + '_ {
+    move |error| ParquetError::Io {
+        path: path.to_path_buf(),
+        error,
+    }
+}
+
+fn format_error<E: fmt::Display>(path: &Path) -> impl FnOnce(E) -> ParquetError + '_ {
+    move |error| ParquetError::Format {
+        path: path.to_path_buf(),
+        error: error.to_string(),
+    }
+}
+
+/// One merged row: a (series, time) and where its values are.
+struct MergedRow {
+    day: i64,
+    rank: u32,
+    time: i64,
+    /// Range in `hits` of the (chunk, row) pairs that merge into it,
+    /// oldest first.
+    hits: std::ops::Range<usize>,
+}
+
+/// Writes one table of a frozen generation as one file per UTC day under
+/// `root` (the Parquet directory), durably (module doc of
+/// [`crate::persist`], step 2). Rows older than `cutoff_ns` (retention)
+/// are left out. Returns the files written.
+pub fn write_table(
+    root: &Path,
+    id: SnapshotId,
+    database: &str,
+    table_name: &str,
+    table: &Table,
+    cutoff_ns: Option<i64>,
+) -> Result<Vec<WrittenFile>, ParquetError> {
+    let chunks: Vec<&Chunk> = table.chunks().collect();
+    // Series ranked by their tags: the sort order of the file.
+    let mut by_tags: Vec<u32> = (0..table.series.len() as u32).collect();
+    by_tags.sort_by(|a, b| table.series[*a as usize].cmp(&table.series[*b as usize]));
+    let mut rank = vec![0u32; table.series.len()];
+    for (position, series) in by_tags.iter().enumerate() {
+        rank[*series as usize] = position as u32;
+    }
+    let mut hits: Vec<(i64, u32, i64, u32, u32)> = Vec::new();
+    for (order, chunk) in chunks.iter().enumerate() {
+        for row in 0..chunk.len() {
+            let time = chunk.times[row];
+            if cutoff_ns.is_some_and(|cutoff| time < cutoff) {
+                continue;
+            }
+            let series = rank[chunk.series[row] as usize];
+            hits.push((layout::day_of(time), series, time, order as u32, row as u32));
+        }
+    }
+    hits.sort_unstable();
+    let mut merged: Vec<MergedRow> = Vec::new();
+    let mut i = 0;
+    while i < hits.len() {
+        let (day, rank, time, _, _) = hits[i];
+        let mut j = i + 1;
+        while j < hits.len() && hits[j].1 == rank && hits[j].2 == time && hits[j].0 == day {
+            j += 1;
+        }
+        merged.push(MergedRow {
+            day,
+            rank,
+            time,
+            hits: i..j,
+        });
+        i = j;
+    }
+    let tag_keys: Vec<&String> = table.tag_keys.iter().collect();
+    let fields: Vec<(&String, FieldType)> =
+        table.field_types.iter().map(|(k, t)| (k, *t)).collect();
+    // Per chunk: its column of each field (by position in `fields`).
+    let chunk_columns: Vec<Vec<Option<&Column>>> = chunks
+        .iter()
+        .map(|chunk| fields.iter().map(|(name, _)| chunk.column(name)).collect())
+        .collect();
+    // Per tag key, per series rank: the value.
+    let tag_values: Vec<Vec<Option<&str>>> = tag_keys
+        .iter()
+        .map(|key| {
+            by_tags
+                .iter()
+                .map(|series| {
+                    let tags = &table.series[*series as usize];
+                    tags.binary_search_by(|(k, _)| k.as_str().cmp(key.as_str()))
+                        .ok()
+                        .map(|i| tags[i].1.as_str())
+                })
+                .collect()
+        })
+        .collect();
+    let schema = Arc::new(file_schema(&tag_keys, &fields));
+    let mut written = Vec::new();
+    let mut start = 0;
+    while start < merged.len() {
+        let day = merged[start].day;
+        let mut end = start;
+        while end < merged.len() && merged[end].day == day {
+            end += 1;
+        }
+        let rows = &merged[start..end];
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+        for values in &tag_values {
+            arrays.push(tag_array(values, rows));
+        }
+        for (position, (_, field_type)) in fields.iter().enumerate() {
+            let pick = |row: &MergedRow| -> Option<(&Column, usize)> {
+                hits[row.hits.clone()]
+                    .iter()
+                    .rev()
+                    .find_map(|&(_, _, _, order, r)| {
+                        chunk_columns[order as usize][position]
+                            .filter(|c| c.is_valid(r as usize))
+                            .map(|c| (c, r as usize))
+                    })
+            };
+            arrays.push(field_array(*field_type, rows, pick));
+        }
+        let times: Vec<i64> = rows.iter().map(|r| r.time).collect();
+        let time_min_ns = times.iter().copied().min().unwrap_or(0);
+        let time_max_ns = times.iter().copied().max().unwrap_or(0);
+        arrays.push(Arc::new(
+            TimestampNanosecondArray::from(times).with_timezone("UTC"),
+        ));
+        let relative = layout::file_path(id, database, table_name, day);
+        let batch =
+            RecordBatch::try_new(schema.clone(), arrays).map_err(format_error(&relative))?;
+        let bytes = write_durably(&root.join(&relative), &batch, tag_keys.len())?;
+        written.push(WrittenFile {
+            path: relative,
+            table: table_name.to_string(),
+            rows: rows.len() as u64,
+            bytes,
+            time_min_ns,
+            time_max_ns,
+        });
+        start = end;
+    }
+    Ok(written)
+}
+
+fn file_schema(tag_keys: &[&String], fields: &[(&String, FieldType)]) -> Schema {
+    let mut columns: Vec<Field> = tag_keys
+        .iter()
+        .map(|key| {
+            Field::new(
+                key.as_str(),
+                DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+                true,
+            )
+        })
+        .collect();
+    for (name, field_type) in fields {
+        let data_type = match field_type {
+            FieldType::Float => DataType::Float64,
+            FieldType::Integer => DataType::Int64,
+            FieldType::Unsigned => DataType::UInt64,
+            FieldType::String => DataType::Utf8,
+            FieldType::Boolean => DataType::Boolean,
+        };
+        columns.push(Field::new(name.as_str(), data_type, true));
+    }
+    columns.push(Field::new(
+        TIME_COLUMN,
+        DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+        false,
+    ));
+    Schema::new(columns)
+}
+
+/// A dictionary column of one tag: one dictionary entry per distinct value.
+fn tag_array(values_by_rank: &[Option<&str>], rows: &[MergedRow]) -> ArrayRef {
+    let mut dictionary: Vec<&str> = Vec::new();
+    let mut keys_by_value: HashMap<&str, i32> = HashMap::new();
+    let mut key_by_rank: Vec<Option<i32>> = vec![None; values_by_rank.len()];
+    let mut seen = vec![false; values_by_rank.len()];
+    let keys: Int32Array = rows
+        .iter()
+        .map(|row| {
+            let rank = row.rank as usize;
+            if !seen[rank] {
+                seen[rank] = true;
+                key_by_rank[rank] = values_by_rank[rank].map(|value| {
+                    *keys_by_value.entry(value).or_insert_with(|| {
+                        dictionary.push(value);
+                        (dictionary.len() - 1) as i32
+                    })
+                });
+            }
+            key_by_rank[rank]
+        })
+        .collect();
+    let values = Arc::new(StringArray::from(dictionary));
+    Arc::new(
+        DictionaryArray::<Int32Type>::try_new(keys, values)
+            .expect("invariant: every key indexes the dictionary built with it"),
+    )
+}
+
+fn field_array<'c>(
+    field_type: FieldType,
+    rows: &[MergedRow],
+    pick: impl Fn(&MergedRow) -> Option<(&'c Column, usize)>,
+) -> ArrayRef {
+    macro_rules! collect {
+        ($variant:ident, $array:ty, $convert:expr) => {{
+            let array: $array = rows
+                .iter()
+                .map(|row| {
+                    pick(row).and_then(|(column, r)| match &column.data {
+                        ColumnData::$variant(values) => Some($convert(&values[r])),
+                        _ => None,
+                    })
+                })
+                .collect();
+            Arc::new(array) as ArrayRef
+        }};
+    }
+    match field_type {
+        FieldType::Float => collect!(Float, Float64Array, |v: &f64| *v),
+        FieldType::Integer => collect!(Integer, Int64Array, |v: &i64| *v),
+        FieldType::Unsigned => collect!(Unsigned, UInt64Array, |v: &u64| *v),
+        FieldType::Boolean => collect!(Boolean, BooleanArray, |v: &bool| *v),
+        FieldType::String => collect!(String, StringArray, |v: &String| v.clone()),
+    }
+}
+
+/// Writes `batch` to `path` through `<path>.tmp`: write, fsync, rename,
+/// fsync of the directory (and of each directory it had to create).
+fn write_durably(path: &Path, batch: &RecordBatch, tag_count: usize) -> Result<u64, ParquetError> {
+    let dir = path.parent().expect("a file path has a parent");
+    create_dirs_durably(dir).map_err(io_error(dir))?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(TMP_SUFFIX);
+    let tmp = PathBuf::from(tmp);
+    let file = File::create(&tmp).map_err(io_error(&tmp))?;
+    // Sorted by the tag columns, then time (the last column).
+    let sorting: Vec<SortingColumn> = (0..=tag_count)
+        .map(|i| SortingColumn {
+            column_idx: if i == tag_count {
+                (batch.num_columns() - 1) as i32
+            } else {
+                i as i32
+            },
+            descending: false,
+            nulls_first: true,
+        })
+        .collect();
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_sorting_columns(Some(sorting))
+        .set_created_by(format!("ringest {}", env!("CARGO_PKG_VERSION")))
+        .build();
+    let mut writer =
+        ArrowWriter::try_new(file, batch.schema(), Some(properties)).map_err(format_error(&tmp))?;
+    writer.write(batch).map_err(format_error(&tmp))?;
+    let file = writer.into_inner().map_err(format_error(&tmp))?;
+    file.sync_all().map_err(io_error(&tmp))?;
+    let bytes = file.metadata().map_err(io_error(&tmp))?.len();
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(io_error(path))?;
+    sync_dir(dir).map_err(io_error(dir))?;
+    Ok(bytes)
+}
+
+/// `create_dir_all` that also `fsync`s the parent of every directory it
+/// creates, so the new entries survive a power loss.
+pub fn create_dirs_durably(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dirs_durably(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(error) => return Err(error),
+    }
+    if let Some(parent) = dir.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// What a scan needs from one file.
+#[derive(Clone, Debug)]
+pub struct LoadRequest {
+    /// Field columns to read; `None`: all of them. Tags and time are always
+    /// read.
+    pub fields: Option<Vec<String>>,
+    /// Inclusive; row groups entirely outside are not read.
+    pub time_min_ns: i64,
+    pub time_max_ns: i64,
+}
+
+/// Reads one file into a table of one chunk (read-only, for a scan).
+pub fn load_table(path: &Path, request: &LoadRequest) -> Result<Table, ParquetError> {
+    let file = File::open(path).map_err(io_error(path))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(format_error(path))?;
+    let schema = builder.schema().clone();
+    let mut wanted = Vec::new();
+    let mut tag_columns = Vec::new();
+    let mut field_types = BTreeMap::new();
+    let mut time_index = None;
+    for (index, field) in schema.fields().iter().enumerate() {
+        let name = field.name();
+        match field.data_type() {
+            DataType::Timestamp(TimeUnit::Nanosecond, _) if name == TIME_COLUMN => {
+                time_index = Some(index);
+                wanted.push(index);
+            }
+            DataType::Dictionary(_, _) => {
+                tag_columns.push(name.clone());
+                wanted.push(index);
+            }
+            data_type => {
+                let field_type = match data_type {
+                    DataType::Float64 => FieldType::Float,
+                    DataType::Int64 => FieldType::Integer,
+                    DataType::UInt64 => FieldType::Unsigned,
+                    DataType::Utf8 => FieldType::String,
+                    DataType::Boolean => FieldType::Boolean,
+                    other => {
+                        return Err(ParquetError::Format {
+                            path: path.to_path_buf(),
+                            error: format!(
+                                "column {name:?} has type {other}, not one ringest writes"
+                            ),
+                        })
+                    }
+                };
+                field_types.insert(name.clone(), field_type);
+                let read = match &request.fields {
+                    None => true,
+                    Some(fields) => fields.iter().any(|f| f == name),
+                };
+                if read {
+                    wanted.push(index);
+                }
+            }
+        }
+    }
+    let Some(time_index) = time_index else {
+        return Err(ParquetError::Format {
+            path: path.to_path_buf(),
+            error: "no time column".to_string(),
+        });
+    };
+    let metadata = builder.metadata().clone();
+    let row_groups: Vec<usize> = (0..metadata.num_row_groups())
+        .filter(
+            |&group| match metadata.row_group(group).column(time_index).statistics() {
+                Some(Statistics::Int64(stats)) => match (stats.min_opt(), stats.max_opt()) {
+                    (Some(min), Some(max)) => {
+                        *max >= request.time_min_ns && *min <= request.time_max_ns
+                    }
+                    _ => true,
+                },
+                _ => true,
+            },
+        )
+        .collect();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
+    let reader = builder
+        .with_projection(mask)
+        .with_row_groups(row_groups)
+        .with_batch_size(64 * 1024)
+        .build()
+        .map_err(format_error(path))?;
+    let mut chunk = Chunk::default();
+    let mut series: Vec<Vec<(String, String)>> = Vec::new();
+    let mut series_ids: HashMap<Vec<(String, String)>, u32> = HashMap::new();
+    let mut columns: BTreeMap<String, Column> = BTreeMap::new();
+    for batch in reader {
+        let batch = batch.map_err(format_error(path))?;
+        let batch_schema = batch.schema();
+        let tags: Vec<(&str, &DictionaryArray<Int32Type>)> = tag_columns
+            .iter()
+            .filter_map(|name| {
+                let index = batch_schema.index_of(name).ok()?;
+                Some((
+                    name.as_str(),
+                    batch.column(index).as_dictionary::<Int32Type>(),
+                ))
+            })
+            .collect();
+        let tag_values: Vec<&StringArray> = tags
+            .iter()
+            .map(|(_, array)| array.values().as_string::<i32>())
+            .collect();
+        let time_index = batch_schema
+            .index_of(TIME_COLUMN)
+            .map_err(format_error(path))?;
+        let times = batch
+            .column(time_index)
+            .as_primitive::<TimestampNanosecondType>();
+        // Rows are sorted by series: compare with the previous row's tags.
+        let mut previous: Option<(Vec<(String, String)>, u32)> = None;
+        for row in 0..batch.num_rows() {
+            let row_tags: Vec<(String, String)> = tags
+                .iter()
+                .zip(&tag_values)
+                .filter(|((_, array), _)| array.is_valid(row))
+                .map(|((key, array), values)| {
+                    let index = array.keys().value(row) as usize;
+                    (key.to_string(), values.value(index).to_string())
+                })
+                .collect();
+            let id = match &previous {
+                Some((tags, id)) if *tags == row_tags => *id,
+                _ => {
+                    let next = series.len() as u32;
+                    let id = *series_ids.entry(row_tags.clone()).or_insert(next);
+                    if id == next {
+                        series.push(row_tags.clone());
+                    }
+                    previous = Some((row_tags, id));
+                    id
+                }
+            };
+            chunk.series.push(id);
+            chunk.times.push(times.value(row));
+        }
+        for (name, field_type) in &field_types {
+            let Ok(index) = batch_schema.index_of(name) else {
+                continue;
+            };
+            let column = columns.entry(name.clone()).or_insert_with(|| Column {
+                data: empty_data(*field_type),
+                valid: Vec::new(),
+            });
+            append_values(column, batch.column(index).as_ref());
+        }
+    }
+    chunk.time_min_ns = chunk.times.iter().copied().min().unwrap_or(0);
+    chunk.time_max_ns = chunk.times.iter().copied().max().unwrap_or(0);
+    chunk.columns = columns.into_iter().collect();
+    Ok(Table::loaded(series, field_types, chunk))
+}
+
+fn empty_data(field_type: FieldType) -> ColumnData {
+    match field_type {
+        FieldType::Float => ColumnData::Float(Vec::new()),
+        FieldType::Integer => ColumnData::Integer(Vec::new()),
+        FieldType::Unsigned => ColumnData::Unsigned(Vec::new()),
+        FieldType::String => ColumnData::String(Vec::new()),
+        FieldType::Boolean => ColumnData::Boolean(Vec::new()),
+    }
+}
+
+fn append_values(column: &mut Column, array: &dyn Array) {
+    let rows = array.len();
+    column
+        .valid
+        .extend((0..rows).map(|row| array.is_valid(row)));
+    match &mut column.data {
+        ColumnData::Float(values) => {
+            values.extend_from_slice(array.as_primitive::<Float64Type>().values())
+        }
+        ColumnData::Integer(values) => {
+            values.extend_from_slice(array.as_primitive::<Int64Type>().values())
+        }
+        ColumnData::Unsigned(values) => {
+            values.extend_from_slice(array.as_primitive::<UInt64Type>().values())
+        }
+        ColumnData::Boolean(values) => {
+            let array = array.as_boolean();
+            values.extend((0..rows).map(|row| array.value(row)));
+        }
+        ColumnData::String(values) => {
+            let array = array.as_string::<i32>();
+            values.extend((0..rows).map(|row| array.value(row).to_string()));
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! The persister: each shard's loop that moves its rows from memory and
+//! WAL into Parquet (the protocol and its durability argument are in
+//! [`crate::persist`]).
+//!
+//! A snapshot is due every `persist.interval_ms` while the shard holds new
+//! rows, as soon as its live rows pass `persist.store_bytes_trigger`, once
+//! after start (to persist what was replayed, so the WAL of earlier runs
+//! can go), and at shutdown. One snapshot runs at a time per shard. The
+//! freeze is synchronous on the shard; encoding and file I/O run on a
+//! blocking thread, so ingest goes on meanwhile; the commit goes to the
+//! catalog owner; only after it returns do rows leave memory and segments
+//! leave the WAL. A failed snapshot leaves its rows frozen in memory (still
+//! queried, still in the WAL) and the next attempt persists them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::TaskQueueHandle;
+
+use crate::persist::layout::SnapshotId;
+use crate::persist::manifest::{Commit, FileEntry};
+use crate::persist::parquet::{self, ParquetError};
+use crate::route;
+use crate::shard::Shard;
+use crate::store::Frozen;
+
+/// How often the loop looks at the triggers.
+const TICK: Duration = Duration::from_millis(100);
+/// Wait after a failed snapshot before the next attempt.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Starts the shard's persister loop on `queue` (when persistence is on).
+pub fn spawn(shard: &Rc<Shard>, queue: TaskQueueHandle) {
+    if !shard.config.persist.enabled {
+        return;
+    }
+    let shard = shard.clone();
+    let task = glommio::spawn_local_into(run(shard), queue);
+    if let Ok(task) = task {
+        task.detach();
+    }
+}
+
+async fn run(shard: Rc<Shard>) {
+    let interval = Duration::from_millis(shard.config.persist.interval_ms);
+    while !shard.shutting_down() {
+        glommio::timer::sleep(TICK).await;
+        if shard.shutting_down() {
+            break;
+        }
+        let due = {
+            let store = shard.store.borrow();
+            let live = store.live_bytes();
+            let waited = crate::clock::monotonic() - shard.persisting.last_started.get();
+            !shard.persisting.replay_persisted.get()
+                || live >= shard.config.persist.store_bytes_trigger
+                || (waited >= interval && (live > 0 || !store.frozen().is_empty()))
+        };
+        if due {
+            if let Err(error) = snapshot(&shard, false).await {
+                tracing::warn!(shard = shard.id, %error, "snapshot failed; retrying");
+                glommio::timer::sleep(RETRY_AFTER).await;
+            }
+        }
+    }
+}
+
+/// Persists everything the shard holds in memory now. `before_shutdown`:
+/// the last one (the owner waits for every shard's).
+pub async fn snapshot(shard: &Rc<Shard>, before_shutdown: bool) -> Result<(), String> {
+    let _permit = shard
+        .persisting
+        .lock
+        .acquire_permit(1)
+        .await
+        .map_err(|_| "persister closed".to_string())?;
+    let started = crate::clock::monotonic();
+    shard.persisting.last_started.set(started);
+    // Step 1 (synchronous): freeze; the frozen rows hold every record up
+    // to `through` of this run, and what was replayed.
+    let (frozen, through) = {
+        let mut store = shard.store.borrow_mut();
+        store.freeze();
+        (store.frozen().to_vec(), shard.applied())
+    };
+    let covers_replay = !shard.persisting.replay_persisted.get();
+    if frozen.is_empty() && !covers_replay && !before_shutdown {
+        return Ok(());
+    }
+    // Step 2 (blocking thread): the files, durably.
+    let first_attempt = shard.persisting.attempts.get();
+    shard
+        .persisting
+        .attempts
+        .set(first_attempt + frozen.len() as u32);
+    let id = SnapshotId {
+        generation: shard.generation,
+        sequence: through.0,
+        shard: shard.id as u32,
+        attempt: first_attempt,
+    };
+    let root = shard.parquet_root.clone();
+    let cutoffs = cutoffs(shard);
+    let to_write = frozen.clone();
+    let added = glommio::executor()
+        .spawn_blocking(move || write_frozen(&root, id, &to_write, &cutoffs))
+        .await
+        .map_err(|error| {
+            shard
+                .persisting
+                .failures
+                .set(shard.persisting.failures.get() + 1);
+            format!("writing Parquet: {error}")
+        })?;
+    // Step 3: the manifest names them and the position.
+    let rows: u64 = added.iter().map(|f| f.rows).sum();
+    let commit = Commit {
+        shard: shard.id as u32,
+        shard_count: shard.count as u32,
+        generation: shard.generation,
+        added: added.clone(),
+        removed: Vec::new(),
+        position: Some(through.0),
+        covers_replay,
+        before_shutdown,
+    };
+    let outcome = shard.commit_persisted(commit).await.map_err(|error| {
+        shard
+            .persisting
+            .failures
+            .set(shard.persisting.failures.get() + 1);
+        format!("recording the snapshot: {error:?}")
+    })?;
+    // Step 4: the rows leave memory, the segments leave the WAL.
+    shard.files.borrow_mut().extend(added);
+    shard.files_version.set(shard.files_version.get() + 1);
+    shard.store.borrow_mut().release_frozen(&frozen);
+    shard.persisting.replay_persisted.set(true);
+    let delete: Vec<PathBuf> = shard.wal.release_through(through);
+    let (dir, generation) = shard.wal.location();
+    let old_runs = outcome.floor_generation >= generation && shard.persisting.old_segments.get();
+    let other_dirs = (shard.id == route::CATALOG_OWNER && old_runs)
+        .then(|| shard.config.server.data_dir.join("wal"));
+    let count = shard.count;
+    let removed = glommio::executor()
+        .spawn_blocking(move || {
+            remove_segments(
+                &dir,
+                &delete,
+                old_runs.then_some(generation),
+                other_dirs.as_deref(),
+                count,
+            )
+        })
+        .await;
+    match removed {
+        Ok(old_bytes) => {
+            shard.wal.forget_bytes(old_bytes);
+            if old_runs {
+                shard.persisting.old_segments.set(false);
+            }
+        }
+        Err(error) => {
+            // The records are persisted: a segment left behind is skipped at
+            // replay and removed at the next snapshot or start.
+            tracing::warn!(shard = shard.id, %error, "removing persisted WAL segments failed");
+        }
+    }
+    let persisting = &shard.persisting;
+    persisting.snapshots.set(persisting.snapshots.get() + 1);
+    persisting.through.set(through.0);
+    persisting.rows.set(persisting.rows.get() + rows);
+    persisting
+        .last_duration_us
+        .set(crate::clock::elapsed_us(started));
+    tracing::debug!(
+        shard = shard.id,
+        rows,
+        through = through.0,
+        duration_us = persisting.last_duration_us.get(),
+        "snapshot persisted"
+    );
+    Ok(())
+}
+
+/// Per database, rows older than this are not persisted (retention).
+fn cutoffs(shard: &Shard) -> BTreeMap<String, Option<i64>> {
+    shard
+        .catalog
+        .borrow()
+        .databases
+        .keys()
+        .map(|name| (name.clone(), None))
+        .collect()
+}
+
+/// Step 2 of a snapshot, on a blocking thread: every table of every frozen
+/// generation, oldest generation first (each its own attempt number, so
+/// names never collide).
+fn write_frozen(
+    root: &Path,
+    id: SnapshotId,
+    frozen: &[Arc<Frozen>],
+    cutoffs: &BTreeMap<String, Option<i64>>,
+) -> Result<Vec<FileEntry>, ParquetError> {
+    let mut files = Vec::new();
+    for (offset, generation) in frozen.iter().enumerate() {
+        let id = SnapshotId {
+            attempt: id.attempt + offset as u32,
+            ..id
+        };
+        for (database, tables) in &generation.databases {
+            let cutoff = cutoffs.get(database).copied().flatten();
+            for (table_name, table) in &tables.tables {
+                for written in parquet::write_table(root, id, database, table_name, table, cutoff)?
+                {
+                    files.push(FileEntry {
+                        path: written.path.to_string_lossy().replace('\\', "/"),
+                        database: database.clone(),
+                        table: written.table,
+                        shard: id.shard,
+                        generation: id.generation,
+                        sequence: id.sequence,
+                        rows: written.rows,
+                        bytes: written.bytes,
+                        time_min_ns: written.time_min_ns,
+                        time_max_ns: written.time_max_ns,
+                    });
+                }
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// Removes persisted segments of this run (`released`), and when
+/// `older_than` is set every segment of an earlier generation in `dir`
+/// (and, from the catalog owner, in the WAL directories of shards that no
+/// longer exist under `wal_root`). Returns the bytes of `dir`'s earlier
+/// segments removed (the WAL's budget counted them).
+fn remove_segments(
+    dir: &Path,
+    released: &[PathBuf],
+    older_than: Option<u64>,
+    wal_root: Option<&Path>,
+    shard_count: usize,
+) -> std::io::Result<u64> {
+    // A blocking thread: std::fs is the right tool.
+    #[allow(clippy::disallowed_methods)]
+    fn remove_older(dir: &Path, generation: u64) -> std::io::Result<u64> {
+        let mut bytes = 0;
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some((segment_generation, _)) = name
+                .to_str()
+                .and_then(crate::wal::segment::parse_segment_file_name)
+            else {
+                continue;
+            };
+            if segment_generation < generation {
+                bytes += entry.metadata()?.len();
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+        crate::persist::parquet::sync_dir(dir)?;
+        Ok(bytes)
+    }
+    #[allow(clippy::disallowed_methods)]
+    for path in released {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+    }
+    if !released.is_empty() {
+        crate::persist::parquet::sync_dir(dir)?;
+    }
+    let Some(generation) = older_than else {
+        return Ok(0);
+    };
+    let bytes = remove_older(dir, generation)?;
+    if let Some(wal_root) = wal_root {
+        #[allow(clippy::disallowed_methods)]
+        for entry in std::fs::read_dir(wal_root)? {
+            let entry = entry?;
+            let gone = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<usize>().ok())
+                .is_some_and(|n| n >= shard_count);
+            if gone && entry.file_type()?.is_dir() {
+                remove_older(&entry.path(), generation)?;
+            }
+        }
+    }
+    Ok(bytes)
+}

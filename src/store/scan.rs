@@ -1,0 +1,254 @@
+//! Scans over every place a shard's rows live, as one store: tables loaded
+//! from its Parquet files (oldest file first), frozen generations awaiting
+//! persistence (oldest first), then the live tables.
+//!
+//! The sources of one measurement are put in that order, so "later write
+//! wins" holds across them exactly as it does across the chunks of one
+//! table: rows with the same (series, time) merge, the later non-null field
+//! wins. A series is identified by its tags, which is the same in every
+//! source (series ids are per table).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::{
+    Chunk, Column, MeasurementSchema, Persisted, RowsRequest, ScanError, SchemaRequest, SeriesRows,
+    ShardStore, Table, Value,
+};
+
+/// The tables of one database, by measurement, oldest source first.
+pub(super) struct Sources<'a> {
+    tables: BTreeMap<&'a str, Vec<&'a Table>>,
+}
+
+impl<'a> Sources<'a> {
+    pub(super) fn new(database: &str, persisted: &'a Persisted, store: &'a ShardStore) -> Self {
+        let mut tables: BTreeMap<&'a str, Vec<&'a Table>> = BTreeMap::new();
+        for (name, loaded) in &persisted.tables {
+            tables.entry(name.as_str()).or_default().extend(loaded);
+        }
+        let frozen = store
+            .frozen
+            .iter()
+            .filter_map(|f| f.databases.get(database).map(|d| &**d));
+        for db in frozen.chain(store.databases.get(database)) {
+            for (name, table) in &db.tables {
+                tables.entry(name.as_str()).or_default().push(table);
+            }
+        }
+        Sources { tables }
+    }
+}
+
+pub(super) fn schema(
+    sources: &Sources<'_>,
+    request: &SchemaRequest,
+) -> Result<Vec<MeasurementSchema>, ScanError> {
+    let mut out = Vec::new();
+    let mut series_total = 0usize;
+    let filtered = !matches!(request.tag_filter, super::TagFilter::All);
+    for (name, tables) in &sources.tables {
+        if !request.measurements.matches(name) {
+            continue;
+        }
+        let mut tag_keys: BTreeSet<&str> = BTreeSet::new();
+        let mut fields: BTreeMap<&str, super::FieldType> = BTreeMap::new();
+        let mut series: BTreeSet<&Vec<(String, String)>> = BTreeSet::new();
+        let mut any = false;
+        for table in tables {
+            for (key, field_type) in &table.field_types {
+                fields.entry(key.as_str()).or_insert(*field_type);
+            }
+            if !filtered {
+                tag_keys.extend(table.tag_keys.iter().map(String::as_str));
+            }
+            for tags in &table.series {
+                if filtered && !request.tag_filter.matches(tags) {
+                    continue;
+                }
+                any = true;
+                if filtered {
+                    tag_keys.extend(tags.iter().map(|(k, _)| k.as_str()));
+                }
+                if request.include_series && series.insert(tags) {
+                    series_total += 1;
+                    if series_total > request.series_limit {
+                        return Err(ScanError::TooManySeries {
+                            limit: request.series_limit,
+                        });
+                    }
+                }
+            }
+        }
+        if filtered && !any {
+            continue;
+        }
+        out.push(MeasurementSchema {
+            name: name.to_string(),
+            tag_keys: tag_keys.into_iter().map(str::to_string).collect(),
+            fields: fields
+                .into_iter()
+                .map(|(k, t)| (k.to_string(), t))
+                .collect(),
+            series: series.into_iter().cloned().collect(),
+        });
+    }
+    Ok(out)
+}
+
+pub(super) fn rows(
+    sources: &Sources<'_>,
+    request: &RowsRequest,
+) -> Result<Vec<SeriesRows>, ScanError> {
+    let mut names: Vec<&String> = request.measurements.iter().collect();
+    names.sort();
+    names.dedup();
+    let mut out = Vec::new();
+    let mut rows_total = 0usize;
+    let columns: Vec<&str> = request
+        .fields
+        .iter()
+        .chain(&request.condition_fields)
+        .map(String::as_str)
+        .collect();
+    for name in names {
+        let Some(tables) = sources.tables.get(name.as_str()) else {
+            continue;
+        };
+        measurement_rows(name, tables, request, &columns, &mut rows_total, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// The rows of one measurement over its sources, appended to `out` in
+/// tags order.
+fn measurement_rows(
+    name: &str,
+    tables: &[&Table],
+    request: &RowsRequest,
+    columns: &[&str],
+    rows_total: &mut usize,
+    out: &mut Vec<SeriesRows>,
+) -> Result<(), ScanError> {
+    // Series of every source, by tags → one id for this scan; `None` for
+    // series the tag filter drops.
+    let mut ids: HashMap<&[(String, String)], usize> = HashMap::new();
+    let mut series_tags: Vec<&Vec<(String, String)>> = Vec::new();
+    let local_ids: Vec<Vec<Option<usize>>> = tables
+        .iter()
+        .map(|table| {
+            table
+                .series
+                .iter()
+                .map(|tags| {
+                    if !request.tag_filter.matches(tags) {
+                        return None;
+                    }
+                    Some(*ids.entry(tags.as_slice()).or_insert_with(|| {
+                        series_tags.push(tags);
+                        series_tags.len() - 1
+                    }))
+                })
+                .collect()
+        })
+        .collect();
+    // Every chunk of every source, in age order, with its series mapping.
+    let all_chunks: Vec<(&Chunk, &[Option<usize>])> = tables
+        .iter()
+        .zip(&local_ids)
+        .flat_map(|(table, local)| table.chunks().map(move |chunk| (chunk, local.as_slice())))
+        .collect();
+    let column_refs: Vec<Vec<Option<&Column>>> = all_chunks
+        .iter()
+        .map(|(chunk, _)| columns.iter().map(|c| chunk.column(c)).collect())
+        .collect();
+    // Per series: (time, chunk order, row) of every candidate row.
+    let mut per_series: Vec<Vec<(i64, u32, u32)>> = vec![Vec::new(); series_tags.len()];
+    let mut candidates = 0usize;
+    let candidates_max = request.row_limit.saturating_mul(4).max(1024);
+    for (order, (chunk, local)) in all_chunks.iter().enumerate() {
+        if chunk.len() == 0
+            || chunk.time_max_ns < request.time_min_ns
+            || chunk.time_min_ns > request.time_max_ns
+        {
+            continue;
+        }
+        let refs = &column_refs[order];
+        for row in 0..chunk.len() {
+            let time = chunk.times[row];
+            if time < request.time_min_ns || time > request.time_max_ns {
+                continue;
+            }
+            let Some(series) = local[chunk.series[row] as usize] else {
+                continue;
+            };
+            // A row without any requested column contributes nothing.
+            if !refs.is_empty() && !refs.iter().flatten().any(|c| c.is_valid(row)) {
+                continue;
+            }
+            per_series[series].push((time, order as u32, row as u32));
+            candidates += 1;
+            // Bound the work even before deduplication.
+            if candidates > candidates_max {
+                return Err(ScanError::TooManyRows {
+                    limit: request.row_limit,
+                });
+            }
+        }
+    }
+    let mut series_ids: Vec<usize> = (0..per_series.len())
+        .filter(|id| !per_series[*id].is_empty())
+        .collect();
+    series_ids.sort_by(|a, b| series_tags[*a].cmp(series_tags[*b]));
+    // Reused per row: no allocation per row.
+    let mut values: Vec<Option<Value>> = vec![None; columns.len()];
+    for series in series_ids {
+        let hits = &mut per_series[series];
+        // Usually already in order: chunks are mostly appended in time.
+        hits.sort_unstable();
+        let mut found = SeriesRows {
+            measurement: name.to_string(),
+            tags: series_tags[series].clone(),
+            times: Vec::with_capacity(hits.len()),
+            columns: vec![Vec::with_capacity(hits.len()); columns.len()],
+        };
+        let mut i = 0;
+        while i < hits.len() {
+            let time = hits[i].0;
+            let mut j = i;
+            while j < hits.len() && hits[j].0 == time {
+                j += 1;
+            }
+            // Merge hits[i..j] (older chunk first, later non-null wins).
+            values.iter_mut().for_each(|v| *v = None);
+            for &(_, order, row) in &hits[i..j] {
+                for (c, column) in column_refs[order as usize].iter().enumerate() {
+                    if let Some(column) = column {
+                        if column.is_valid(row as usize) {
+                            values[c] = column.get(row as usize);
+                        }
+                    }
+                }
+            }
+            i = j;
+            let present = request.fields.is_empty()
+                || values[..request.fields.len()].iter().any(Option::is_some);
+            if !present {
+                continue;
+            }
+            *rows_total += 1;
+            if *rows_total > request.row_limit {
+                return Err(ScanError::TooManyRows {
+                    limit: request.row_limit,
+                });
+            }
+            found.times.push(time);
+            for (c, value) in values.iter_mut().enumerate() {
+                found.columns[c].push(value.take());
+            }
+        }
+        if !found.times.is_empty() {
+            out.push(found);
+        }
+    }
+    Ok(())
+}
