@@ -52,6 +52,7 @@ macro_rules! assert_all_in_discriminant_order {
 pub mod auth;
 pub mod backpressure;
 pub mod batch;
+pub mod blocking;
 pub mod catalog;
 pub mod clock;
 pub mod config;

@@ -27,6 +27,38 @@ use crate::route;
 use crate::shard::Shard;
 use crate::store::Frozen;
 
+/// Test only: `RINGEST_TEST_PERSIST_CRASH=files-written|manifest-written`
+/// makes the process abort (no clean-up, like `kill -9`) at that step of
+/// the first snapshot that holds rows, so the crash tests can stop it
+/// exactly between the steps of the durability argument. Logged at warn
+/// level when set; never set it in production.
+pub const TEST_CRASH_ENV: &str = "RINGEST_TEST_PERSIST_CRASH";
+
+/// Where the test hook aborts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CrashAt {
+    /// The snapshot's files are durable, the manifest does not name them.
+    FilesWritten,
+    /// The manifest names them, the rows are still in memory and the WAL.
+    ManifestWritten,
+}
+
+fn crash_at() -> Option<CrashAt> {
+    // Read once per snapshot with rows: cheap next to writing Parquet.
+    match std::env::var(TEST_CRASH_ENV).ok()?.as_str() {
+        "files-written" => Some(CrashAt::FilesWritten),
+        "manifest-written" => Some(CrashAt::ManifestWritten),
+        _ => None,
+    }
+}
+
+fn crash_here(step: CrashAt, added: &[FileEntry]) {
+    if !added.is_empty() && crash_at() == Some(step) {
+        tracing::warn!(?step, "{TEST_CRASH_ENV}: aborting on purpose");
+        std::process::abort();
+    }
+}
+
 /// How often the loop looks at the triggers.
 const TICK: Duration = Duration::from_millis(100);
 /// Wait after a failed snapshot before the next attempt.
@@ -36,6 +68,12 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 pub fn spawn(shard: &Rc<Shard>, queue: TaskQueueHandle) {
     if !shard.config.persist.enabled {
         return;
+    }
+    if let Some(step) = crash_at() {
+        tracing::warn!(
+            ?step,
+            "{TEST_CRASH_ENV} is set: the process will abort at this step"
+        );
     }
     let shard = shard.clone();
     let task = glommio::spawn_local_into(run(shard), queue);
@@ -105,9 +143,10 @@ pub async fn snapshot(shard: &Rc<Shard>, before_shutdown: bool) -> Result<(), St
     let root = shard.parquet_root.clone();
     let cutoffs = cutoffs(shard);
     let to_write = frozen.clone();
-    let added = glommio::executor()
-        .spawn_blocking(move || write_frozen(&root, id, &to_write, &cutoffs))
+    let added = crate::blocking::run(move || write_frozen(&root, id, &to_write, &cutoffs))
         .await
+        .map_err(|error| error.to_string())
+        .and_then(|written| written.map_err(|error| error.to_string()))
         .map_err(|error| {
             shard
                 .persisting
@@ -115,6 +154,7 @@ pub async fn snapshot(shard: &Rc<Shard>, before_shutdown: bool) -> Result<(), St
                 .set(shard.persisting.failures.get() + 1);
             format!("writing Parquet: {error}")
         })?;
+    crash_here(CrashAt::FilesWritten, &added);
     // Step 3: the manifest names them and the position.
     let rows: u64 = added.iter().map(|f| f.rows).sum();
     let commit = Commit {
@@ -134,6 +174,7 @@ pub async fn snapshot(shard: &Rc<Shard>, before_shutdown: bool) -> Result<(), St
             .set(shard.persisting.failures.get() + 1);
         format!("recording the snapshot: {error:?}")
     })?;
+    crash_here(CrashAt::ManifestWritten, &added);
     // Step 4: the rows leave memory, the segments leave the WAL.
     shard.files.borrow_mut().extend(added);
     shard.files_version.set(shard.files_version.get() + 1);
@@ -145,17 +186,17 @@ pub async fn snapshot(shard: &Rc<Shard>, before_shutdown: bool) -> Result<(), St
     let other_dirs = (shard.id == route::CATALOG_OWNER && old_runs)
         .then(|| shard.config.server.data_dir.join("wal"));
     let count = shard.count;
-    let removed = glommio::executor()
-        .spawn_blocking(move || {
-            remove_segments(
-                &dir,
-                &delete,
-                old_runs.then_some(generation),
-                other_dirs.as_deref(),
-                count,
-            )
-        })
-        .await;
+    let removed = crate::blocking::run(move || {
+        remove_segments(
+            &dir,
+            &delete,
+            old_runs.then_some(generation),
+            other_dirs.as_deref(),
+            count,
+        )
+    })
+    .await
+    .and_then(|removed| removed);
     match removed {
         Ok(old_bytes) => {
             shard.wal.forget_bytes(old_bytes);

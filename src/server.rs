@@ -512,10 +512,21 @@ pub fn run(config: Config) -> Result<(), StartError> {
 
 /// Reads the persisted catalog and cleans what a crash left under the
 /// Parquet directory (the crash table in [`crate::persist`]).
+// Start-up on the main thread, before any executor runs.
+#[allow(clippy::disallowed_methods)]
 fn load_manifest(data_dir: &Path) -> Result<crate::persist::manifest::Manifest, StartError> {
     use crate::persist::{layout, manifest};
     let root = data_dir.join(layout::PARQUET_DIR);
     let loaded = manifest::load(&root).map_err(|e| StartError::Recovery(e.to_string()))?;
+    if !root.join(layout::MANIFEST_FILE).exists() {
+        // A fresh data directory: the (empty) manifest exists before any
+        // Parquet file, so a missing manifest beside files always means
+        // damage, never a first snapshot that crashed.
+        manifest::store(&root, &loaded).map_err(|error| StartError::DataDir {
+            path: root.clone(),
+            error,
+        })?;
+    }
     let report = manifest::clean(&root, &loaded).map_err(|error| StartError::DataDir {
         path: root.clone(),
         error,
@@ -751,7 +762,13 @@ async fn accept_loop(shard: Rc<Shard>, (listener, fd): (TcpListener, i32)) {
     if shard.config.persist.enabled {
         // What is in memory goes to Parquet, so a clean restart replays
         // nothing; a failure leaves it in the WAL (replayed at start).
-        if let Err(error) = crate::persister::snapshot(&shard, true).await {
+        // Bounded: the owner that records it may already be gone.
+        let grace = Duration::from_millis(shard.config.server.shutdown_grace_ms);
+        let last = futures_lite::future::or(crate::persister::snapshot(&shard, true), async {
+            glommio::timer::sleep(grace).await;
+            Err(format!("not recorded within {} ms", grace.as_millis()))
+        });
+        if let Err(error) = last.await {
             tracing::warn!(shard = shard.id, %error, "last snapshot failed; the WAL keeps the rows");
         }
         if let Some(owner) = &shard.owner {

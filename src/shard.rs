@@ -496,9 +496,12 @@ impl Shard {
                     .scan_with(request, &Persisted::default());
             }
             let root = self.parquet_root.clone();
-            let persisted = glommio::executor()
-                .spawn_blocking(move || load_files(&root, loads))
-                .await?;
+            let persisted = crate::blocking::run(move || load_files(&root, loads))
+                .await
+                .map_err(|error| ScanError::PersistedFile {
+                    path: root_display(&self.parquet_root),
+                    error: format!("cannot start a reader thread: {error}"),
+                })??;
             if self.files_version.get() == version {
                 return self.store.borrow().scan_with(request, &persisted);
             }
@@ -595,16 +598,16 @@ impl Shard {
         next.written_ns = crate::clock::now_ns();
         let root = self.parquet_root.clone();
         let stored = next.clone();
-        let result = glommio::executor()
-            .spawn_blocking(move || {
-                manifest::store(&root, &stored)?;
-                manifest::remove_files(&root, &delete)
-            })
-            .await;
+        let result = crate::blocking::run(move || {
+            manifest::store(&root, &stored)?;
+            manifest::remove_files(&root, &delete)
+        })
+        .await
+        .and_then(|stored| stored);
         match result {
             Ok(()) => {
                 *owner.manifest.borrow_mut() = next;
-                if commit.before_shutdown {
+                if commit.before_shutdown && commit.shard as usize != self.id {
                     owner.final_commits.set(owner.final_commits.get() + 1);
                 }
                 Ok(outcome)
@@ -659,15 +662,11 @@ impl Shard {
             answers.push(answer);
         }
         let mut responses = Vec::with_capacity(self.count);
-        responses.push(
-            self.scan_local(&request)
-                .await
-                .map_err(|e| format!("{e:?}"))?,
-        );
+        responses.push(self.scan_local(&request).await.map_err(|e| e.to_string())?);
         for answer in answers {
             match answer.await {
                 Ok(Ok(response)) => responses.push(response),
-                Ok(Err(error)) => return Err(format!("{error:?}")),
+                Ok(Err(error)) => return Err(error.to_string()),
                 Err(_) => return Err("a shard went away during the query".to_string()),
             }
         }
@@ -936,4 +935,8 @@ fn load_files(
         persisted.tables.entry(table).or_default().push(loaded);
     }
     Ok(persisted)
+}
+
+fn root_display(root: &std::path::Path) -> String {
+    root.display().to_string()
 }

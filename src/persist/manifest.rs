@@ -190,8 +190,8 @@ pub struct Commit {
     pub position: Option<u64>,
     /// This commit holds everything the shard replayed at start.
     pub covers_replay: bool,
-    /// The shard's last snapshot before shutdown (the owner waits for
-    /// these before it stops).
+    /// The shard's last snapshot before shutdown (the owner waits for the
+    /// other shards' before it stops).
     pub before_shutdown: bool,
 }
 

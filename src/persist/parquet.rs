@@ -109,9 +109,23 @@ pub fn write_table(
     cutoff_ns: Option<i64>,
 ) -> Result<Vec<WrittenFile>, ParquetError> {
     let chunks: Vec<&Chunk> = table.chunks().collect();
-    // Series ranked by their tags: the sort order of the file.
+    // Series ranked by their tag values in tag-name order, an absent tag
+    // first: the sort order of the file (and its `sorting_columns`).
+    let tag_keys: Vec<&String> = table.tag_keys.iter().collect();
+    let series_key = |series: u32| -> Vec<Option<&str>> {
+        let tags = &table.series[series as usize];
+        tag_keys
+            .iter()
+            .map(|key| {
+                tags.binary_search_by(|(k, _)| k.as_str().cmp(key.as_str()))
+                    .ok()
+                    .map(|i| tags[i].1.as_str())
+            })
+            .collect()
+    };
+    let keys: Vec<Vec<Option<&str>>> = (0..table.series.len() as u32).map(series_key).collect();
     let mut by_tags: Vec<u32> = (0..table.series.len() as u32).collect();
-    by_tags.sort_by(|a, b| table.series[*a as usize].cmp(&table.series[*b as usize]));
+    by_tags.sort_by(|a, b| keys[*a as usize].cmp(&keys[*b as usize]));
     let mut rank = vec![0u32; table.series.len()];
     for (position, series) in by_tags.iter().enumerate() {
         rank[*series as usize] = position as u32;
@@ -144,7 +158,6 @@ pub fn write_table(
         });
         i = j;
     }
-    let tag_keys: Vec<&String> = table.tag_keys.iter().collect();
     let fields: Vec<(&String, FieldType)> =
         table.field_types.iter().map(|(k, t)| (k, *t)).collect();
     // Per chunk: its column of each field (by position in `fields`).
@@ -153,17 +166,11 @@ pub fn write_table(
         .map(|chunk| fields.iter().map(|(name, _)| chunk.column(name)).collect())
         .collect();
     // Per tag key, per series rank: the value.
-    let tag_values: Vec<Vec<Option<&str>>> = tag_keys
-        .iter()
-        .map(|key| {
+    let tag_values: Vec<Vec<Option<&str>>> = (0..tag_keys.len())
+        .map(|k| {
             by_tags
                 .iter()
-                .map(|series| {
-                    let tags = &table.series[*series as usize];
-                    tags.binary_search_by(|(k, _)| k.as_str().cmp(key.as_str()))
-                        .ok()
-                        .map(|i| tags[i].1.as_str())
-                })
+                .map(|series| keys[*series as usize][k])
                 .collect()
         })
         .collect();
