@@ -141,19 +141,21 @@ pub async fn snapshot(shard: &Rc<Shard>, before_shutdown: bool) -> Result<(), St
         attempt: first_attempt,
     };
     let root = shard.parquet_root.clone();
+    let count = shard.count;
     let cutoffs = cutoffs(shard);
     let to_write = frozen.clone();
-    let added = crate::blocking::run(move || write_frozen(&root, id, &to_write, &cutoffs))
-        .await
-        .map_err(|error| error.to_string())
-        .and_then(|written| written.map_err(|error| error.to_string()))
-        .map_err(|error| {
-            shard
-                .persisting
-                .failures
-                .set(shard.persisting.failures.get() + 1);
-            format!("writing Parquet: {error}")
-        })?;
+    let added =
+        crate::blocking::run(move || write_frozen(&root, id, count as u32, &to_write, &cutoffs))
+            .await
+            .map_err(|error| error.to_string())
+            .and_then(|written| written.map_err(|error| error.to_string()))
+            .map_err(|error| {
+                shard
+                    .persisting
+                    .failures
+                    .set(shard.persisting.failures.get() + 1);
+                format!("writing Parquet: {error}")
+            })?;
     crash_here(CrashAt::FilesWritten, &added);
     // Step 3: the manifest names them and the position.
     let rows: u64 = added.iter().map(|f| f.rows).sum();
@@ -244,6 +246,7 @@ fn cutoffs(shard: &Shard) -> BTreeMap<String, Option<i64>> {
 fn write_frozen(
     root: &Path,
     id: SnapshotId,
+    shard_count: u32,
     frozen: &[Arc<Frozen>],
     cutoffs: &BTreeMap<String, Option<i64>>,
 ) -> Result<Vec<FileEntry>, ParquetError> {
@@ -263,6 +266,7 @@ fn write_frozen(
                         database: database.clone(),
                         table: written.table,
                         shard: id.shard,
+                        shard_count,
                         generation: id.generation,
                         sequence: id.sequence,
                         rows: written.rows,

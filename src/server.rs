@@ -651,12 +651,13 @@ async fn start_shard(seed: ShardSeed) -> Result<(Rc<Shard>, (TcpListener, i32)),
         peers,
         query_queue,
         shutdown: seed.shutdown,
-        // Files of shards that no longer exist are read by shard % count.
+        // Its own files; files written under another shard count are read
+        // by every shard, each keeping the series it owns now.
         files: seed
             .manifest
             .files
             .iter()
-            .filter(|f| f.shard as usize % seed.count == seed.id)
+            .filter(|f| f.shard_count as usize != seed.count || f.shard as usize == seed.id)
             .cloned()
             .collect(),
         generation,

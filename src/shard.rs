@@ -527,6 +527,7 @@ impl Shard {
                     fields: Some(wanted),
                     time_min_ns: rows.time_min_ns,
                     time_max_ns: rows.time_max_ns,
+                    owner: None,
                 };
                 let chosen: Vec<&FileEntry> = files
                     .iter()
@@ -547,7 +548,7 @@ impl Shard {
                 }
                 Ok(chosen
                     .into_iter()
-                    .map(|f| (f.table.clone(), f.path.clone(), load.clone()))
+                    .map(|f| (f.table.clone(), f.path.clone(), self.load_for(f, &load)))
                     .collect())
             }
             ScanRequest::Schema(schema) => {
@@ -555,16 +556,27 @@ impl Shard {
                     fields: Some(Vec::new()),
                     time_min_ns: i64::MIN,
                     time_max_ns: i64::MAX,
+                    owner: None,
                 };
                 Ok(files
                     .iter()
                     .filter(|f| {
                         f.database == schema.database && schema.measurements.matches(&f.table)
                     })
-                    .map(|f| (f.table.clone(), f.path.clone(), load.clone()))
+                    .map(|f| (f.table.clone(), f.path.clone(), self.load_for(f, &load)))
                     .collect())
             }
         }
+    }
+
+    /// What to read of `file`: a file written under another shard count
+    /// holds series other shards own now; only this shard's are kept.
+    fn load_for(&self, file: &FileEntry, load: &LoadRequest) -> LoadRequest {
+        let mut load = load.clone();
+        if file.shard_count as usize != self.count {
+            load.owner = Some((self.id, self.count));
+        }
+        load
     }
 
     /// Records a snapshot in the manifest: through the owner's lock, the
@@ -766,6 +778,11 @@ impl Shard {
     pub fn snapshot(&self) -> Snapshot {
         let stats = self.wal.stats();
         let files = self.files.borrow();
+        // Files another shard count wrote are listed by every shard: each
+        // counts them once, by the shard that wrote them.
+        let own = files
+            .iter()
+            .filter(|f| f.shard as usize % self.count == self.id);
         self.metrics.snapshot(
             self.id,
             Gauges {
@@ -781,9 +798,9 @@ impl Shard {
                 wal_syncs: stats.syncs,
                 wal_disk_bytes: stats.wal_bytes,
                 persisted_sequence: self.persisting.through.get(),
-                persist_files: files.len() as u64,
-                persist_file_bytes: files.iter().map(|f| f.bytes).sum(),
-                persist_file_rows: files.iter().map(|f| f.rows).sum(),
+                persist_files: own.clone().count() as u64,
+                persist_file_bytes: own.clone().map(|f| f.bytes).sum(),
+                persist_file_rows: own.map(|f| f.rows).sum(),
                 persist_snapshots: self.persisting.snapshots.get(),
                 persist_failures: self.persisting.failures.get(),
                 persist_rows: self.persisting.rows.get(),

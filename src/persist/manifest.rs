@@ -16,7 +16,7 @@
 //!                                  { "name": "usage", "kind": "float" } ] } ] } ],
 //!   "files": [                             every Parquet file; each exists
 //!     { "path": "db=db/table=cpu/date=2024-12-04/….parquet",   relative to parquet/
-//!       "database": "db", "table": "cpu", "shard": 0,
+//!       "database": "db", "table": "cpu", "shard": 0, "shard_count": 2,
 //!       "generation": 7, "sequence": 1234,  the snapshot that wrote it
 //!       "rows": 1000, "bytes": 52000,
 //!       "time_min_ns": …, "time_max_ns": … } ],
@@ -104,6 +104,9 @@ pub struct FileEntry {
     pub database: String,
     pub table: String,
     pub shard: u32,
+    /// The shard count of the run that wrote it: under another count its
+    /// series belong to other shards.
+    pub shard_count: u32,
     pub generation: u64,
     pub sequence: u64,
     pub rows: u64,
@@ -574,6 +577,7 @@ mod tests {
             database: "db".into(),
             table: "cpu".into(),
             shard,
+            shard_count: 2,
             generation: 2,
             sequence: 10,
             rows: 5,

@@ -6,6 +6,7 @@
 // Blocking threads only (module doc): std::fs is the right tool here.
 #![allow(clippy::disallowed_methods)]
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs::File;
@@ -383,6 +384,9 @@ pub struct LoadRequest {
     /// Inclusive; row groups entirely outside are not read.
     pub time_min_ns: i64,
     pub time_max_ns: i64,
+    /// `(shard, count)`: keep only the series that shard owns under that
+    /// shard count (the file was written under another count).
+    pub owner: Option<(usize, usize)>,
 }
 
 /// Reads one file into a table of one chunk (read-only, for a scan).
@@ -524,10 +528,65 @@ pub fn load_table(path: &Path, request: &LoadRequest) -> Result<Table, ParquetEr
             append_values(column, batch.column(index).as_ref());
         }
     }
+    chunk.columns = columns.into_iter().collect();
+    if let Some((shard, count)) = request.owner {
+        let measurement = table_name(path);
+        let keep: Vec<bool> = series
+            .iter()
+            .map(|tags| {
+                let tags: Vec<(Cow<'_, str>, Cow<'_, str>)> = tags
+                    .iter()
+                    .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str())))
+                    .collect();
+                crate::route::owner(
+                    crate::line_protocol::series_hash(&measurement, &tags),
+                    count,
+                ) == shard
+            })
+            .collect();
+        chunk = retain_rows(chunk, |series| keep[series as usize]);
+    }
     chunk.time_min_ns = chunk.times.iter().copied().min().unwrap_or(0);
     chunk.time_max_ns = chunk.times.iter().copied().max().unwrap_or(0);
-    chunk.columns = columns.into_iter().collect();
     Ok(Table::loaded(series, field_types, chunk))
+}
+
+/// The measurement of a file, from its `table=` directory.
+fn table_name(path: &Path) -> String {
+    path.ancestors()
+        .filter_map(|p| p.file_name()?.to_str()?.strip_prefix("table="))
+        .find_map(layout::unescape)
+        .unwrap_or_default()
+}
+
+/// The chunk with only the rows whose series passes `keep`.
+fn retain_rows(chunk: Chunk, keep: impl Fn(u32) -> bool) -> Chunk {
+    let rows: Vec<usize> = (0..chunk.times.len())
+        .filter(|&row| keep(chunk.series[row]))
+        .collect();
+    fn pick<T: Clone>(values: &[T], rows: &[usize]) -> Vec<T> {
+        rows.iter().map(|&row| values[row].clone()).collect()
+    }
+    let columns = chunk
+        .columns
+        .into_iter()
+        .map(|(name, column)| {
+            let data = match &column.data {
+                ColumnData::Float(v) => ColumnData::Float(pick(v, &rows)),
+                ColumnData::Integer(v) => ColumnData::Integer(pick(v, &rows)),
+                ColumnData::Unsigned(v) => ColumnData::Unsigned(pick(v, &rows)),
+                ColumnData::String(v) => ColumnData::String(pick(v, &rows)),
+                ColumnData::Boolean(v) => ColumnData::Boolean(pick(v, &rows)),
+            };
+            let valid = pick(&column.valid, &rows);
+            (name, Column { data, valid })
+        })
+        .collect();
+    let mut kept = Chunk::default();
+    kept.times = pick(&chunk.times, &rows);
+    kept.series = pick(&chunk.series, &rows);
+    kept.columns = columns;
+    kept
 }
 
 fn empty_data(field_type: FieldType) -> ColumnData {
