@@ -344,6 +344,106 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(1)
 }
 
+/// Plain bodies for `connections` connections (each re-stamps its own copy);
+/// lowers `blocks_max` until every timestamp of the run fits the fixed width.
+fn plain_bodies(
+    workload: &workload::Workload,
+    connections: usize,
+    blocks_max: &mut u64,
+) -> Result<load::Bodies, String> {
+    let count = workload.template_count();
+    let templates: Vec<workload::Template> = (0..count).map(|i| workload.template(i)).collect();
+    let bytes: u64 = templates.iter().map(|t| t.body.len() as u64).sum();
+    if bytes.saturating_mul(connections as u64) > load::TEMPLATE_BYTES_MAX {
+        return Err(format!(
+            "{count} distinct bodies × {connections} connections need {} MiB (limit {} MiB): lower --series or --connections, or make --series a multiple of --lines",
+            (bytes * connections as u64) >> 20,
+            load::TEMPLATE_BYTES_MAX >> 20
+        ));
+    }
+    // Keep every timestamp within the fixed width for the whole run.
+    while workload.check_blocks(*blocks_max).is_err() {
+        *blocks_max /= 2;
+    }
+    Ok(load::Bodies::Plain(Arc::new(templates)))
+}
+
+/// The head of every write request, up to (not including) Content-Length.
+fn write_head_prefix(
+    target: &client::Target,
+    endpoint: Endpoint,
+    db: &str,
+    org: &str,
+    authorization: &str,
+    gzip: bool,
+) -> String {
+    let path = match endpoint {
+        Endpoint::V1 => format!("/write?db={}&precision=ns", client::encode(db)),
+        Endpoint::V2 => format!(
+            "/api/v2/write?bucket={}&org={}&precision=ns",
+            client::encode(db),
+            client::encode(org)
+        ),
+    };
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ringest-bench\r\nContent-Type: text/plain; charset=utf-8\r\n{}{authorization}",
+        target.authority,
+        if gzip { "Content-Encoding: gzip\r\n" } else { "" }
+    )
+}
+
+/// `Authorization: Token <token>` and its line end, or nothing.
+fn authorization_header(token: Option<&str>) -> String {
+    token
+        .map(|t| format!("Authorization: Token {t}\r\n"))
+        .unwrap_or_default()
+}
+
+/// Prints the outcome of a verification; returns the report's `verify`
+/// word, the missing points and the exit code (0, 2 missing, 3 not done).
+fn print_verification(
+    method: verify::VerifyMethod,
+    series: u64,
+    result: Result<Option<verify::Verification>, verify::VerifyError>,
+) -> (&'static str, u64, ExitCode) {
+    match result {
+        Ok(None) => {
+            println!("verify: skipped (--verify none): stored points were NOT checked");
+            ("skipped", 0, ExitCode::SUCCESS)
+        }
+        Ok(Some(v)) if v.passed() => {
+            println!(
+                "verify ({}): OK, every acknowledged point is stored: {} acknowledged, {} stored in {} series{} (answered after {:.2} s)",
+                method.name(),
+                v.acked_points,
+                v.stored_points,
+                series,
+                if v.stored_points > v.acked_points { ", the rest from unacknowledged requests" } else { "" },
+                v.waited.as_secs_f64()
+            );
+            ("ok", 0, ExitCode::SUCCESS)
+        }
+        Ok(Some(v)) => {
+            println!(
+                "verify ({}): FAILED: {} acknowledged points missing in {} series; {} points more than were sent ({} unknown series); {} acknowledged, {} stored (waited {:.2} s)",
+                method.name(),
+                v.missing_points,
+                v.short_series,
+                v.excess_points,
+                v.unknown_series,
+                v.acked_points,
+                v.stored_points,
+                v.waited.as_secs_f64()
+            );
+            ("missing", v.missing_points, ExitCode::from(2))
+        }
+        Err(e) => {
+            println!("verify ({}): could not verify: {e}", method.name());
+            ("error", 0, ExitCode::from(3))
+        }
+    }
+}
+
 fn run(args: RunArgs) -> ExitCode {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -380,11 +480,7 @@ fn run(args: RunArgs) -> ExitCode {
         Err(e) => return fail(format!("{}: {e}", args.url)),
     };
     let timeout = Duration::from_secs_f64(args.timeout);
-    let authorization = args
-        .token
-        .as_ref()
-        .map(|t| format!("Authorization: Token {t}\r\n"))
-        .unwrap_or_default();
+    let authorization = authorization_header(args.token.as_deref());
     if args.create_db {
         let path = format!(
             "/query?q={}",
@@ -424,35 +520,18 @@ fn run(args: RunArgs) -> ExitCode {
             raw_bytes_total,
         }
     } else {
-        let count = workload.template_count();
-        let templates: Vec<workload::Template> = (0..count).map(|i| workload.template(i)).collect();
-        let bytes: u64 = templates.iter().map(|t| t.body.len() as u64).sum();
-        if bytes.saturating_mul(args.connections as u64) > load::TEMPLATE_BYTES_MAX {
-            return fail(format!(
-                "{count} distinct bodies × {} connections need {} MiB (limit {} MiB): lower --series or --connections, or make --series a multiple of --lines",
-                args.connections,
-                (bytes * args.connections as u64) >> 20,
-                load::TEMPLATE_BYTES_MAX >> 20
-            ));
+        match plain_bodies(&workload, args.connections, &mut blocks_max) {
+            Ok(bodies) => bodies,
+            Err(e) => return fail(e),
         }
-        // Keep every timestamp within the fixed width for the whole run.
-        while workload.check_blocks(blocks_max).is_err() {
-            blocks_max /= 2;
-        }
-        load::Bodies::Plain(Arc::new(templates))
     };
-    let path = match args.endpoint {
-        Endpoint::V1 => format!("/write?db={}&precision=ns", client::encode(&args.db)),
-        Endpoint::V2 => format!(
-            "/api/v2/write?bucket={}&org={}&precision=ns",
-            client::encode(&args.db),
-            client::encode(&args.org)
-        ),
-    };
-    let head_prefix = format!(
-        "POST {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ringest-bench\r\nContent-Type: text/plain; charset=utf-8\r\n{}{authorization}",
-        target.authority,
-        if args.gzip { "Content-Encoding: gzip\r\n" } else { "" }
+    let head_prefix = write_head_prefix(
+        &target,
+        args.endpoint,
+        &args.db,
+        &args.org,
+        &authorization,
+        args.gzip,
     );
     let plan = load::LoadPlan {
         target: target.clone(),
@@ -602,43 +681,13 @@ fn run(args: RunArgs) -> ExitCode {
         timeout: Duration::from_secs_f64(args.verify_timeout),
         points_issued: outcome.blocks_issued * lines,
     };
-    let mut code = ExitCode::SUCCESS;
-    match verify::verify(args.verify, &verify_plan, &expected) {
-        Ok(None) => println!("verify: skipped (--verify none): stored points were NOT checked"),
-        Ok(Some(v)) if v.passed() => {
-            record.verify = "ok".to_string();
-            println!(
-                "verify ({}): OK, every acknowledged point is stored: {} acknowledged, {} stored in {} series{} (answered after {:.2} s)",
-                args.verify.name(),
-                v.acked_points,
-                v.stored_points,
-                args.series,
-                if v.stored_points > v.acked_points { ", the rest from unacknowledged requests" } else { "" },
-                v.waited.as_secs_f64()
-            );
-        }
-        Ok(Some(v)) => {
-            record.verify = "missing".to_string();
-            record.missing_points = v.missing_points;
-            println!(
-                "verify ({}): FAILED: {} acknowledged points missing in {} series; {} points more than were sent ({} unknown series); {} acknowledged, {} stored (waited {:.2} s)",
-                args.verify.name(),
-                v.missing_points,
-                v.short_series,
-                v.excess_points,
-                v.unknown_series,
-                v.acked_points,
-                v.stored_points,
-                v.waited.as_secs_f64()
-            );
-            code = ExitCode::from(2);
-        }
-        Err(e) => {
-            record.verify = "error".to_string();
-            println!("verify ({}): could not verify: {e}", args.verify.name());
-            code = ExitCode::from(3);
-        }
-    }
+    let (verify_word, missing_points, mut code) = print_verification(
+        args.verify,
+        args.series,
+        verify::verify(args.verify, &verify_plan, &expected),
+    );
+    record.verify = verify_word.to_string();
+    record.missing_points = missing_points;
     // After verification, so the memory its queries took counts too: the
     // last run of a server's life reads its peak just before it is stopped.
     if let Some(pid) = args.server_pid {
