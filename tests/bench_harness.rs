@@ -6,8 +6,9 @@
 //! lose points silently. Against ringest: the real binary via
 //! `tests/common` (including `soak`, which samples that server, and
 //! `verify` of its acked log after a restart); and `bench/profiles.sh` (the
-//! tuning-profile mode) run whole at its smallest size against the real
-//! binary and against a stand-in that loses a point.
+//! tuning-profile mode) and `bench/soak.sh` run whole at their smallest
+//! size against the real binary (the profiles also against a stand-in that
+//! loses a point).
 
 // Tests are not shard code: std::fs and std::time are fine here (clippy.toml
 // bans them on the server's executors).
@@ -646,4 +647,55 @@ fn verify_fails_when_the_acked_points_are_gone() {
         "{}",
         describe(&output)
     );
+}
+
+/// Goal: `bench/soak.sh` runs whole: burst rate, soak, SIGKILL, restart
+/// timed to /ready, verification, and its results files.
+/// Method: the script at tiny size (0.5-s burst, 2-s soak, samples every
+/// 0.5 s) against the binaries cargo built; exit 0, and the report holds
+/// the restart time and a passed verification.
+#[test]
+fn soak_script_runs_at_tiny_size() {
+    let dir = common::TempDir::new("bench-soak-script");
+    let results = dir.path.join("results");
+    let output = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/soak.sh"))
+        .env("RINGEST", common::binary())
+        .env("BENCH", env!("CARGO_BIN_EXE_ringest-bench"))
+        .env("RESULTS_DIR", &results)
+        .env("TMPDIR", &dir.path)
+        .env("MACHINE", "test")
+        .env("DURATION", "2")
+        .env("BURST_DURATION", "0.5")
+        .env("SAMPLE_INTERVAL", "0.5")
+        .env("LINES", "100")
+        .env("SERIES", "20")
+        .env("CONNECTIONS", "2")
+        .env("OPEN_CONNECTIONS", "2")
+        .env("RUST_LOG", "warn")
+        .env_remove("QUICK")
+        .env_remove("RATE")
+        .output()
+        .expect("run bench/soak.sh");
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let mut files: Vec<String> = std::fs::read_dir(&results)
+        .expect("results directory written")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 3, "{files:?}");
+    for (file, suffix) in files.iter().zip(["-soak.csv", "-soak.md", "-soak.svg"]) {
+        assert!(file.ends_with(suffix), "{files:?}");
+    }
+    let report = std::fs::read_to_string(results.join(&files[1])).expect("read report");
+    for expected in [
+        "× the closed-loop burst rate",
+        "Restart after SIGKILL: ",
+        "s from start to /ready answering 200",
+        "After the restart: verify (influxql): OK",
+        "rss flatness: ",
+        "ringest-bench soak --url <ringest> --data-dir <data>",
+    ] {
+        assert!(report.contains(expected), "{expected:?} in\n{report}");
+    }
 }
