@@ -74,11 +74,11 @@ commands="$work/commands.txt"
 : >"$commands"
 load_at_start=$(cut -d' ' -f1-3 /proc/loadavg)
 
-# record COMMAND...: logs a command for the .md, with the server's URL and the paths made
-# readable (<ringest>, <data>, <work>, repo-relative).
+# record COMMAND...: logs a command for the .md, with the server's URL, its pid and the paths
+# made readable (<ringest>, <pid>, <data>, <work>, repo-relative).
 record() {
-  echo "$*" | sed -e "s#$url#<ringest>#g" -e "s#$work/soak/data#<data>#g" -e "s#$work/#<work>/#g" \
-    -e "s#$repo/##g" >>"$commands"
+  echo "$*" | sed -e "s#$url#<ringest>#g" -e "s#--server-pid [0-9]*#--server-pid <pid>#" \
+    -e "s#$work/soak/data#<data>#g" -e "s#$work/#<work>/#g" -e "s#$repo/##g" >>"$commands"
 }
 
 # --- 1. the burst rate --------------------------------------------------------------------------
