@@ -4,9 +4,11 @@
 //! reference server: `internal:discard` stores nothing, `internal:count`
 //! counts points per series and answers InfluxQL counts, and can be told to
 //! lose points silently. Against ringest: the real binary via
-//! `tests/common`; and `bench/profiles.sh` (the tuning-profile mode) run
-//! whole at its smallest size against the real binary and against a stand-in
-//! that loses a point.
+//! `tests/common` (including `soak`, which samples that server, and
+//! `verify` of its acked log after a restart); and `bench/profiles.sh` (the
+//! tuning-profile mode) and `bench/soak.sh` run whole at their smallest
+//! size against the real binary (the profiles also against a stand-in that
+//! loses a point).
 
 // Tests are not shard code: std::fs and std::time are fine here (clippy.toml
 // bans them on the server's executors).
@@ -486,4 +488,214 @@ fn disk_probe_runs_and_cleans_up() {
     }
     let output = bench(&["disk", "--dir", dir_arg, "--writers", "0"]);
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+}
+
+/// The soak CSV as (header, rows), each row a column name → value map.
+fn soak_rows(csv: &Path) -> Vec<std::collections::BTreeMap<String, f64>> {
+    let text = std::fs::read_to_string(csv).expect("soak CSV written");
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    lines
+        .map(|line| {
+            let values: Vec<f64> = line
+                .split(',')
+                .map(|v| v.parse().expect("numeric cell"))
+                .collect();
+            assert_eq!(values.len(), header.len(), "{line}");
+            header.iter().map(|h| h.to_string()).zip(values).collect()
+        })
+        .collect()
+}
+
+/// Goal: `ringest-bench soak` samples the real server while it loads it
+/// (resident set, fds, bytes under the data directory by kind), and its
+/// acked log lets `ringest-bench verify` read every acknowledged point back
+/// after the server was killed and restarted.
+/// Method: a server from tests/common, 2 s open loop at 5000 points/s with
+/// a sample every 0.5 s, the pid found through <data-dir>/LOCK; then
+/// SIGKILL, restart on the same data directory, `verify --acked-log`.
+#[test]
+fn soak_samples_the_server_and_verify_reads_back_after_a_restart() {
+    let mut server = common::Server::start(&[]);
+    let dir = common::TempDir::new("bench-soak");
+    let csv = dir.path.join("soak.csv");
+    let url = format!("http://{}", server.addr);
+    let data_dir = server
+        .data_dir
+        .to_str()
+        .expect("utf-8 temp path")
+        .to_string();
+    let output = bench(&[
+        "soak",
+        "--url",
+        &url,
+        "--data-dir",
+        &data_dir,
+        "--rate",
+        "5000",
+        "--duration",
+        "2",
+        "--sample-interval",
+        "0.5",
+        "--lines",
+        "100",
+        "--series",
+        "20",
+        "--connections",
+        "2",
+        "--csv",
+        csv.to_str().expect("utf-8 temp path"),
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let text = stdout(&output);
+    for expected in [
+        "refusals 0 (429: 0, 503: 0)",
+        "rss flatness: ",
+        "disk: WAL max ",
+        "bytes per acknowledged point at the end: WAL ",
+    ] {
+        assert!(text.contains(expected), "{expected:?} in\n{text}");
+    }
+
+    let rows = soak_rows(&csv);
+    assert!(rows.len() >= 5, "a sample at 0 s and every 0.5 s: {rows:?}");
+    for row in &rows {
+        assert!(row["rss_kib"] > 0.0, "{row:?}");
+        assert!(row["fds"] > 0.0, "{row:?}");
+        assert!(
+            row["wal_bytes"] > 0.0 && row["wal_alloc_bytes"] > 0.0,
+            "{row:?}"
+        );
+        assert_eq!(
+            row["total_bytes"],
+            row["wal_bytes"] + row["parquet_bytes"] + row["catalog_bytes"] + row["other_bytes"],
+            "{row:?}"
+        );
+        assert_eq!(row["answers_429"] + row["answers_503"], 0.0, "{row:?}");
+    }
+    let last = rows.last().expect("rows");
+    let acked: f64 = rows.iter().map(|r| r["points_acked"]).sum();
+    assert_eq!(acked, last["points_acked_total"]);
+    assert!(acked >= 5000.0, "about 10 000 points offered: {acked}");
+    let svg = std::fs::read_to_string(dir.path.join("soak.svg")).expect("chart written");
+    assert_eq!(svg.matches("<polyline").count(), 8, "{svg}");
+
+    server.restart();
+    let acked_log = dir.path.join("soak.acked");
+    let output = bench(&[
+        "verify",
+        "--url",
+        &format!("http://{}", server.addr),
+        "--acked-log",
+        acked_log.to_str().expect("utf-8 temp path"),
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains(&format!(
+            "OK, every acknowledged point is stored: {acked} acknowledged"
+        )),
+        "{text}"
+    );
+}
+
+/// Goal: `ringest-bench verify` fails when the server lost acknowledged points.
+/// Method: a soak against a fresh server, then verify against another fresh
+/// server holding only one unrelated point in the same database (as if the
+/// data had been lost but the database not): exit 2, every point missing.
+#[test]
+fn verify_fails_when_the_acked_points_are_gone() {
+    let server = common::Server::start(&[]);
+    let dir = common::TempDir::new("bench-soak-lost");
+    let csv = dir.path.join("soak.csv");
+    let output = bench(&[
+        "soak",
+        "--url",
+        &format!("http://{}", server.addr),
+        "--data-dir",
+        server.data_dir.to_str().expect("utf-8 temp path"),
+        "--duration",
+        "0.3",
+        "--sample-interval",
+        "0.1",
+        "--lines",
+        "100",
+        "--series",
+        "20",
+        "--connections",
+        "1",
+        "--csv",
+        csv.to_str().expect("utf-8 temp path"),
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let acked = soak_rows(&csv).last().expect("rows")["points_acked_total"];
+    let other = common::Server::start(&[]);
+    assert_eq!(other.write_v1("db=soak", "other,host=x v=1").status, 204);
+    let output = bench(&[
+        "verify",
+        "--url",
+        &format!("http://{}", other.addr),
+        "--acked-log",
+        dir.path
+            .join("soak.acked")
+            .to_str()
+            .expect("utf-8 temp path"),
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    assert!(
+        stdout(&output).contains(&format!("FAILED: {acked} acknowledged points missing")),
+        "{}",
+        describe(&output)
+    );
+}
+
+/// Goal: `bench/soak.sh` runs whole: burst rate, soak, SIGKILL, restart
+/// timed to /ready, verification, and its results files.
+/// Method: the script at tiny size (0.5-s burst, 2-s soak, samples every
+/// 0.5 s) against the binaries cargo built; exit 0, and the report holds
+/// the restart time and a passed verification.
+#[test]
+fn soak_script_runs_at_tiny_size() {
+    let dir = common::TempDir::new("bench-soak-script");
+    let results = dir.path.join("results");
+    let output = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/soak.sh"))
+        .env("RINGEST", common::binary())
+        .env("BENCH", env!("CARGO_BIN_EXE_ringest-bench"))
+        .env("RESULTS_DIR", &results)
+        .env("TMPDIR", &dir.path)
+        .env("MACHINE", "test")
+        .env("DURATION", "2")
+        .env("BURST_DURATION", "0.5")
+        .env("SAMPLE_INTERVAL", "0.5")
+        .env("LINES", "100")
+        .env("SERIES", "20")
+        .env("CONNECTIONS", "2")
+        .env("OPEN_CONNECTIONS", "2")
+        .env("RUST_LOG", "warn")
+        .env_remove("QUICK")
+        .env_remove("RATE")
+        .output()
+        .expect("run bench/soak.sh");
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let mut files: Vec<String> = std::fs::read_dir(&results)
+        .expect("results directory written")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 3, "{files:?}");
+    for (file, suffix) in files.iter().zip(["-soak.csv", "-soak.md", "-soak.svg"]) {
+        assert!(file.ends_with(suffix), "{files:?}");
+    }
+    let report = std::fs::read_to_string(results.join(&files[1])).expect("read report");
+    for expected in [
+        "× the closed-loop burst rate",
+        "Restart after SIGKILL: ",
+        "s from start to /ready answering 200",
+        "After the restart: verify (influxql): OK",
+        "rss flatness: ",
+        "ringest-bench soak --url <ringest> --data-dir <data>",
+    ] {
+        assert!(report.contains(expected), "{expected:?} in\n{report}");
+    }
 }

@@ -20,7 +20,7 @@ use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const LATENCY_US_MAX: u64 = 600_000_000;
@@ -54,6 +54,67 @@ pub struct LoadPlan {
     /// Open loop: points per second offered; closed loop when `None`.
     pub rate_points_per_s: Option<f64>,
     pub timeout: Duration,
+    /// Soak: counters every answer also goes to while the run lasts, so a
+    /// sampler can read them per interval (`None`: only the final outcome).
+    pub live: Option<Arc<Live>>,
+}
+
+/// Running totals of a run, readable while it runs (`soak` samples them).
+/// The connections add to them after every answer; a sampler takes the
+/// latency histogram out and puts an empty one back, so each histogram
+/// covers one interval.
+pub struct Live {
+    pub points_acked: AtomicU64,
+    /// Answers by class: 2xx, 429, 503, and any other status or no answer.
+    pub answers_2xx: AtomicU64,
+    pub answers_429: AtomicU64,
+    pub answers_503: AtomicU64,
+    pub answers_other: AtomicU64,
+    latency_us: Mutex<Histogram<u64>>,
+}
+
+impl Live {
+    pub fn new() -> Live {
+        Live {
+            points_acked: AtomicU64::new(0),
+            answers_2xx: AtomicU64::new(0),
+            answers_429: AtomicU64::new(0),
+            answers_503: AtomicU64::new(0),
+            answers_other: AtomicU64::new(0),
+            latency_us: Mutex::new(new_histogram()),
+        }
+    }
+
+    /// The latencies recorded since the last call; starts a new interval.
+    pub fn take_latency_us(&self) -> Histogram<u64> {
+        let mut held = self.latency_us.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *held, new_histogram())
+    }
+
+    fn record(&self, status: Option<u16>, points: u64, latency_us: u64) {
+        let counter = match status {
+            Some(200..=299) => {
+                self.points_acked.fetch_add(points, Ordering::Relaxed);
+                &self.answers_2xx
+            }
+            Some(429) => &self.answers_429,
+            Some(503) => &self.answers_503,
+            _ => &self.answers_other,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if status.is_some() {
+            self.latency_us
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .saturating_record(latency_us);
+        }
+    }
+}
+
+impl Default for Live {
+    fn default() -> Live {
+        Live::new()
+    }
 }
 
 /// What one run observed.
@@ -253,6 +314,9 @@ fn run_connection(
                 }
                 Err(error) => {
                     *outcome.error_counts.entry(error_name(&error)).or_default() += 1;
+                    if let Some(live) = &plan.live {
+                        live.record(None, 0, 0);
+                    }
                     outcome.sent_blocks += 1;
                     outcome.last_answer = Instant::now();
                     connection = None;
@@ -275,6 +339,14 @@ fn run_connection(
         outcome.raw_bytes += raw_len;
         outcome.last_answer = answered_at;
         let latency = answered_at.duration_since(due.unwrap_or(sent_at));
+        if let Some(live) = &plan.live {
+            let latency_us = latency.as_micros().max(1) as u64;
+            live.record(
+                result.as_ref().ok().copied(),
+                plan.workload.lines_per_request,
+                latency_us,
+            );
+        }
         match result {
             Ok(status) => {
                 outcome

@@ -8,14 +8,21 @@
 //! - `discard`: the built-in reference server (`discard` or `count` mode);
 //! - `report`: the medians table and SVG charts from a CSV file;
 //! - `disk`: the data disk alone, written the way the WAL writes it
-//!   (paced O_DIRECT write + `fdatasync` pairs from N writers).
+//!   (paced O_DIRECT write + `fdatasync` pairs from N writers);
+//! - `soak`: a long run of unique points, sampling throughput, answers,
+//!   latency, the server's RSS and fds and its data directory's bytes by
+//!   kind every interval (CSV, SVG, summary), and an acked log;
+//! - `verify`: reads back every point an acked log lists (after a restart).
 //!
-//! Exit codes of `run`: 0 all good; 1 bad arguments or set-up failure;
+//! Exit codes of `run` and `verify`: 0 all good; 1 bad arguments or set-up failure;
 //! 2 verification found acknowledged points missing (or phantom points);
 //! 3 verification could not be done; 4 no request was acknowledged at all.
 //!
+//! `soak` exits 0 when any point was acknowledged, 4 when none was, 1 on
+//! set-up failure; its refusals and memory are for the reader to judge.
+//!
 //! This file only wires arguments to the modules; see `load`, `workload`,
-//! `verify`, `report`, `discard`, `client`.
+//! `verify`, `report`, `soak`, `discard`, `client`.
 
 // Benchmark binary, not shard code: std threads, wall-clock timing, blocking
 // files and sleeps are what it is made of (clippy.toml bans them in shard code).
@@ -26,6 +33,7 @@ mod discard;
 mod disk;
 mod load;
 mod report;
+mod soak;
 mod verify;
 mod workload;
 
@@ -49,6 +57,44 @@ struct Cli {
 enum Command {
     /// One load run against a target, then verification.
     Run(Box<RunArgs>),
+    /// A long run of unique points with the server watched over time (issue 14)
+    ///
+    /// Load: unique points (no point repeats), open loop paced at --rate
+    /// points/s, or closed loop on --connections without it, for --duration s.
+    /// Every --sample-interval s one CSV row: acknowledged points/s, answers
+    /// 2xx/429/503/other, ack latency p50/p99, the server's VmRSS and open
+    /// fds (/proc/PID; PID from --server-pid or <data-dir>/LOCK), and the
+    /// bytes under --data-dir by kind (wal/, parquet/, catalog/, the rest,
+    /// total; apparent and allocated = st_blocks*512).
+    /// At the end: an SVG chart (throughput, RSS, disk over time), a summary
+    /// (points acknowledged, refusals, RSS flatness = the last third of the
+    /// run against the mean of 1/6..1/3 of it, i.e. the last 10 minutes
+    /// against minutes 5-10 of 30, +-10 %; WAL max bytes; bytes per point of
+    /// the WAL and of the Parquet files), and an acked log for `verify`.
+    /// Exit 0 when any point was acknowledged, 4 when none was.
+    ///
+    /// Example (bench/soak.sh does all of it, kill -9, restart and verify included):
+    ///   ringest-bench soak --url http://127.0.0.1:8086 --data-dir ./ringest-data \
+    ///     --rate 400000 --duration 1800 --csv soak.csv
+    ///   ringest-bench verify --url http://127.0.0.1:8086 --acked-log soak.acked
+    #[command(verbatim_doc_comment)]
+    Soak(Box<SoakArgs>),
+    /// Read back every point an acked log (from `soak --acked-log`) lists as
+    /// acknowledged, e.g. after the server was killed and restarted.
+    Verify {
+        /// `http://host:port` of the server to read the points back from.
+        #[arg(long)]
+        url: String,
+        /// The acked log a soak wrote (`soak --acked-log`, default beside its CSV).
+        #[arg(long)]
+        acked_log: PathBuf,
+        /// Sent as `Authorization: Token <token>`.
+        #[arg(long)]
+        token: Option<String>,
+        /// Seconds to wait for each query answer.
+        #[arg(long, default_value_t = 120.0)]
+        timeout: f64,
+    },
     /// Serve the built-in reference server until killed.
     Discard {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -194,10 +240,76 @@ struct RunArgs {
     server_pid: Option<u32>,
 }
 
+#[derive(Parser)]
+struct SoakArgs {
+    /// `http://host:port` of the server under test.
+    #[arg(long)]
+    url: String,
+    /// The server's data directory: its bytes by kind are sampled, and its
+    /// `LOCK` file names the server's pid unless --server-pid does.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Process id of the server (default: the pid in <data-dir>/LOCK).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    #[arg(long, value_enum, default_value = "cpu")]
+    workload: workload::WorkloadKind,
+    /// Number of distinct series.
+    #[arg(long, default_value_t = 1000)]
+    series: u64,
+    /// Lines (points) per request.
+    #[arg(long, default_value_t = 1000)]
+    lines: u64,
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// Open loop: offered points per second (paced). Without it: closed loop.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 1800.0)]
+    duration: f64,
+    /// Seconds between samples.
+    #[arg(long, default_value_t = 10.0)]
+    sample_interval: f64,
+    #[arg(long, value_enum, default_value = "v1")]
+    endpoint: Endpoint,
+    /// Database (v1) or bucket (v2).
+    #[arg(long, default_value = "soak")]
+    db: String,
+    /// Organization for the v2 endpoint.
+    #[arg(long, default_value = "bench")]
+    org: String,
+    /// Sent as `Authorization: Token <token>`.
+    #[arg(long)]
+    token: Option<String>,
+    /// Per-request answer timeout, seconds.
+    #[arg(long, default_value_t = 30.0)]
+    timeout: f64,
+    /// First timestamp, ns since 1970 (default: now − 7 days, whole second).
+    #[arg(long)]
+    start_ns: Option<u64>,
+    /// One row per sample (written as taken; overwritten if it exists).
+    #[arg(long)]
+    csv: PathBuf,
+    /// The chart (default: the CSV's path with `.svg`).
+    #[arg(long)]
+    svg: Option<PathBuf>,
+    /// The acknowledged blocks, for `verify` (default: the CSV's path with `.acked`).
+    #[arg(long)]
+    acked_log: Option<PathBuf>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(*args),
+        Command::Soak(args) => soak_command(*args),
+        Command::Verify {
+            url,
+            acked_log,
+            token,
+            timeout,
+        } => verify_command(&url, &acked_log, token.as_deref(), timeout),
         Command::Discard {
             listen,
             store,
@@ -344,6 +456,313 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(1)
 }
 
+/// Plain bodies for `connections` connections (each re-stamps its own copy);
+/// lowers `blocks_max` until every timestamp of the run fits the fixed width.
+fn plain_bodies(
+    workload: &workload::Workload,
+    connections: usize,
+    blocks_max: &mut u64,
+) -> Result<load::Bodies, String> {
+    let count = workload.template_count();
+    let templates: Vec<workload::Template> = (0..count).map(|i| workload.template(i)).collect();
+    let bytes: u64 = templates.iter().map(|t| t.body.len() as u64).sum();
+    if bytes.saturating_mul(connections as u64) > load::TEMPLATE_BYTES_MAX {
+        return Err(format!(
+            "{count} distinct bodies × {connections} connections need {} MiB (limit {} MiB): lower --series or --connections, or make --series a multiple of --lines",
+            (bytes * connections as u64) >> 20,
+            load::TEMPLATE_BYTES_MAX >> 20
+        ));
+    }
+    // Keep every timestamp within the fixed width for the whole run.
+    while workload.check_blocks(*blocks_max).is_err() {
+        *blocks_max /= 2;
+    }
+    Ok(load::Bodies::Plain(Arc::new(templates)))
+}
+
+/// The head of every write request, up to (not including) Content-Length.
+fn write_head_prefix(
+    target: &client::Target,
+    endpoint: Endpoint,
+    db: &str,
+    org: &str,
+    authorization: &str,
+    gzip: bool,
+) -> String {
+    let path = match endpoint {
+        Endpoint::V1 => format!("/write?db={}&precision=ns", client::encode(db)),
+        Endpoint::V2 => format!(
+            "/api/v2/write?bucket={}&org={}&precision=ns",
+            client::encode(db),
+            client::encode(org)
+        ),
+    };
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ringest-bench\r\nContent-Type: text/plain; charset=utf-8\r\n{}{authorization}",
+        target.authority,
+        if gzip { "Content-Encoding: gzip\r\n" } else { "" }
+    )
+}
+
+/// `Authorization: Token <token>` and its line end, or nothing.
+fn authorization_header(token: Option<&str>) -> String {
+    token
+        .map(|t| format!("Authorization: Token {t}\r\n"))
+        .unwrap_or_default()
+}
+
+/// Prints the outcome of a verification; returns the report's `verify`
+/// word, the missing points and the exit code (0, 2 missing, 3 not done).
+fn print_verification(
+    method: verify::VerifyMethod,
+    series: u64,
+    result: Result<Option<verify::Verification>, verify::VerifyError>,
+) -> (&'static str, u64, ExitCode) {
+    match result {
+        Ok(None) => {
+            println!("verify: skipped (--verify none): stored points were NOT checked");
+            ("skipped", 0, ExitCode::SUCCESS)
+        }
+        Ok(Some(v)) if v.passed() => {
+            println!(
+                "verify ({}): OK, every acknowledged point is stored: {} acknowledged, {} stored in {} series{} (answered after {:.2} s)",
+                method.name(),
+                v.acked_points,
+                v.stored_points,
+                series,
+                if v.stored_points > v.acked_points { ", the rest from unacknowledged requests" } else { "" },
+                v.waited.as_secs_f64()
+            );
+            ("ok", 0, ExitCode::SUCCESS)
+        }
+        Ok(Some(v)) => {
+            println!(
+                "verify ({}): FAILED: {} acknowledged points missing in {} series; {} points more than were sent ({} unknown series); {} acknowledged, {} stored (waited {:.2} s)",
+                method.name(),
+                v.missing_points,
+                v.short_series,
+                v.excess_points,
+                v.unknown_series,
+                v.acked_points,
+                v.stored_points,
+                v.waited.as_secs_f64()
+            );
+            ("missing", v.missing_points, ExitCode::from(2))
+        }
+        Err(e) => {
+            println!("verify ({}): could not verify: {e}", method.name());
+            ("error", 0, ExitCode::from(3))
+        }
+    }
+}
+
+fn default_start_ns() -> u64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    (now.as_secs() - 7 * 86_400) * 1_000_000_000
+}
+
+fn soak_command(args: SoakArgs) -> ExitCode {
+    let start_ns = args.start_ns.unwrap_or_else(default_start_ns);
+    let workload = match workload::Workload::new(args.workload, args.series, args.lines, start_ns) {
+        Ok(w) => w,
+        Err(e) => return fail(e),
+    };
+    if args.connections == 0 || args.connections > 4096 {
+        return fail("--connections must be between 1 and 4096");
+    }
+    if args.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
+        return fail("--rate must be positive");
+    }
+    let positive = |x: f64| x.is_finite() && x > 0.0;
+    if !positive(args.duration) || !positive(args.sample_interval) {
+        return fail("--duration and --sample-interval must be positive");
+    }
+    let target = match client::Target::parse(&args.url) {
+        Ok(t) => t,
+        Err(e) => return fail(format!("{}: {e}", args.url)),
+    };
+    let server_pid = match args.server_pid {
+        Some(pid) => pid,
+        None => match soak::lock_holder_pid(&args.data_dir) {
+            Ok(pid) => pid,
+            Err(e) => return fail(format!("no --server-pid, and {e}")),
+        },
+    };
+    let mut blocks_max = u64::MAX;
+    let bodies = match plain_bodies(&workload, args.connections, &mut blocks_max) {
+        Ok(bodies) => bodies,
+        Err(e) => return fail(e),
+    };
+    let authorization = authorization_header(args.token.as_deref());
+    let live = Arc::new(load::Live::new());
+    let plan = load::LoadPlan {
+        target: target.clone(),
+        workload: workload.clone(),
+        bodies,
+        head_prefix: write_head_prefix(
+            &target,
+            args.endpoint,
+            &args.db,
+            &args.org,
+            &authorization,
+            false,
+        ),
+        connections: args.connections,
+        blocks_max,
+        duration: Some(Duration::from_secs_f64(args.duration)),
+        rate_points_per_s: args.rate,
+        timeout: Duration::from_secs_f64(args.timeout),
+        live: Some(live),
+    };
+    let watch = soak::Watch {
+        data_dir: args.data_dir.clone(),
+        server_pid,
+        interval: Duration::from_secs_f64(args.sample_interval),
+    };
+    let svg_path = args
+        .svg
+        .clone()
+        .unwrap_or_else(|| args.csv.with_extension("svg"));
+    let acked_path = args
+        .acked_log
+        .clone()
+        .unwrap_or_else(|| args.csv.with_extension("acked"));
+    let mut csv = match std::fs::File::create(&args.csv) {
+        Ok(f) => f,
+        Err(e) => return fail(format!("cannot create {}: {e}", args.csv.display())),
+    };
+    println!(
+        "ringest-bench soak: {} → {} (pid {server_pid}, data {}), {} series, {} lines/request, {} connections, {}, {:.0} s, a sample every {} s",
+        args.workload.name(),
+        args.url,
+        args.data_dir.display(),
+        args.series,
+        args.lines,
+        args.connections,
+        match args.rate {
+            Some(rate) => format!("open loop at {rate:.0} points/s"),
+            None => "closed loop".to_string(),
+        },
+        args.duration,
+        args.sample_interval
+    );
+    let (outcome, samples) = match soak::run(&plan, &watch, &mut csv) {
+        Ok(done) => done,
+        Err(e) => return fail(format!("cannot write {}: {e}", args.csv.display())),
+    };
+    let log = verify::AckedLog {
+        workload: args.workload,
+        series: args.series,
+        lines_per_request: args.lines,
+        start_ns,
+        database: args.db.clone(),
+        blocks_issued: outcome.blocks_issued,
+        acked_blocks: outcome.acked_blocks.clone(),
+    };
+    if let Err(e) = std::fs::write(&acked_path, log.to_text()) {
+        return fail(format!("cannot write {}: {e}", acked_path.display()));
+    }
+    let title = format!(
+        "Soak: {} {}, {} connections, {:.0} s",
+        args.workload.name(),
+        match args.rate {
+            Some(rate) => format!("open loop at {rate:.0} points/s"),
+            None => "closed loop".to_string(),
+        },
+        args.connections,
+        args.duration
+    );
+    if let Err(e) = std::fs::write(&svg_path, soak::svg(&samples, args.sample_interval, &title)) {
+        return fail(format!("cannot write {}: {e}", svg_path.display()));
+    }
+    print!(
+        "{}",
+        soak::summary(
+            &samples,
+            args.duration,
+            args.sample_interval,
+            workload.fields_per_line()
+        )
+    );
+    let hist = &outcome.latency_us;
+    println!(
+        "latency over the whole run{}: p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
+        if args.rate.is_some() {
+            " (from intended send time)"
+        } else {
+            ""
+        },
+        hist.value_at_quantile(0.5) as f64 / 1000.0,
+        hist.value_at_quantile(0.99) as f64 / 1000.0,
+        hist.value_at_quantile(0.999) as f64 / 1000.0,
+        hist.max() as f64 / 1000.0
+    );
+    if let Some(example) = &outcome.error_example {
+        println!("first error answer: {example}");
+    }
+    if outcome.behind_schedule > 0 {
+        println!(
+            "open loop: {} due requests were never sent (the target or the connection count could not keep up)",
+            outcome.behind_schedule
+        );
+    }
+    println!(
+        "wrote {}, {} and {} (ringest-bench verify --url URL --acked-log {})",
+        args.csv.display(),
+        svg_path.display(),
+        acked_path.display(),
+        acked_path.display()
+    );
+    if outcome.acked_blocks.is_empty() {
+        println!("soak: no request was acknowledged");
+        return ExitCode::from(4);
+    }
+    ExitCode::SUCCESS
+}
+
+fn verify_command(
+    url: &str,
+    acked_log: &std::path::Path,
+    token: Option<&str>,
+    timeout_s: f64,
+) -> ExitCode {
+    let log = match std::fs::read_to_string(acked_log)
+        .map_err(|e| e.to_string())
+        .and_then(|text| verify::AckedLog::parse(&text))
+    {
+        Ok(log) => log,
+        Err(e) => return fail(format!("{}: {e}", acked_log.display())),
+    };
+    let workload = match workload::Workload::new(
+        log.workload,
+        log.series,
+        log.lines_per_request,
+        log.start_ns,
+    ) {
+        Ok(w) => w,
+        Err(e) => return fail(format!("{}: {e}", acked_log.display())),
+    };
+    let target = match client::Target::parse(url) {
+        Ok(t) => t,
+        Err(e) => return fail(format!("{url}: {e}")),
+    };
+    let expected = verify::Expected::new(&workload, &log.acked_blocks, log.blocks_issued);
+    let plan = verify::VerifyPlan {
+        target: &target,
+        workload: &workload,
+        database: &log.database,
+        token,
+        timeout: Duration::from_secs_f64(timeout_s),
+        points_issued: log.blocks_issued * log.lines_per_request,
+    };
+    let method = verify::VerifyMethod::Influxql;
+    let (_, _, code) =
+        print_verification(method, log.series, verify::verify(method, &plan, &expected));
+    code
+}
+
 fn run(args: RunArgs) -> ExitCode {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -380,11 +799,7 @@ fn run(args: RunArgs) -> ExitCode {
         Err(e) => return fail(format!("{}: {e}", args.url)),
     };
     let timeout = Duration::from_secs_f64(args.timeout);
-    let authorization = args
-        .token
-        .as_ref()
-        .map(|t| format!("Authorization: Token {t}\r\n"))
-        .unwrap_or_default();
+    let authorization = authorization_header(args.token.as_deref());
     if args.create_db {
         let path = format!(
             "/query?q={}",
@@ -424,35 +839,18 @@ fn run(args: RunArgs) -> ExitCode {
             raw_bytes_total,
         }
     } else {
-        let count = workload.template_count();
-        let templates: Vec<workload::Template> = (0..count).map(|i| workload.template(i)).collect();
-        let bytes: u64 = templates.iter().map(|t| t.body.len() as u64).sum();
-        if bytes.saturating_mul(args.connections as u64) > load::TEMPLATE_BYTES_MAX {
-            return fail(format!(
-                "{count} distinct bodies × {} connections need {} MiB (limit {} MiB): lower --series or --connections, or make --series a multiple of --lines",
-                args.connections,
-                (bytes * args.connections as u64) >> 20,
-                load::TEMPLATE_BYTES_MAX >> 20
-            ));
+        match plain_bodies(&workload, args.connections, &mut blocks_max) {
+            Ok(bodies) => bodies,
+            Err(e) => return fail(e),
         }
-        // Keep every timestamp within the fixed width for the whole run.
-        while workload.check_blocks(blocks_max).is_err() {
-            blocks_max /= 2;
-        }
-        load::Bodies::Plain(Arc::new(templates))
     };
-    let path = match args.endpoint {
-        Endpoint::V1 => format!("/write?db={}&precision=ns", client::encode(&args.db)),
-        Endpoint::V2 => format!(
-            "/api/v2/write?bucket={}&org={}&precision=ns",
-            client::encode(&args.db),
-            client::encode(&args.org)
-        ),
-    };
-    let head_prefix = format!(
-        "POST {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ringest-bench\r\nContent-Type: text/plain; charset=utf-8\r\n{}{authorization}",
-        target.authority,
-        if args.gzip { "Content-Encoding: gzip\r\n" } else { "" }
+    let head_prefix = write_head_prefix(
+        &target,
+        args.endpoint,
+        &args.db,
+        &args.org,
+        &authorization,
+        args.gzip,
     );
     let plan = load::LoadPlan {
         target: target.clone(),
@@ -467,6 +865,7 @@ fn run(args: RunArgs) -> ExitCode {
             .then(|| Duration::from_secs_f64(args.duration)),
         rate_points_per_s: args.rate,
         timeout,
+        live: None,
     };
     let mean_line_bytes = match &plan.bodies {
         load::Bodies::Plain(t) => t[0].body.len() as f64 / args.lines as f64,
@@ -602,43 +1001,13 @@ fn run(args: RunArgs) -> ExitCode {
         timeout: Duration::from_secs_f64(args.verify_timeout),
         points_issued: outcome.blocks_issued * lines,
     };
-    let mut code = ExitCode::SUCCESS;
-    match verify::verify(args.verify, &verify_plan, &expected) {
-        Ok(None) => println!("verify: skipped (--verify none): stored points were NOT checked"),
-        Ok(Some(v)) if v.passed() => {
-            record.verify = "ok".to_string();
-            println!(
-                "verify ({}): OK, every acknowledged point is stored: {} acknowledged, {} stored in {} series{} (answered after {:.2} s)",
-                args.verify.name(),
-                v.acked_points,
-                v.stored_points,
-                args.series,
-                if v.stored_points > v.acked_points { ", the rest from unacknowledged requests" } else { "" },
-                v.waited.as_secs_f64()
-            );
-        }
-        Ok(Some(v)) => {
-            record.verify = "missing".to_string();
-            record.missing_points = v.missing_points;
-            println!(
-                "verify ({}): FAILED: {} acknowledged points missing in {} series; {} points more than were sent ({} unknown series); {} acknowledged, {} stored (waited {:.2} s)",
-                args.verify.name(),
-                v.missing_points,
-                v.short_series,
-                v.excess_points,
-                v.unknown_series,
-                v.acked_points,
-                v.stored_points,
-                v.waited.as_secs_f64()
-            );
-            code = ExitCode::from(2);
-        }
-        Err(e) => {
-            record.verify = "error".to_string();
-            println!("verify ({}): could not verify: {e}", args.verify.name());
-            code = ExitCode::from(3);
-        }
-    }
+    let (verify_word, missing_points, mut code) = print_verification(
+        args.verify,
+        args.series,
+        verify::verify(args.verify, &verify_plan, &expected),
+    );
+    record.verify = verify_word.to_string();
+    record.missing_points = missing_points;
     // After verification, so the memory its queries took counts too: the
     // last run of a server's life reads its peak just before it is stopped.
     if let Some(pid) = args.server_pid {

@@ -642,7 +642,7 @@ fn open_loop_points(records: &[RunRecord]) -> Vec<OpenPoint> {
         .collect()
 }
 
-const COLORS: [&str; 8] = [
+pub const COLORS: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
 ];
 
@@ -681,7 +681,7 @@ fn log_ticks(low: f64, high: f64) -> Vec<f64> {
     ticks
 }
 
-fn format_value(v: f64) -> String {
+pub fn format_value(v: f64) -> String {
     if v >= 1e6 {
         format!("{}M", v / 1e6)
     } else if v >= 1e3 {
@@ -885,7 +885,7 @@ pub fn latency_svg(records: &[RunRecord]) -> String {
     svg
 }
 
-fn svg_open(width: f64, height: f64, title: &str) -> String {
+pub fn svg_open(width: f64, height: f64, title: &str) -> String {
     format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" font-family=\"sans-serif\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{:.0}\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">{}</text>\n",
         width / 2.0,
@@ -893,7 +893,7 @@ fn svg_open(width: f64, height: f64, title: &str) -> String {
     )
 }
 
-fn legend(svg: &mut String, systems: &[String], x: f64, y: f64) {
+pub fn legend(svg: &mut String, systems: &[String], x: f64, y: f64) {
     for (index, system) in systems.iter().enumerate() {
         let row = y + index as f64 * 18.0;
         let _ = writeln!(
@@ -907,7 +907,7 @@ fn legend(svg: &mut String, systems: &[String], x: f64, y: f64) {
     }
 }
 
-fn xml_escape(text: &str) -> String {
+pub fn xml_escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
