@@ -21,7 +21,8 @@
 #      bytes, bytes per point);
 #   4. SIGKILLs the server, starts it again on the same data directory and measures the time
 #      from the start to `/ready` answering 200 (at most READY_TIMEOUT seconds);
-#   5. `ringest-bench verify`: every acknowledged point of the soak must be read back;
+#   5. `ringest-bench verify`: every acknowledged point of the soak must be read back
+#      (VERIFY=0 skips it: at full rate a 30-minute soak holds ~1 billion points);
 #   6. writes bench/results/<machine>/<date>-soak.csv, .svg and .md (settings, the summary,
 #      the restart time, the verification, every command).
 # Exit code: 0 all good; 2 acknowledged points missing after the restart; 1 a server did not
@@ -150,7 +151,11 @@ rss_after=$(awk '/^VmRSS:/ { printf "%.1f MiB", $2 / 1024 }' "/proc/$server_pid/
 
 # --- 4. every acknowledged point read back ------------------------------------------------------
 verify_rc=0
-if [[ $ready_rc -eq 0 ]]; then
+if [[ "${VERIFY:-1}" == 0 ]]; then
+  # Reading back hundreds of millions of points through /query takes hours
+  # (issue 19); the crash and persistence tests prove durability instead.
+  echo "verify: not run (VERIFY=0)" >"$work/verify.out"
+elif [[ $ready_rc -eq 0 ]]; then
   record "ringest-bench verify --url $url --acked-log $acked"
   "$BENCH" verify --url "$url" --acked-log "$acked" >"$work/verify.out" 2>&1 || verify_rc=$?
   sed 's/^/    /' "$work/verify.out" >&2
