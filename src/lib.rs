@@ -23,6 +23,16 @@
 //! [`ingest`] is the one short function that calls these stages in order.
 //! [`query`] answers InfluxQL on `/query` by fanning out to every shard.
 //!
+//! # After the 204: memory → Parquet, WAL truncated
+//!
+//! | step | module | what happens |
+//! |---|---|---|
+//! | freeze | [`persister`], [`store`] | every few seconds (or past a size) a shard freezes its live rows; writes go on |
+//! | encode | [`persist::parquet`], [`blocking`] | off the executor: one Parquet file per database, table and UTC day, fsynced |
+//! | record | [`persist::manifest`], [`route`] | the catalog owner rewrites `parquet/_catalog.json` atomically: the files and the WAL position |
+//! | release | [`store`], [`wal`] | the frozen rows leave memory, the WAL segments behind the position are deleted |
+//! | read | [`shard`], [`store`] | scans read the shard's files and its memory as one store |
+//!
 //! # Module map
 //!
 //! - [`config`]: the `Config` built once at start, profiles, limits.
@@ -30,6 +40,8 @@
 //! - [`metrics`]: per-shard counters and histograms, Prometheus export.
 //! - [`notify`]: systemd readiness, status and watchdog (`sd_notify`).
 //! - [`tune`]: `ringest tune`, measure the host and recommend a profile.
+//! - [`persist`]: the on-disk formats of persistence (layout, Parquet
+//!   schema, the persisted catalog) and their durability argument.
 
 /// Compile-time check that `$t::ALL` lists the variants in discriminant
 /// order (`ALL[i] as usize == i`): metric arrays are indexed by

@@ -76,7 +76,7 @@
 //!    the WAL segments of `k` whose records all have sequence `≤ S` are
 //!    deleted.
 //!
-//! **The replay rule** ([`manifest::WalState::persisted`]): a WAL record of
+//! **The replay rule** ([`manifest::WalState::record_persisted`], [`manifest::WalState::row_persisted`]): a WAL record of
 //! directory `d`, generation `g`, sequence `s` is skipped at start when
 //! - `g` is below `floor_generation` (every shard of a later run persisted
 //!   what it replayed, so nothing older is unpersisted), or
