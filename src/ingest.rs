@@ -36,6 +36,17 @@ pub struct WriteRequest {
     pub gzip: bool,
 }
 
+/// The database a write to `db` with retention policy `rp` goes to: the
+/// database itself for its one policy (`rp` empty, `''`, `autogen` or
+/// `default`, any case), a refusal naming `rp` for any other.
+fn database_for(db: &str, rp: &str) -> Result<String, Refusal> {
+    let lower = rp.to_ascii_lowercase();
+    match lower.as_str() {
+        "" | "autogen" | "default" | "''" => Ok(db.to_string()),
+        _ => Err(Refusal::RetentionPolicyNotFound { rp: rp.to_string() }),
+    }
+}
+
 /// Checks everything that can be checked from the head, in the documented
 /// order: parameters, credentials, content encoding.
 pub fn prepare(
@@ -51,20 +62,18 @@ pub fn prepare(
             if bucket.is_empty() {
                 return Err(Refusal::MissingBucket);
             }
-            bucket.into_owned()
+            // The v1↔v2 mapping: bucket `db/rp` is database `db`, policy `rp`.
+            match bucket.split_once('/') {
+                Some((db, rp)) => database_for(db, rp)?,
+                None => bucket.into_owned(),
+            }
         }
         _ => {
             let db = form::get(query, "db").unwrap_or_default();
             if db.is_empty() {
                 return Err(Refusal::MissingDatabase);
             }
-            let rp = form::get(query, "rp")
-                .unwrap_or_default()
-                .to_ascii_lowercase();
-            match rp.as_str() {
-                "" | "autogen" | "default" | "''" => db.into_owned(),
-                rp => format!("{db}/{rp}"),
-            }
+            database_for(&db, &form::get(query, "rp").unwrap_or_default())?
         }
     };
     catalog::validate_database_name(&database).map_err(|e| Refusal::BadDatabaseName {
