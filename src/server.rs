@@ -370,8 +370,26 @@ fn keep_freed_memory() {
     }
 }
 
+/// Creates the data directory if needed and returns its absolute,
+/// canonical path. Done once, first: every later step (the lock, recovery,
+/// each shard's WAL opened on its own executor thread) then sees the same
+/// absolute path, whatever the working directory. A relative path reached
+/// glommio's directory calls relative to no directory at all (`EBADF`).
+// Start-up on the main thread, before any executor runs: std::fs is fine.
+#[allow(clippy::disallowed_methods)]
+fn resolve_data_dir(data_dir: &Path) -> Result<PathBuf, StartError> {
+    let data_dir_error = |error| StartError::DataDir {
+        path: data_dir.to_path_buf(),
+        error,
+    };
+    std::fs::create_dir_all(data_dir).map_err(data_dir_error)?;
+    std::fs::canonicalize(data_dir).map_err(data_dir_error)
+}
+
 /// Runs the server until a signal. Returns when shut down cleanly.
-pub fn run(config: Config) -> Result<(), StartError> {
+pub fn run(mut config: Config) -> Result<(), StartError> {
+    config.server.data_dir = resolve_data_dir(&config.server.data_dir)?;
+    tracing::info!(data_dir = %config.server.data_dir.display(), "data directory");
     probe_io_uring()?;
     keep_freed_memory();
     let fault = test_fault()?;
