@@ -40,6 +40,17 @@ pub struct Config {
     pub metrics: MetricsConfig,
 }
 
+/// `server.log_format`: the shape of log lines on stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event; colour only on a terminal, no
+    /// timestamp under systemd (journald adds its own).
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
@@ -51,6 +62,8 @@ pub struct ServerConfig {
     pub pin_cpus: bool,
     /// `error`, `warn`, `info`, `debug`, `trace`; `RUST_LOG` overrides.
     pub log_level: String,
+    /// How log lines on stderr look.
+    pub log_format: LogFormat,
     /// In-flight requests get this long to finish after SIGTERM.
     pub shutdown_grace_ms: u64,
     /// Bytes of registered I/O memory per shard (glommio); counts against
@@ -178,6 +191,7 @@ impl Default for ServerConfig {
             shards: 0,
             pin_cpus: true,
             log_level: "info".to_string(),
+            log_format: LogFormat::Text,
             shutdown_grace_ms: 10_000,
             io_memory_bytes: 2 * MIB,
             ring_depth: 128,
