@@ -133,7 +133,9 @@ pub struct WalConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackpressureConfig {
-    /// Request bodies held in memory per shard (wire bytes).
+    /// Write requests' memory in flight, whole process: bodies (wire
+    /// bytes) plus their encoded sub-batches; each shard gets an equal
+    /// share, at least `http.body_bytes_max`.
     pub inflight_request_bytes_max: usize,
     /// Sub-batches from other shards being processed per shard.
     pub queued_sub_batches_max: usize,

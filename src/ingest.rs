@@ -17,6 +17,7 @@ use std::rc::Rc;
 use futures_channel::oneshot;
 
 use crate::auth::{self, Access, AuthError};
+use crate::backpressure::BytesPermit;
 use crate::batch::{BatchEncoder, EncodedBatch};
 use crate::catalog::{self, Catalog, ColumnKind, Decision, FieldType, Limit, Proposal};
 use crate::clock;
@@ -219,7 +220,18 @@ impl Routed {
 }
 
 /// Writes the body of an accepted head. `Ok` means durable, applied, 204.
-pub async fn write(shard: &Rc<Shard>, request: &WriteRequest, body: &[u8]) -> Result<(), Refusal> {
+///
+/// `permit` holds the request's bytes in the shard's in-flight budget (the
+/// body so far); the encoded sub-batches, about 1.5 times the text and
+/// alive until every shard has synced them, are added to it before any is
+/// dispatched, so a storm of large writes is refused instead of holding
+/// several copies of each body uncounted.
+pub async fn write(
+    shard: &Rc<Shard>,
+    request: &WriteRequest,
+    body: &[u8],
+    permit: Option<&mut BytesPermit>,
+) -> Result<(), Refusal> {
     ShardMetrics::add(&shard.metrics.wire_bytes, body.len() as u64);
     let now_ns = clock::now_ns();
     let mut routed = {
@@ -253,7 +265,17 @@ pub async fn write(shard: &Rc<Shard>, request: &WriteRequest, body: &[u8]) -> Re
     }
     let rejected = std::mem::take(&mut routed.rejected);
     let accepted = routed.lines_accepted;
-    dispatch(shard, routed.into_payloads(&request.database), body.len()).await?;
+    let payloads = routed.into_payloads(&request.database);
+    if let Some(permit) = permit {
+        let encoded: usize = payloads.iter().map(|(_, p)| p.len()).sum();
+        permit
+            .grow_unless_alone(encoded)
+            .map_err(|refused| Refusal::Overloaded {
+                retry_after_s: refused.retry_after_s,
+                cause: refused.cause,
+            })?;
+    }
+    dispatch(shard, payloads, body.len()).await?;
     if rejected.is_empty() {
         Ok(())
     } else {

@@ -116,6 +116,11 @@ impl Server {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
     /// SIGKILL, as a crash: nothing gets to flush.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
