@@ -255,6 +255,21 @@ impl BytesPermit {
         self.bytes += additional;
         Ok(())
     }
+
+    /// [`BytesPermit::grow`], except that a request alone in the budget
+    /// always gets the bytes: it was admitted, and one request's working
+    /// set is bounded by `http.body_bytes_max` (times the encoding factor),
+    /// so refusing it would refuse it forever.
+    pub fn grow_unless_alone(&mut self, additional: usize) -> Result<(), Refused> {
+        let admission = &self.admission;
+        let used = admission.request_bytes.get();
+        if used == self.bytes {
+            admission.request_bytes.set(used + additional);
+            self.bytes += additional;
+            return Ok(());
+        }
+        self.grow(additional)
+    }
 }
 
 impl Drop for BytesPermit {

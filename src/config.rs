@@ -41,6 +41,17 @@ pub struct Config {
     pub persist: PersistConfig,
 }
 
+/// `server.log_format`: the shape of log lines on stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event; colour only on a terminal, no
+    /// timestamp under systemd (journald adds its own).
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
@@ -52,6 +63,8 @@ pub struct ServerConfig {
     pub pin_cpus: bool,
     /// `error`, `warn`, `info`, `debug`, `trace`; `RUST_LOG` overrides.
     pub log_level: String,
+    /// How log lines on stderr look.
+    pub log_format: LogFormat,
     /// In-flight requests get this long to finish after SIGTERM.
     pub shutdown_grace_ms: u64,
     /// Bytes of registered I/O memory per shard (glommio); counts against
@@ -121,7 +134,9 @@ pub struct WalConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackpressureConfig {
-    /// Request bodies held in memory per shard (wire bytes).
+    /// Write requests' memory in flight, whole process: bodies (wire
+    /// bytes) plus their encoded sub-batches; each shard gets an equal
+    /// share, at least `http.body_bytes_max`.
     pub inflight_request_bytes_max: usize,
     /// Sub-batches from other shards being processed per shard.
     pub queued_sub_batches_max: usize,
@@ -192,6 +207,7 @@ impl Default for ServerConfig {
             shards: 0,
             pin_cpus: true,
             log_level: "info".to_string(),
+            log_format: LogFormat::Text,
             shutdown_grace_ms: 10_000,
             io_memory_bytes: 2 * MIB,
             ring_depth: 128,

@@ -260,7 +260,12 @@ impl Connection {
                 _ => 0,
             };
             match self.shard.admission.admit_bytes(declared) {
-                Ok(p) => permit = Some(p),
+                Ok(p) => {
+                    // Exactly the admitted bytes: growing by doubling would
+                    // hold up to twice the counted size (and copy it).
+                    self.body.reserve_exact(declared);
+                    permit = Some(p);
+                }
                 Err(refused) => {
                     let refusal = Refusal::Overloaded {
                         retry_after_s: refused.retry_after_s,
@@ -318,7 +323,8 @@ impl Connection {
         let response = match plan {
             Plan::Answer(response) => response,
             Plan::Write(request) => {
-                let result = ingest::write(&self.shard, &request, &self.body).await;
+                let result =
+                    ingest::write(&self.shard, &request, &self.body, permit.as_mut()).await;
                 drop(permit);
                 self.shard.metrics.ack_latency(clock::elapsed_us(started));
                 match result {

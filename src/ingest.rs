@@ -17,6 +17,7 @@ use std::rc::Rc;
 use futures_channel::oneshot;
 
 use crate::auth::{self, Access, AuthError};
+use crate::backpressure::BytesPermit;
 use crate::batch::{BatchEncoder, EncodedBatch};
 use crate::catalog::{self, Catalog, ColumnKind, Decision, FieldType, Limit, Proposal};
 use crate::clock;
@@ -36,6 +37,17 @@ pub struct WriteRequest {
     pub gzip: bool,
 }
 
+/// The database a write to `db` with retention policy `rp` goes to: the
+/// database itself for its one policy (`rp` empty, `''`, `autogen` or
+/// `default`, any case), a refusal naming `rp` for any other.
+fn database_for(db: &str, rp: &str) -> Result<String, Refusal> {
+    let lower = rp.to_ascii_lowercase();
+    match lower.as_str() {
+        "" | "autogen" | "default" | "''" => Ok(db.to_string()),
+        _ => Err(Refusal::RetentionPolicyNotFound { rp: rp.to_string() }),
+    }
+}
+
 /// Checks everything that can be checked from the head, in the documented
 /// order: parameters, credentials, content encoding.
 pub fn prepare(
@@ -51,20 +63,18 @@ pub fn prepare(
             if bucket.is_empty() {
                 return Err(Refusal::MissingBucket);
             }
-            bucket.into_owned()
+            // The v1↔v2 mapping: bucket `db/rp` is database `db`, policy `rp`.
+            match bucket.split_once('/') {
+                Some((db, rp)) => database_for(db, rp)?,
+                None => bucket.into_owned(),
+            }
         }
         _ => {
             let db = form::get(query, "db").unwrap_or_default();
             if db.is_empty() {
                 return Err(Refusal::MissingDatabase);
             }
-            let rp = form::get(query, "rp")
-                .unwrap_or_default()
-                .to_ascii_lowercase();
-            match rp.as_str() {
-                "" | "autogen" | "default" | "''" => db.into_owned(),
-                rp => format!("{db}/{rp}"),
-            }
+            database_for(&db, &form::get(query, "rp").unwrap_or_default())?
         }
     };
     catalog::validate_database_name(&database).map_err(|e| Refusal::BadDatabaseName {
@@ -210,7 +220,18 @@ impl Routed {
 }
 
 /// Writes the body of an accepted head. `Ok` means durable, applied, 204.
-pub async fn write(shard: &Rc<Shard>, request: &WriteRequest, body: &[u8]) -> Result<(), Refusal> {
+///
+/// `permit` holds the request's bytes in the shard's in-flight budget (the
+/// body so far); the encoded sub-batches, about 1.5 times the text and
+/// alive until every shard has synced them, are added to it before any is
+/// dispatched, so a storm of large writes is refused instead of holding
+/// several copies of each body uncounted.
+pub async fn write(
+    shard: &Rc<Shard>,
+    request: &WriteRequest,
+    body: &[u8],
+    permit: Option<&mut BytesPermit>,
+) -> Result<(), Refusal> {
     ShardMetrics::add(&shard.metrics.wire_bytes, body.len() as u64);
     let now_ns = clock::now_ns();
     let mut routed = {
@@ -244,7 +265,17 @@ pub async fn write(shard: &Rc<Shard>, request: &WriteRequest, body: &[u8]) -> Re
     }
     let rejected = std::mem::take(&mut routed.rejected);
     let accepted = routed.lines_accepted;
-    dispatch(shard, routed.into_payloads(&request.database), body.len()).await?;
+    let payloads = routed.into_payloads(&request.database);
+    if let Some(permit) = permit {
+        let encoded: usize = payloads.iter().map(|(_, p)| p.len()).sum();
+        permit
+            .grow_unless_alone(encoded)
+            .map_err(|refused| Refusal::Overloaded {
+                retry_after_s: refused.retry_after_s,
+                cause: refused.cause,
+            })?;
+    }
+    dispatch(shard, payloads, body.len()).await?;
     if rejected.is_empty() {
         Ok(())
     } else {

@@ -62,6 +62,10 @@
 //!    always rejected. The crate accepts one when the line has exactly one
 //!    field (`m f=1,` and `m f=1, 5`, a quirk of its list combinator) and
 //!    rejects it otherwise (`m f=1,g=2,`).
+//! 9. [`Difference::EmptyField`] — an empty field segment (`m f=1,,g=2`,
+//!    `m ,f=1`) is rejected, as InfluxDB's write path does ("invalid field
+//!    format"); the crate reads the extra comma as the first byte of the
+//!    next field key (`,g`).
 //!
 //! # Speed
 //!
@@ -131,6 +135,8 @@ pub enum Difference {
     Limits,
     /// A comma after a single field is rejected.
     TrailingFieldComma,
+    /// An empty field segment (`m f=1,,g=2`, `m ,f=1`) is rejected.
+    EmptyField,
 }
 
 /// Timestamp unit of a write request.
@@ -293,6 +299,10 @@ pub enum LineErrorKind {
     MissingFields,
     /// A field key is empty (`m =1`, `m a=1,=2`).
     MissingFieldKey,
+    /// An empty field between commas, or a field set starting with one
+    /// (`m f=1,,g=2`, `m ,f=1`): InfluxDB's "invalid field format". The
+    /// comma would otherwise start the next field's key.
+    EmptyField,
     /// A field key not followed by `=`.
     MissingFieldEquals,
     /// `key=` followed by `,`, a space or the end of the line.
@@ -360,6 +370,7 @@ impl LineErrorKind {
             | LineErrorKind::TooManyTags { .. }
             | LineErrorKind::TooManyFields { .. } => Some(Difference::Limits),
             LineErrorKind::MissingFieldKey => Some(Difference::TrailingFieldComma),
+            LineErrorKind::EmptyField => Some(Difference::EmptyField),
             _ => None,
         }
     }
@@ -374,6 +385,7 @@ impl fmt::Display for LineErrorKind {
             LineErrorKind::MissingTagValue => write!(f, "missing tag value"),
             LineErrorKind::MissingFields => write!(f, "missing fields"),
             LineErrorKind::MissingFieldKey => write!(f, "missing field key"),
+            LineErrorKind::EmptyField => write!(f, "invalid field format (empty field)"),
             LineErrorKind::MissingFieldEquals => write!(f, "field key is not followed by '='"),
             LineErrorKind::MissingFieldValue => write!(f, "missing field value"),
             LineErrorKind::UnexpectedCharacter { found } => {
@@ -957,6 +969,11 @@ fn parse_line<'a>(
     let mut fingerprints = 0u128;
     loop {
         let key_start = i;
+        // One compare per field, not per byte: a field key may hold a
+        // comma, so only here is an empty segment told from a key.
+        if key_start < n && bytes[key_start] == b',' {
+            return Err((key_start, LineErrorKind::EmptyField));
+        }
         let (key, key_end) =
             scan_name(line, key_start, Component::FieldKey, options.name_bytes_max)?;
         if key_end == key_start {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use ringest::config::{Config, Overrides};
+use ringest::config::{Config, LogFormat, Overrides};
 
 #[derive(Parser)]
 #[command(
@@ -119,7 +119,8 @@ fn load(args: &ConfigArgs) -> Result<Config, ExitCode> {
     })
 }
 
-fn init_logging(level: &str) {
+fn init_logging(level: &str, format: LogFormat) {
+    use std::io::IsTerminal;
     let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string());
     // glommio logs an ERROR when its optional iopoll probe does not apply to
     // a file system; it then uses the normal ring, which is what we want.
@@ -129,10 +130,24 @@ fn init_logging(level: &str) {
         format!("{directives},glommio::reactor=off")
     };
     let filter = tracing_subscriber::EnvFilter::new(directives);
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => {
+            // Colour codes only for a person at a terminal, never into
+            // journald, a pipe or a file.
+            let builder = builder.with_ansi(std::io::stderr().is_terminal());
+            // systemd sets JOURNAL_STREAM when stderr goes to journald,
+            // which stamps every line itself.
+            if std::env::var_os("JOURNAL_STREAM").is_some() {
+                builder.without_time().init()
+            } else {
+                builder.init()
+            }
+        }
+    }
 }
 
 fn list(text: &str) -> Vec<String> {
@@ -151,7 +166,7 @@ fn main() -> ExitCode {
                 Ok(config) => config,
                 Err(code) => return code,
             };
-            init_logging(&config.server.log_level);
+            init_logging(&config.server.log_level, config.server.log_format);
             match ringest::server::run(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {

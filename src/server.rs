@@ -352,28 +352,54 @@ struct ShardSeed {
     fault: Option<Fault>,
 }
 
-/// Keeps freed heap memory for reuse instead of returning it to the kernel.
+/// Keeps freed heap memory of request-sized buffers for reuse instead of
+/// returning it to the kernel, but not that of large bodies.
 ///
 /// Every request allocates a few buffers of hundreds of KiB to a few MiB
-/// (body, sub-batches, WAL group buffers). With glibc's defaults each comes
-/// from a fresh `mmap` (or a heap top that was just trimmed), and first
-/// touching its pages costs a page fault and a zeroed page per 4 KiB: 10 %
-/// of the server's CPU under load. Fixed thresholds make allocations of up
-/// to 64 MiB come from the (per-thread) heaps and stay there once freed, so
-/// the steady state reuses warm pages. The process's footprint is then its
-/// peak, which every budget in `Config` already bounds.
+/// (sub-batches, WAL group buffers, small bodies). With glibc's defaults
+/// each comes from a fresh `mmap` (or a heap top that was just trimmed),
+/// and first touching its pages costs a page fault and a zeroed page per
+/// 4 KiB: 10 % of the server's CPU under load. Fixed thresholds make
+/// allocations below `MMAP_THRESHOLD` come from the (per-thread) heaps and
+/// stay there once freed, so the steady state reuses warm pages.
+///
+/// Larger ones (bodies of many MiB; sub-batches are sealed at
+/// `wal.batch_bytes_max / 2`, 4 MiB by default) are mapped and unmapped:
+/// kept in the heaps, a storm of them made its peak permanent, and the
+/// heaps of several threads fragmented into far more than the in-flight
+/// budget (issue 17: +5.4 GB RSS). Their page faults are a small cost
+/// next to reading that many bytes from a socket.
 fn keep_freed_memory() {
     const MIB: libc::c_int = 1024 * 1024;
+    const MMAP_THRESHOLD: libc::c_int = 8 * MIB;
     // SAFETY: mallopt only changes allocator parameters; it is called before
     // any other thread exists.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * MIB);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1024 * MIB);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 * MIB);
     }
 }
 
+/// Creates the data directory if needed and returns its absolute,
+/// canonical path. Done once, first: every later step (the lock, recovery,
+/// each shard's WAL opened on its own executor thread) then sees the same
+/// absolute path, whatever the working directory. A relative path reached
+/// glommio's directory calls relative to no directory at all (`EBADF`).
+// Start-up on the main thread, before any executor runs: std::fs is fine.
+#[allow(clippy::disallowed_methods)]
+fn resolve_data_dir(data_dir: &Path) -> Result<PathBuf, StartError> {
+    let data_dir_error = |error| StartError::DataDir {
+        path: data_dir.to_path_buf(),
+        error,
+    };
+    std::fs::create_dir_all(data_dir).map_err(data_dir_error)?;
+    std::fs::canonicalize(data_dir).map_err(data_dir_error)
+}
+
 /// Runs the server until a signal. Returns when shut down cleanly.
-pub fn run(config: Config) -> Result<(), StartError> {
+pub fn run(mut config: Config) -> Result<(), StartError> {
+    config.server.data_dir = resolve_data_dir(&config.server.data_dir)?;
+    tracing::info!(data_dir = %config.server.data_dir.display(), "data directory");
     probe_io_uring()?;
     keep_freed_memory();
     let fault = test_fault()?;

@@ -147,7 +147,7 @@ impl Shard {
             gunzip: RefCell::new(Gunzip::new(config.http.body_bytes_max)),
             admission: Admission::new(
                 config.http.connections_per_shard_max,
-                config.backpressure.inflight_request_bytes_max,
+                inflight_bytes_per_shard(&config, parts.count),
                 config.backpressure.queued_sub_batches_max,
             ),
             metrics: ShardMetrics::new(),
@@ -813,6 +813,13 @@ impl Shard {
 }
 
 /// What a WAL refusal means to the shard that asked.
+/// Each shard's part of `backpressure.inflight_request_bytes_max`, which
+/// bounds the whole process: an equal share, but never less than one
+/// maximum-size body (`http.body_bytes_max`), which every shard must admit.
+fn inflight_bytes_per_shard(config: &Config, shards: usize) -> usize {
+    (config.backpressure.inflight_request_bytes_max / shards.max(1)).max(config.http.body_bytes_max)
+}
+
 fn remote_error(error: WalError) -> RemoteError {
     match error {
         WalError::Full { .. } => RemoteError::Overloaded {

@@ -395,11 +395,15 @@ fn preallocate(file: &File, len: u64) {
 /// Worst-case memory a profile's budgets allow on `shards` shards: the
 /// store, in-flight bodies, unsynced WAL bytes and registered I/O memory.
 pub fn profile_budget_bytes(config: &Config, shards: usize) -> u64 {
+    let shards = shards.max(1) as u64;
     let per_shard = config.store.memory_bytes_max as u64
-        + config.backpressure.inflight_request_bytes_max as u64
         + config.wal.pending_bytes_max as u64
         + config.server.io_memory_bytes as u64;
-    per_shard.saturating_mul(shards.max(1) as u64)
+    // The in-flight budget is for the whole process, but each shard's
+    // share is at least one maximum-size body.
+    let inflight = (config.backpressure.inflight_request_bytes_max as u64)
+        .max((config.http.body_bytes_max as u64).saturating_mul(shards));
+    per_shard.saturating_mul(shards).saturating_add(inflight)
 }
 
 fn profile_config(name: &str) -> Option<Config> {

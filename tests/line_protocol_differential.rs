@@ -215,7 +215,21 @@ fn compare(body: &str) -> Result<(), String> {
                 },
             ) => {
                 let claimed = error.kind.difference();
-                let actual = if claimed == Some(Difference::TrailingFieldComma) {
+                let actual = if claimed == Some(Difference::EmptyField) {
+                    // We stopped at an unescaped comma that starts a field
+                    // (after a comma or a space); the oracle read it as the
+                    // first byte of the next field's key.
+                    let line_start = body_line_start(body, error.line_number);
+                    let at = line_start + error.column as usize - 1;
+                    let bytes = body.as_bytes();
+                    let empty_segment = bytes.get(at) == Some(&b',')
+                        && matches!(bytes.get(at - 1), Some(b',' | b' '));
+                    if empty_segment && fields.iter().any(|(k, _)| k.starts_with(',')) {
+                        vec![Difference::EmptyField]
+                    } else {
+                        Vec::new()
+                    }
+                } else if claimed == Some(Difference::TrailingFieldComma) {
                     // The oracle kept exactly one field and we stopped right after a comma.
                     let line_start = body_line_start(body, error.line_number);
                     let at = line_start + error.column as usize - 1;
@@ -378,8 +392,10 @@ fn line() -> impl Strategy<Value = String> {
         prop::collection::vec((name(), field_value()), 1..5),
         timestamp(),
         prop::sample::select(vec!["", " ", "  ", "\t"]),
+        // Mostly one comma; sometimes an empty field segment (`f=1,,g=2`).
+        prop::sample::select(vec![",", ",", ",", ",", ",", ",", ",,"]),
     )
-        .prop_map(|(measurement, tags, fields, timestamp, lead)| {
+        .prop_map(|(measurement, tags, fields, timestamp, lead, separator)| {
             let mut line = String::from(lead);
             line.push_str(&measurement);
             for (k, v) in tags {
@@ -390,7 +406,7 @@ fn line() -> impl Strategy<Value = String> {
             }
             line.push(' ');
             let fields: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            line.push_str(&fields.join(","));
+            line.push_str(&fields.join(separator));
             line.push_str(&timestamp);
             line
         })
@@ -524,6 +540,8 @@ fn each_difference_is_real() {
         ),
         ("m f=1,", Some(Difference::TrailingFieldComma)),
         ("m f=1, 5", Some(Difference::TrailingFieldComma)),
+        ("m f=1,,g=2", Some(Difference::EmptyField)),
+        ("m ,f=1", Some(Difference::EmptyField)),
     ];
     for (body, difference) in cases {
         assert!(

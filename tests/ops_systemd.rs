@@ -561,3 +561,80 @@ fn sysctl_fragments_are_commented_and_known() {
     }
     assert!(fragments >= 1, "no sysctl fragments in tuning/");
 }
+
+/// Goal: the unit's ExecStart line, as written, starts a server that
+/// takes a write and answers it back (issue 17: only absolute paths
+/// worked, and nothing ran the start line). Method: install into a
+/// temporary root, take ExecStart from the installed unit, run it with the
+/// root as working directory and every path in it made relative to that
+/// root (so `/` is the root, as systemd runs it from `/`), `--listen` on a
+/// free port appended and `JOURNAL_STREAM` set as systemd sets it; write a
+/// point with the printed token, read it back, SIGTERM, exit 0.
+#[test]
+fn unit_exec_start_line_serves() {
+    let root = TempDir::new("execstart");
+    let prefix = root.path.to_str().expect("utf-8 path");
+    std::fs::create_dir_all(root.path.join("etc")).expect("etc");
+    let output = run_install(&["--prefix", prefix, "--binary", binary()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let token = stdout
+        .lines()
+        .skip_while(|l| !l.contains("admin token"))
+        .nth(1)
+        .expect("token printed")
+        .trim()
+        .to_string();
+    let unit = std::fs::read_to_string(root.path.join("etc/systemd/system/ringest.service"))
+        .expect("installed unit");
+    let exec_start = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart line");
+    let mut words = exec_start.split_whitespace();
+    let program = words.next().expect("program");
+    let program = root.path.join(program.trim_start_matches('/'));
+    let args: Vec<&str> = words
+        .map(|word| word.strip_prefix('/').unwrap_or(word))
+        .collect();
+    assert!(
+        args.contains(&"var/lib/ringest"),
+        "the unit names its data directory: {exec_start}"
+    );
+    let mut command = Command::new(&program);
+    command
+        .current_dir(&root.path)
+        .args(&args)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", common::free_port()))
+        .env("JOURNAL_STREAM", "8:12345")
+        .env("RUST_LOG", "warn");
+    let mut server = common::Server::start_command(command, &root.path.join("var/lib/ringest"));
+    let auth = format!("Token {token}");
+    let headers = [("Authorization", auth.as_str())];
+    let write = server.request(
+        "POST",
+        "/api/v2/write?bucket=unit&precision=s",
+        &headers,
+        b"cpu,host=a usage=0.5 1700000000",
+    );
+    assert_eq!(write.status, 204, "{}", write.text());
+    let read = server.request(
+        "GET",
+        &format!(
+            "/query?db=unit&q={}",
+            common::encode("SELECT usage FROM cpu")
+        ),
+        &headers,
+        b"",
+    );
+    assert_eq!(read.status, 200, "{}", read.text());
+    assert!(
+        read.text()
+            .contains(r#""values":[["2023-11-14T22:13:20Z",0.5]]"#),
+        "{}",
+        read.text()
+    );
+    let status = server.terminate();
+    assert!(status.success(), "exit status {status}");
+    assert!(root.path.join("var/lib/ringest/wal").is_dir());
+}

@@ -1103,3 +1103,47 @@ mod json {
         }
     }
 }
+
+// ------------------------------------------------- absent tags (issue 17)
+
+/// Writes two rows of `m` into database `nulls`, one with tag `t` and one
+/// without, and returns the server.
+fn server_with_an_absent_tag() -> common::Server {
+    let server = common::Server::start(&[]);
+    let response = server.write_v1("db=nulls", "m,t=a f=1 1000000000\nm f=2 2000000000");
+    assert_eq!(response.status, 204, "{}", response.text());
+    server
+}
+
+fn answer(server: &common::Server, q: &str) -> String {
+    let response = server.query(&format!("db=nulls&epoch=s&q={}", common::encode(q)));
+    assert_eq!(response.status, 200, "{q}: {}", response.text());
+    response.text().trim_end().to_string()
+}
+
+/// Goal: a selected tag that a row's series lacks is `null`, as InfluxDB
+/// 1.x answers (it was `""`), both in `SELECT *` and when the tag column is
+/// named; `WHERE t = ''` still matches the row without the tag. Method: two
+/// rows, one without `t`; compare whole bodies with InfluxDB 1.x's answer.
+#[test]
+fn absent_tag_is_null_in_selected_columns() {
+    let server = server_with_an_absent_tag();
+    let expected = r#"{"results":[{"statement_id":0,"series":[{"name":"m","columns":["time","f","t"],"values":[[1,1,"a"],[2,2,null]]}]}]}"#;
+    assert_eq!(answer(&server, "SELECT * FROM m"), expected);
+    assert_eq!(answer(&server, "SELECT f, t FROM m"), expected);
+    assert_eq!(
+        answer(&server, "SELECT f, t::tag FROM m WHERE t = ''"),
+        r#"{"results":[{"statement_id":0,"series":[{"name":"m","columns":["time","f","t"],"values":[[2,2,null]]}]}]}"#
+    );
+}
+
+/// Goal: with `GROUP BY *` or `GROUP BY t`, the series without `t` keeps
+/// `""` in its `tags` object (the InfluxDB convention: a group key has a
+/// value for every key). Method: compare whole bodies.
+#[test]
+fn absent_tag_is_empty_string_in_group_by_tags() {
+    let server = server_with_an_absent_tag();
+    let expected = r#"{"results":[{"statement_id":0,"series":[{"name":"m","tags":{"t":""},"columns":["time","f"],"values":[[2,2]]},{"name":"m","tags":{"t":"a"},"columns":["time","f"],"values":[[1,1]]}]}]}"#;
+    assert_eq!(answer(&server, "SELECT * FROM m GROUP BY *"), expected);
+    assert_eq!(answer(&server, "SELECT f FROM m GROUP BY t"), expected);
+}

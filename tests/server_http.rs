@@ -248,7 +248,7 @@ fn each_limit_gives_its_status() {
     assert_eq!(send(big.into_bytes()).status, 431);
     let body = send(b"POST /write?db=x HTTP/1.1\r\nContent-Length: 9999\r\n\r\n".to_vec());
     assert_eq!(body.status, 413);
-    assert!(body.text().contains("request too large"), "{}", body.text());
+    assert!(body.text().contains("exceeded"), "{}", body.text());
     let mut chunked = b"POST /write?db=x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     for _ in 0..3 {
         chunked.extend_from_slice(format!("800\r\n{}\r\n", "x".repeat(0x800)).as_bytes());
@@ -364,4 +364,26 @@ fn check_config_reports() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("segmant_bytes"));
+}
+
+/// Goal: a v2 write refused as too large answers 413 with the body the v2
+/// write contract lists: code `"invalid"` (was `"request too large"`),
+/// plus `maxLength` and the message. Method: a Content-Length over
+/// `http.body_bytes_max` on `/api/v2/write`; compare the whole body.
+#[test]
+fn v2_body_too_large_has_code_invalid() {
+    let dir = TempDir::new("413-v2");
+    let config = config_file(&dir, "[http]\nbody_bytes_max = 4096\n");
+    let server = Server::start(&["--config", &config]);
+    let mut stream = server.connect();
+    stream
+        .write_all(b"POST /api/v2/write?bucket=x HTTP/1.1\r\nContent-Length: 9999\r\n\r\n")
+        .unwrap();
+    let mut pending = Vec::new();
+    let response = read_response(&mut stream, &mut pending).expect("a response");
+    assert_eq!(response.status, 413);
+    assert_eq!(
+        response.text(),
+        "{\"code\":\"invalid\",\"maxLength\":4096,\"message\":\"max request size (4096 bytes) exceeded\"}\n"
+    );
 }

@@ -63,6 +63,12 @@ pub enum Refusal {
     DatabaseNotFound {
         name: String,
     },
+    /// A retention policy other than the default one (`''`, `autogen`,
+    /// `default`): from `rp` on `/write`, or `bucket=db/rp` on
+    /// `/api/v2/write`. Each database has only its default policy.
+    RetentionPolicyNotFound {
+        rp: String,
+    },
     // Auth.
     Unauthorized,
     Forbidden {
@@ -122,6 +128,13 @@ impl Refusal {
             | Refusal::BadPrecision { .. }
             | Refusal::BadParameter { .. } => 400,
             Refusal::DatabaseNotFound { .. } => 404,
+            // What InfluxDB answers: 1.x a 500 for `rp` (Telegraf's v1
+            // output recognises the text and drops the batch instead of
+            // retrying it); 2.x a 404 for a bucket that does not exist.
+            Refusal::RetentionPolicyNotFound { .. } => match dialect {
+                Dialect::V2 => 404,
+                Dialect::V1 | Dialect::Other => 500,
+            },
             Refusal::Unauthorized => 401,
             Refusal::Forbidden { .. } => 403,
             Refusal::UnsupportedEncoding { .. } => 415,
@@ -163,6 +176,7 @@ impl Refusal {
             | Refusal::BadPrecision { .. }
             | Refusal::BadParameter { .. }
             | Refusal::DatabaseNotFound { .. }
+            | Refusal::RetentionPolicyNotFound { .. }
             | Refusal::Unauthorized
             | Refusal::Forbidden { .. }
             | Refusal::UnsupportedEncoding { .. }
@@ -176,12 +190,13 @@ impl Refusal {
     /// The machine-readable `code` of an InfluxDB error body.
     fn code(&self, dialect: Dialect) -> &'static str {
         match self.status(dialect) {
-            400 | 411 | 414 | 417 | 431 | 505 => "invalid",
+            // 413 is "invalid" too: the v2 write contract lists that code
+            // for an oversized payload (with `maxLength`).
+            400 | 411 | 413 | 414 | 417 | 431 | 505 => "invalid",
             401 => "unauthorized",
             403 => "forbidden",
             404 => "not found",
             405 => "method not allowed",
-            413 => "request too large",
             415 => "unsupported media type",
             429 => "too many requests",
             501 => "not implemented",
@@ -215,6 +230,7 @@ impl Refusal {
             },
             Refusal::BadParameter { name, value } => format!("invalid {name} {value:?}"),
             Refusal::DatabaseNotFound { name } => format!("database not found: {name:?}"),
+            Refusal::RetentionPolicyNotFound { rp } => format!("retention policy not found: {rp}"),
             Refusal::Unauthorized => "unauthorized access".into(),
             Refusal::Forbidden { database } => {
                 format!("token is not allowed to access database {database:?}")

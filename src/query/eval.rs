@@ -1758,8 +1758,15 @@ fn raw_group(
             row.push(Cell::Time(time));
             let mut any_field = false;
             for column in columns {
-                let value = eval_row(&column.expr, ctx);
-                if value.is_some() && !is_tag_expr(&column.expr, ctx) {
+                let tag = is_tag_expr(&column.expr, ctx);
+                // A tag the row's series lacks is null in a selected column
+                // (InfluxDB 1.x); WHERE still compares it as "".
+                let value = if tag && tag_absent(&column.expr, ctx) {
+                    None
+                } else {
+                    eval_row(&column.expr, ctx)
+                };
+                if value.is_some() && !tag {
                     any_field = true;
                 }
                 row.push(value.map_or(Cell::Null, Cell::Value));
@@ -1782,6 +1789,14 @@ fn collect_refs(expr: &Expr, out: &mut Vec<(String, Option<RefKind>)>) {
         }
         Expr::Paren(inner) => collect_refs(inner, out),
         _ => {}
+    }
+}
+
+/// Whether `expr` names a tag the row's series does not have.
+fn tag_absent(expr: &Expr, ctx: &RowContext<'_>) -> bool {
+    match expr {
+        Expr::VarRef { name, .. } => !ctx.tags.iter().any(|(k, _)| k == name),
+        _ => false,
     }
 }
 

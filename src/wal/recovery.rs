@@ -576,7 +576,10 @@ pub fn recover(wal_root: &Path, skip_corrupt: bool) -> Result<RecoveryReport, Re
                 Verdict::RemoveUnfinished => {
                     fs::remove_file(path).map_err(io_at(path))?;
                     sync_dir(&dir.path).map_err(io_at(&dir.path))?;
-                    tracing::warn!(
+                    // Expected on every restart (the spare prepared ahead)
+                    // and harmless after a crash: nothing was in it, so
+                    // nothing for an operator to do.
+                    tracing::debug!(
                         file = %path.display(),
                         bytes = analyzed.file_bytes,
                         "WAL: removed a segment that never held a record (unused spare, or a creation a crash interrupted)"

@@ -116,6 +116,11 @@ impl Server {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
     /// SIGKILL, as a crash: nothing gets to flush.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -248,7 +253,8 @@ impl Drop for Server {
 
 fn spawn(data_dir: &Path, extra_args: &[String], env: &[(String, String)]) -> (Child, SocketAddr) {
     let port = free_port();
-    let mut child = Command::new(binary())
+    let mut command = Command::new(binary());
+    command
         .arg("serve")
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
@@ -260,9 +266,34 @@ fn spawn(data_dir: &Path, extra_args: &[String], env: &[(String, String)]) -> (C
             std::env::var("RINGEST_TEST_LOG").unwrap_or_else(|_| "warn".to_string()),
         )
         .envs(env.iter().map(|(k, v)| (k, v)))
+        .stderr(Stdio::inherit());
+    spawn_ready(command)
+}
+
+impl Server {
+    /// Starts an arbitrary `ringest serve` command line (its own working
+    /// directory, arguments and environment; stdout is taken over) and
+    /// waits for its ready line. `data_dir` is where the caller expects
+    /// the data (used by `restart`, which runs the usual command line).
+    pub fn start_command(command: Command, data_dir: &Path) -> Server {
+        let (child, addr) = spawn_ready(command);
+        Server {
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            extra_args: Vec::new(),
+            env: Vec::new(),
+            child: Some(child),
+            _owned_dir: None,
+        }
+    }
+}
+
+/// Spawns `command` with stdout piped and waits for the ready line; the
+/// child and the address it reported.
+pub fn spawn_ready(mut command: Command) -> (Child, SocketAddr) {
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn ringest");
     let stdout = child.stdout.take().expect("stdout piped");
