@@ -612,10 +612,15 @@ impl Shard {
         let stored = next.clone();
         let result = crate::blocking::run(move || {
             manifest::store(&root, &stored)?;
-            manifest::remove_files(&root, &delete)
+            // The manifest no longer names them: a file left behind is an
+            // orphan, removed at the next start, never a failed commit.
+            if let Err(error) = manifest::remove_files(&root, &delete) {
+                tracing::warn!(%error, "removing Parquet files the catalog no longer names failed");
+            }
+            Ok(())
         })
         .await
-        .and_then(|stored| stored);
+        .and_then(|stored: std::io::Result<()>| stored);
         match result {
             Ok(()) => {
                 *owner.manifest.borrow_mut() = next;
