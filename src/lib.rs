@@ -27,6 +27,8 @@
 //!
 //! - [`config`]: the `Config` built once at start, profiles, limits.
 //! - [`clock`]: the only source of time.
+//! - [`retention`]: a database's retention period and the cutoff rule
+//!   (write path, query clamp, in-memory expiry, persistence).
 //! - [`metrics`]: per-shard counters and histograms, Prometheus export.
 //! - [`notify`]: systemd readiness, status and watchdog (`sd_notify`).
 //! - [`tune`]: `ringest tune`, measure the host and recommend a profile.
@@ -64,6 +66,7 @@ pub mod line_protocol;
 pub mod metrics;
 pub mod notify;
 pub mod query;
+pub mod retention;
 pub mod route;
 pub mod server;
 pub mod shard;
