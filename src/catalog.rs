@@ -20,6 +20,7 @@ use std::fmt;
 
 use crate::config::SchemaConfig;
 use crate::line_protocol::FieldValue;
+use crate::retention::Period;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FieldType {
@@ -112,6 +113,10 @@ pub struct Table {
 #[derive(Clone, Debug, Default)]
 pub struct Database {
     pub tables: HashMap<String, Table>,
+    /// Forever until an [`Entry::SetRetention`] says otherwise: a database
+    /// of a log written before retention existed has none, and keeps its
+    /// points forever.
+    pub retention: Period,
 }
 
 /// The authoritative catalog (owner) or a replica (every shard).
@@ -124,7 +129,15 @@ pub struct Catalog {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Proposal {
     /// `create == false`: only ask whether it exists (auto-create off).
-    Database { name: String, create: bool },
+    /// A database created now gets `retention`; an existing one keeps its
+    /// own.
+    Database {
+        name: String,
+        create: bool,
+        retention: Period,
+    },
+    /// Set an existing database's retention (`ALTER RETENTION POLICY`).
+    Retention { database: String, period: Period },
     Column {
         database: String,
         table: String,
@@ -166,8 +179,14 @@ impl fmt::Display for Limit {
 /// A durable catalog change, as logged.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Entry {
+    /// Creates a database that keeps points forever; a [`Entry::SetRetention`]
+    /// logged with it (in the same record) gives it its period.
     CreateDatabase(String),
     DropDatabase(String),
+    SetRetention {
+        database: String,
+        period: Period,
+    },
     CreateColumn {
         database: String,
         table: String,
@@ -232,31 +251,54 @@ impl Catalog {
             .copied()
     }
 
-    /// Owner side: decides one proposal, and returns the entry to log when
-    /// it creates something.
-    pub fn decide(
-        &mut self,
-        proposal: &Proposal,
-        limits: &SchemaConfig,
-    ) -> (Decision, Option<Entry>) {
+    /// A database's retention period; `None` for an unknown database.
+    pub fn retention(&self, database: &str) -> Option<Period> {
+        self.databases.get(database).map(|db| db.retention)
+    }
+
+    /// Owner side: decides one proposal, and returns the entries to log
+    /// when it changes something.
+    pub fn decide(&mut self, proposal: &Proposal, limits: &SchemaConfig) -> (Decision, Vec<Entry>) {
         match proposal {
-            Proposal::Database { name, create } => {
+            Proposal::Database {
+                name,
+                create,
+                retention,
+            } => {
                 if self.databases.contains_key(name) {
-                    return (Decision::Accepted, None);
+                    return (Decision::Accepted, Vec::new());
                 }
                 if !create {
-                    return (Decision::NoDatabase, None);
+                    return (Decision::NoDatabase, Vec::new());
                 }
                 if self.databases.len() >= limits.databases_max {
                     return (
                         Decision::LimitReached(Limit::Databases(limits.databases_max)),
-                        None,
+                        Vec::new(),
                     );
                 }
-                let entry = Entry::CreateDatabase(name.clone());
-                self.apply(&entry);
-                (Decision::Accepted, Some(entry))
+                let entries = vec![
+                    Entry::CreateDatabase(name.clone()),
+                    Entry::SetRetention {
+                        database: name.clone(),
+                        period: *retention,
+                    },
+                ];
+                entries.iter().for_each(|entry| self.apply(entry));
+                (Decision::Accepted, entries)
             }
+            Proposal::Retention { database, period } => match self.databases.get(database) {
+                None => (Decision::NoDatabase, Vec::new()),
+                Some(db) if db.retention == *period => (Decision::Accepted, Vec::new()),
+                Some(_) => {
+                    let entry = Entry::SetRetention {
+                        database: database.clone(),
+                        period: *period,
+                    };
+                    self.apply(&entry);
+                    (Decision::Accepted, vec![entry])
+                }
+            },
             Proposal::Column {
                 database,
                 table,
@@ -264,18 +306,18 @@ impl Catalog {
                 kind,
             } => {
                 let Some(db) = self.databases.get(database) else {
-                    return (Decision::NoDatabase, None);
+                    return (Decision::NoDatabase, Vec::new());
                 };
                 if let Some(t) = db.tables.get(table) {
                     if let Some(existing) = t.columns.get(column) {
                         return if existing == kind {
-                            (Decision::Accepted, None)
+                            (Decision::Accepted, Vec::new())
                         } else {
                             (
                                 Decision::Conflict {
                                     existing: *existing,
                                 },
-                                None,
+                                Vec::new(),
                             )
                         };
                     }
@@ -283,13 +325,13 @@ impl Catalog {
                     if t.columns.len() + 1 >= limits.columns_per_table_max {
                         return (
                             Decision::LimitReached(Limit::Columns(limits.columns_per_table_max)),
-                            None,
+                            Vec::new(),
                         );
                     }
                 } else if db.tables.len() >= limits.tables_per_database_max {
                     return (
                         Decision::LimitReached(Limit::Tables(limits.tables_per_database_max)),
-                        None,
+                        Vec::new(),
                     );
                 }
                 let entry = Entry::CreateColumn {
@@ -299,16 +341,24 @@ impl Catalog {
                     kind: *kind,
                 };
                 self.apply(&entry);
-                (Decision::Accepted, Some(entry))
+                (Decision::Accepted, vec![entry])
             }
         }
     }
 
-    /// Replica side: learns what the owner decided.
+    /// Replica side: learns what the owner decided. (A new database and
+    /// its retention reach every replica by broadcast before the decision
+    /// is answered; this covers the proposer in any case.)
     pub fn learn(&mut self, proposal: &Proposal, decision: Decision) {
         match (proposal, decision) {
             (Proposal::Database { name, .. }, Decision::Accepted) => {
                 self.databases.entry(name.clone()).or_default();
+            }
+            (Proposal::Retention { database, period }, Decision::Accepted) => {
+                self.apply(&Entry::SetRetention {
+                    database: database.clone(),
+                    period: *period,
+                })
             }
             (
                 Proposal::Column {
@@ -351,6 +401,11 @@ impl Catalog {
             Entry::DropDatabase(name) => {
                 self.databases.remove(name);
             }
+            Entry::SetRetention { database, period } => {
+                if let Some(db) = self.databases.get_mut(database) {
+                    db.retention = *period;
+                }
+            }
             Entry::CreateColumn {
                 database,
                 table,
@@ -381,6 +436,7 @@ impl Catalog {
 const ENTRY_CREATE_DATABASE: u8 = 1;
 const ENTRY_DROP_DATABASE: u8 = 2;
 const ENTRY_CREATE_COLUMN: u8 = 3;
+const ENTRY_SET_RETENTION: u8 = 4;
 
 fn put_str(out: &mut Vec<u8>, text: &str) {
     let len = u32::try_from(text.len()).expect("catalog names are bounded far below 4 GiB");
@@ -389,7 +445,10 @@ fn put_str(out: &mut Vec<u8>, text: &str) {
 }
 
 /// Encodes entries as one catalog WAL record payload:
-/// `count:u32 (tag:u8 str… [kind:u8])*`, strings as `len:u32 bytes`.
+/// `count:u32 (tag:u8 str… [kind:u8 | period_ns:i64])*`, strings as
+/// `len:u32 bytes`, integers little-endian. Tags: 1 create database,
+/// 2 drop database, 3 create column (+ kind), 4 set retention (+ period in
+/// ns, 0 = forever; logs written before it existed have no tag 4).
 pub fn encode_entries(entries: &[Entry]) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 * entries.len());
     out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
@@ -402,6 +461,11 @@ pub fn encode_entries(entries: &[Entry]) -> Vec<u8> {
             Entry::DropDatabase(name) => {
                 out.push(ENTRY_DROP_DATABASE);
                 put_str(&mut out, name);
+            }
+            Entry::SetRetention { database, period } => {
+                out.push(ENTRY_SET_RETENTION);
+                put_str(&mut out, database);
+                out.extend_from_slice(&period.as_ns().to_le_bytes());
             }
             Entry::CreateColumn {
                 database,
@@ -442,6 +506,14 @@ pub fn decode_entries(payload: &[u8]) -> Option<Vec<Entry>> {
         let entry = match tag {
             ENTRY_CREATE_DATABASE => Entry::CreateDatabase(string()?),
             ENTRY_DROP_DATABASE => Entry::DropDatabase(string()?),
+            ENTRY_SET_RETENTION => {
+                let database = string()?;
+                let ns = i64::from_le_bytes(take(8)?.try_into().expect("8 bytes"));
+                Entry::SetRetention {
+                    database,
+                    period: Period::from_ns(ns).ok()?,
+                }
+            }
             ENTRY_CREATE_COLUMN => {
                 let database = string()?;
                 let table = string()?;
@@ -484,21 +556,22 @@ mod tests {
         let db = Proposal::Database {
             name: "db".into(),
             create: true,
+            retention: Period::FOREVER,
         };
         assert!(matches!(
             owner.decide(&db, &limits),
-            (Decision::Accepted, Some(_))
+            (Decision::Accepted, entries) if entries.len() == 2
         ));
         assert!(matches!(
             owner.decide(&db, &limits),
-            (Decision::Accepted, None)
+            (Decision::Accepted, entries) if entries.is_empty()
         ));
         let float = column("db", "cpu", "v", ColumnKind::Field(FieldType::Float));
         let string = column("db", "cpu", "v", ColumnKind::Field(FieldType::String));
         let tag = column("db", "cpu", "v", ColumnKind::Tag);
         assert!(matches!(
             owner.decide(&float, &limits),
-            (Decision::Accepted, Some(_))
+            (Decision::Accepted, entries) if entries.len() == 1
         ));
         assert_eq!(
             owner.decide(&string, &limits).0,
@@ -540,6 +613,7 @@ mod tests {
         let create = |name: &str| Proposal::Database {
             name: name.into(),
             create: true,
+            retention: Period::FOREVER,
         };
         assert_eq!(owner.decide(&create("a"), &limits).0, Decision::Accepted);
         assert_eq!(
@@ -568,7 +642,8 @@ mod tests {
                 .decide(
                     &Proposal::Database {
                         name: "zz".into(),
-                        create: false
+                        create: false,
+                        retention: Period::FOREVER,
                     },
                     &limits
                 )
@@ -589,6 +664,14 @@ mod tests {
                 column: "host".into(),
                 kind: ColumnKind::Tag,
             },
+            Entry::SetRetention {
+                database: "db".into(),
+                period: Period::parse("3d").expect("3d"),
+            },
+            Entry::SetRetention {
+                database: "db".into(),
+                period: Period::FOREVER,
+            },
             Entry::DropDatabase("db".into()),
         ];
         let bytes = encode_entries(&entries);
@@ -596,6 +679,84 @@ mod tests {
         for cut in 0..bytes.len() {
             assert_eq!(decode_entries(&bytes[..cut]), None);
         }
+    }
+
+    /// Goal: a log written before retention existed (tags 1-3 only) still
+    /// decodes, byte for byte as that build wrote it, and its databases
+    /// keep data forever; a period under a second in a record is damage.
+    /// Method: a payload spelled out by hand in the old format; replay;
+    /// then a tag-4 entry with a 1 ns period.
+    #[test]
+    fn old_logs_decode_and_keep_forever() {
+        let mut old = Vec::new();
+        old.extend_from_slice(&2u32.to_le_bytes());
+        old.push(1);
+        old.extend_from_slice(&2u32.to_le_bytes());
+        old.extend_from_slice(b"db");
+        old.push(3);
+        for name in ["db", "cpu", "v"] {
+            old.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            old.extend_from_slice(name.as_bytes());
+        }
+        old.push(0);
+        let entries = decode_entries(&old).expect("old format decodes");
+        let mut catalog = Catalog::default();
+        entries.iter().for_each(|e| catalog.apply(e));
+        assert_eq!(catalog.retention("db"), Some(Period::FOREVER));
+        assert_eq!(
+            catalog.column("db", "cpu", "v"),
+            Some(ColumnKind::Field(FieldType::Float))
+        );
+        let mut short = encode_entries(&[Entry::SetRetention {
+            database: "db".into(),
+            period: Period::FOREVER,
+        }]);
+        let at = short.len() - 8;
+        short[at..].copy_from_slice(&1i64.to_le_bytes());
+        assert_eq!(decode_entries(&short), None);
+    }
+
+    /// Goal: a database created by a proposal gets the proposed retention
+    /// (logged with its creation), an existing one keeps its own, and a
+    /// retention proposal changes it or reports the database missing.
+    /// Method: decide on an owner; replay the logged entries on a fresh
+    /// catalog and compare.
+    #[test]
+    fn retention_is_decided_and_logged() {
+        let limits = SchemaConfig::default();
+        let three_days = Period::parse("3d").expect("3d");
+        let week = Period::parse("7d").expect("7d");
+        let mut owner = Catalog::default();
+        let mut log = Vec::new();
+        let create = |retention| Proposal::Database {
+            name: "db".into(),
+            create: true,
+            retention,
+        };
+        let (decision, entries) = owner.decide(&create(three_days), &limits);
+        assert_eq!(decision, Decision::Accepted);
+        log.extend(entries);
+        let (_, entries) = owner.decide(&create(week), &limits);
+        assert!(entries.is_empty(), "an existing database keeps its period");
+        assert_eq!(owner.retention("db"), Some(three_days));
+        let alter = Proposal::Retention {
+            database: "db".into(),
+            period: week,
+        };
+        let (decision, entries) = owner.decide(&alter, &limits);
+        assert_eq!(decision, Decision::Accepted);
+        log.extend(entries);
+        assert_eq!(owner.retention("db"), Some(week));
+        let missing = Proposal::Retention {
+            database: "nosuch".into(),
+            period: week,
+        };
+        assert_eq!(owner.decide(&missing, &limits).0, Decision::NoDatabase);
+        let mut replayed = Catalog::default();
+        let decoded = decode_entries(&encode_entries(&log)).expect("decodes");
+        decoded.iter().for_each(|e| replayed.apply(e));
+        assert_eq!(replayed.retention("db"), Some(week));
+        assert_eq!(replayed.retention("nosuch"), None);
     }
 
     /// Goal: database names follow the documented rule. Method: table.

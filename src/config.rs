@@ -16,6 +16,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::retention::Period;
+
 /// Largest header array a connection keeps (the parser's fixed array).
 pub const HEADER_ARRAY_LEN: usize = 128;
 
@@ -39,6 +41,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub metrics: MetricsConfig,
     pub persist: PersistConfig,
+    pub retention: RetentionConfig,
 }
 
 /// `server.log_format`: the shape of log lines on stderr.
@@ -197,6 +200,23 @@ pub struct MetricsConfig {
     pub require_auth: bool,
 }
 
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Retention of a database created without one (on first write, or by
+    /// `CREATE DATABASE` without `WITH DURATION`).
+    pub default_period: Period,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            default_period: Period::from_ns(3 * 24 * 3600 * 1_000_000_000)
+                .expect("3 days is a valid period"),
+        }
+    }
+}
+
 const MIB: usize = 1024 * 1024;
 
 impl Default for ServerConfig {
@@ -323,6 +343,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             metrics: MetricsConfig::default(),
             persist: PersistConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -368,6 +389,7 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub shards: Option<usize>,
+    pub retention_default_period: Option<Period>,
 }
 
 /// Deep-merges `overlay` into `base` (tables merge key by key).
@@ -453,6 +475,9 @@ impl Config {
         }
         if let Some(shards) = overrides.shards {
             config.server.shards = shards;
+        }
+        if let Some(period) = overrides.retention_default_period {
+            config.retention.default_period = period;
         }
         let errors = config.validate();
         if errors.is_empty() {
@@ -716,6 +741,28 @@ mod tests {
             keys.contains(&"backpressure.inflight_request_bytes_max"),
             "{keys:?}"
         );
+    }
+
+    /// Goal: `retention.default_period` reads InfluxQL durations and
+    /// refuses, naming the key, a period under a second. Method: layers.
+    #[test]
+    fn retention_default_period_is_parsed_and_checked() {
+        assert_eq!(
+            Config::default().retention.default_period.to_string(),
+            "72h0m0s"
+        );
+        let table =
+            parse_layer("test", "[retention]\ndefault_period = \"1h30m\"\n").expect("1h30m parses");
+        let config = Config::deserialize(toml::Value::Table(table)).expect("deserializes");
+        assert_eq!(config.retention.default_period.as_ns(), 5_400_000_000_000);
+        let table =
+            parse_layer("test", "[retention]\ndefault_period = \"inf\"\n").expect("inf parses");
+        let config = Config::deserialize(toml::Value::Table(table)).expect("deserializes");
+        assert!(config.retention.default_period.is_forever());
+        let err = parse_layer("test", "[retention]\ndefault_period = \"500ms\"\n")
+            .expect_err("under a second");
+        assert!(err.to_string().contains("default_period"), "{err}");
+        assert!(err.to_string().contains("at least 1s"), "{err}");
     }
 
     /// Goal: the documented reference file is itself a valid, complete

@@ -25,6 +25,7 @@ use crate::http::form;
 use crate::http::response::{Dialect, Refusal};
 use crate::line_protocol::{LineError, Lines, ParseOptions, Point, Precision};
 use crate::metrics::ShardMetrics;
+use crate::retention::{self, Period};
 use crate::route::{self, Message, RemoteError};
 use crate::shard::Shard;
 
@@ -144,14 +145,18 @@ pub enum RejectReason {
     /// A catalog limit (`schema.tables_per_database_max`,
     /// `schema.columns_per_table_max`) forbids a new table or column.
     Limit = 2,
+    /// The point is older than its database's retention keeps
+    /// ([`crate::retention::cutoff_ns`]).
+    Retention = 3,
 }
 
 impl RejectReason {
     /// Every reason, in discriminant order (`ALL[r as usize] == r`).
-    pub const ALL: [RejectReason; 3] = [
+    pub const ALL: [RejectReason; 4] = [
         RejectReason::Parse,
         RejectReason::SchemaConflict,
         RejectReason::Limit,
+        RejectReason::Retention,
     ];
 
     /// The Prometheus label value.
@@ -160,6 +165,7 @@ impl RejectReason {
             RejectReason::Parse => "parse",
             RejectReason::SchemaConflict => "schema_conflict",
             RejectReason::Limit => "limit",
+            RejectReason::Retention => "retention",
         }
     }
 }
@@ -254,7 +260,7 @@ pub async fn write(
         route_lines(shard, request, text, now_ns, &catalog)
     };
     if !routed.proposals.is_empty() {
-        resolve_schema(shard, request, &mut routed).await?;
+        resolve_schema(shard, request, &mut routed, now_ns).await?;
     }
     for rejected in &routed.rejected {
         shard.metrics.line_rejected(rejected.reason);
@@ -323,8 +329,15 @@ fn route_lines(
         routed.proposals.push(Proposal::Database {
             name: database.clone(),
             create: shard.config.schema.auto_create_databases,
+            retention: shard.config.retention.default_period,
         });
     }
+    // A database not known yet: its rows wait for the owner, and
+    // `resolve_schema` checks them against the retention it learns.
+    let expiry = known_database.and_then(|db| {
+        let cutoff = retention::cutoff_ns(db.retention, now_ns)?;
+        Some((cutoff, db.retention))
+    });
     // Columns proposed by earlier lines of this request: within a batch,
     // the first line wins (the owner decides for the first proposal).
     let mut proposed: HashMap<String, HashSet<String>> = HashMap::new();
@@ -335,6 +348,18 @@ fn route_lines(
         if let Err(error) = result {
             routed.rejected.push(parse_rejection(&error));
             continue;
+        }
+        if let Some((cutoff, period)) = expiry {
+            if point.timestamp_ns < cutoff {
+                routed.rejected.push(retention_rejection(
+                    point.line_number,
+                    point.timestamp_ns,
+                    database,
+                    period,
+                    cutoff,
+                ));
+                continue;
+            }
         }
         if known_shape.matches(&point) {
             routed.accept(&point, database);
@@ -463,6 +488,30 @@ fn schema_rejection(line_number: u32, reason: RejectReason, message: String) -> 
     }
 }
 
+/// A point older than its database keeps. The v1 wording is InfluxDB
+/// 1.x's (`points beyond retention policy`, which Telegraf recognises),
+/// naming the period; identical v1 messages are listed once.
+fn retention_rejection(
+    line_number: u32,
+    time_ns: i64,
+    database: &str,
+    period: Period,
+    cutoff_ns: i64,
+) -> Rejected {
+    Rejected {
+        line_number,
+        reason: RejectReason::Retention,
+        v1_message: format!(
+            "points beyond retention policy (database \"{database}\" keeps {period})"
+        ),
+        message: format!(
+            "line {line_number}: point time {} is beyond the retention period of database \"{database}\" ({period}): the oldest time it accepts now is {}",
+            clock::rfc3339_nanos(time_ns),
+            clock::rfc3339_nanos(cutoff_ns)
+        ),
+    }
+}
+
 fn parse_rejection(error: &LineError) -> Rejected {
     Rejected {
         line_number: error.line_number,
@@ -481,6 +530,7 @@ async fn resolve_schema(
     shard: &Rc<Shard>,
     request: &WriteRequest,
     routed: &mut Routed,
+    now_ns: i64,
 ) -> Result<(), Refusal> {
     let proposals = std::mem::take(&mut routed.proposals);
     let decisions = shard
@@ -508,8 +558,24 @@ async fn resolve_schema(
     let pending = routed.pending.take(&request.database);
     let reader = pending.reader();
     let catalog = shard.catalog.borrow();
+    let expiry = catalog.retention(&request.database).and_then(|period| {
+        let cutoff = retention::cutoff_ns(period, now_ns)?;
+        Some((cutoff, period))
+    });
     let pending_lines = std::mem::take(&mut routed.pending_lines);
     for (row, line_number) in reader.rows().zip(pending_lines.iter().copied()) {
+        if let Some((cutoff, period)) = expiry {
+            if row.time_ns < cutoff {
+                routed.rejected.push(retention_rejection(
+                    line_number,
+                    row.time_ns,
+                    &request.database,
+                    period,
+                    cutoff,
+                ));
+                continue;
+            }
+        }
         let columns = row.tags().map(|(key, _)| (key, ColumnKind::Tag)).chain(
             row.fields()
                 .map(|(key, value)| (key, ColumnKind::Field(FieldType::of(&value)))),
@@ -636,11 +702,12 @@ fn lines_refusal(shard: &Shard, rejected: &[Rejected], accepted: usize) -> Refus
     if more > 0 {
         message.push_str(&format!("\n… and {more} more"));
     }
-    let v1_listed: Vec<&str> = rejected
-        .iter()
-        .take(limit)
-        .map(|r| r.v1_message.as_str())
-        .collect();
+    let mut v1_listed: Vec<&str> = Vec::new();
+    for r in rejected.iter().take(limit) {
+        if !v1_listed.contains(&r.v1_message.as_str()) {
+            v1_listed.push(&r.v1_message);
+        }
+    }
     let v1_error = format!(
         "{}{} dropped={}",
         if accepted > 0 { "partial write: " } else { "" },

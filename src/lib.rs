@@ -37,6 +37,8 @@
 //!
 //! - [`config`]: the `Config` built once at start, profiles, limits.
 //! - [`clock`]: the only source of time.
+//! - [`retention`]: a database's retention period and the cutoff rule
+//!   (write path, query clamp, in-memory expiry, persistence).
 //! - [`metrics`]: per-shard counters and histograms, Prometheus export.
 //! - [`notify`]: systemd readiness, status and watchdog (`sd_notify`).
 //! - [`tune`]: `ringest tune`, measure the host and recommend a profile.
@@ -79,6 +81,7 @@ pub mod notify;
 pub mod persist;
 pub mod persister;
 pub mod query;
+pub mod retention;
 pub mod route;
 pub mod server;
 pub mod shard;

@@ -64,6 +64,10 @@ struct ConfigArgs {
     /// Number of shards; 0 = one per CPU (overrides the configuration).
     #[arg(long)]
     shards: Option<usize>,
+    /// Retention of newly created databases, e.g. 3d, 1h30m, inf
+    /// (overrides retention.default_period).
+    #[arg(long, value_parser = ringest::retention::Period::parse)]
+    retention_default_period: Option<ringest::retention::Period>,
 }
 
 #[derive(Args)]
@@ -110,6 +114,7 @@ fn load(args: &ConfigArgs) -> Result<Config, ExitCode> {
         listen: args.listen,
         data_dir: args.data_dir.clone(),
         shards: args.shards,
+        retention_default_period: args.retention_default_period,
     };
     Config::load(args.profile.as_deref(), args.config.as_deref(), &overrides).map_err(|errors| {
         for error in errors {

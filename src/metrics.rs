@@ -59,6 +59,8 @@ pub struct ShardMetrics {
     pub wire_bytes: Cell<u64>,
     pub decompressed_bytes: Cell<u64>,
     pub sub_batches_applied: Cell<u64>,
+    /// In-memory rows dropped by the expiry task (retention).
+    pub rows_expired: Cell<u64>,
     ack_latency_us: RefCell<Histogram<u64>>,
 }
 
@@ -78,6 +80,7 @@ impl ShardMetrics {
             wire_bytes: Cell::new(0),
             decompressed_bytes: Cell::new(0),
             sub_batches_applied: Cell::new(0),
+            rows_expired: Cell::new(0),
             ack_latency_us: RefCell::new(latency_histogram()),
         }
     }
@@ -123,6 +126,7 @@ impl ShardMetrics {
             wire_bytes: self.wire_bytes.get(),
             decompressed_bytes: self.decompressed_bytes.get(),
             sub_batches_applied: self.sub_batches_applied.get(),
+            rows_expired: self.rows_expired.get(),
             ack_count: histogram.len(),
             ack_sum_us: (histogram.mean() * histogram.len() as f64) as u64,
             ack_quantiles_us: [0.5, 0.9, 0.99, 0.999].map(|q| histogram.value_at_quantile(q)),
@@ -173,6 +177,7 @@ pub struct Snapshot {
     pub wire_bytes: u64,
     pub decompressed_bytes: u64,
     pub sub_batches_applied: u64,
+    pub rows_expired: u64,
     pub ack_count: u64,
     pub ack_sum_us: u64,
     pub ack_quantiles_us: [u64; 4],
@@ -240,7 +245,7 @@ pub fn render(snapshots: &[Snapshot]) -> String {
     labelled_counter(
         &mut out,
         "ringest_lines_rejected_total",
-        "Lines rejected, by reason (parse, schema_conflict, limit).",
+        "Lines rejected, by reason (parse, schema_conflict, limit, retention).",
         "reason",
         snapshots,
         |s| {
@@ -265,7 +270,7 @@ pub fn render(snapshots: &[Snapshot]) -> String {
                 .collect()
         },
     );
-    let counters: [Family<Snapshot>; 4] = [
+    let counters: [Family<Snapshot>; 5] = [
         (
             "ringest_points_accepted_total",
             "Points written durably.",
@@ -285,6 +290,11 @@ pub fn render(snapshots: &[Snapshot]) -> String {
             "ringest_sub_batches_applied_total",
             "Sub-batches synced and applied.",
             |s| s.sub_batches_applied,
+        ),
+        (
+            "ringest_rows_expired_total",
+            "In-memory rows dropped because their database's retention expired them.",
+            |s| s.rows_expired,
         ),
     ];
     for (name, help, get) in counters {

@@ -231,12 +231,18 @@ pub async fn snapshot(shard: &Rc<Shard>, before_shutdown: bool) -> Result<(), St
 
 /// Per database, rows older than this are not persisted (retention).
 fn cutoffs(shard: &Shard) -> BTreeMap<String, Option<i64>> {
+    let now_ns = crate::clock::now_ns();
     shard
         .catalog
         .borrow()
         .databases
-        .keys()
-        .map(|name| (name.clone(), None))
+        .iter()
+        .map(|(name, db)| {
+            (
+                name.clone(),
+                crate::retention::cutoff_ns(db.retention, now_ns),
+            )
+        })
         .collect()
 }
 

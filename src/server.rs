@@ -594,6 +594,12 @@ async fn shard_main(seed: ShardSeed) {
                 }
             })
             .detach();
+            // Retention: drop expired in-memory rows every second, on the
+            // query queue so that it never delays ingest.
+            let expiry = glommio::spawn_local_into(shard.clone().run_expiry(), shard.query_queue);
+            if let Ok(task) = expiry {
+                task.detach();
+            }
             let _ = ready.send(Ok(id));
             drop(ready);
             accept_loop(shard, listener).await;

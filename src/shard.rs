@@ -31,6 +31,7 @@ use crate::gzip::Gunzip;
 use crate::metrics::{Gauges, ShardMetrics, Snapshot};
 use crate::persist::manifest::{self, Commit, CommitOutcome, FileEntry, Manifest, WalState};
 use crate::persist::parquet::{self as parquet_files, LoadRequest};
+use crate::retention::{self, Period};
 use crate::route::{self, Message, Peers, RemoteError, CATALOG_OWNER};
 use crate::store::{Persisted, ScanError, ScanRequest, ScanResponse, ShardStore};
 use crate::wal::{self, Sequence, Wal, WalError};
@@ -44,6 +45,9 @@ const SCAN_ATTEMPTS: usize = 8;
 /// replay refuses it (and every unknown kind) instead of dropping it.
 pub const RECORD_BATCH: u8 = 3;
 pub const RECORD_CATALOG: u8 = 2;
+
+/// How often each shard drops its expired in-memory rows.
+pub const EXPIRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The authoritative catalog and its log, and the persisted catalog
 /// (manifest), on the owner shard only.
@@ -380,11 +384,13 @@ impl Shard {
             let mut replica = self.catalog.borrow_mut();
             entries.iter().for_each(|entry| replica.apply(entry));
         }
-        // Every shard learns a new database before the write that created
-        // it is acknowledged, so `SHOW DATABASES` on any shard lists it.
+        // Every shard learns a new database and its retention before the
+        // write (or statement) that created or changed them is
+        // acknowledged: `SHOW DATABASES` on any shard lists it, and every
+        // shard's write path refuses expired points by the same period.
         for entry in entries
             .iter()
-            .filter(|e| matches!(e, Entry::CreateDatabase(_)))
+            .filter(|e| matches!(e, Entry::CreateDatabase(_) | Entry::SetRetention { .. }))
         {
             self.broadcast(entry).await?;
         }
@@ -659,6 +665,35 @@ impl Shard {
         Sequence(self.applied.get())
     }
 
+    /// Drops this shard's in-memory rows that expired at `now_ns`, for
+    /// every database with a finite retention; the number of rows dropped.
+    pub fn expire(&self, now_ns: i64) -> usize {
+        let cutoffs: Vec<(String, i64)> = self
+            .catalog
+            .borrow()
+            .databases
+            .iter()
+            .filter_map(|(name, db)| {
+                Some((name.clone(), retention::cutoff_ns(db.retention, now_ns)?))
+            })
+            .collect();
+        let mut store = self.store.borrow_mut();
+        cutoffs
+            .iter()
+            .map(|(database, cutoff)| store.expire(database, *cutoff))
+            .sum()
+    }
+
+    /// The expiry task: every [`EXPIRY_INTERVAL`], [`Shard::expire`] as of
+    /// now, until shutdown. Runs on the query queue, below ingest.
+    pub async fn run_expiry(self: Rc<Self>) {
+        while !self.shutting_down() {
+            glommio::timer::sleep(EXPIRY_INTERVAL).await;
+            let expired = self.expire(crate::clock::now_ns());
+            ShardMetrics::add(&self.metrics.rows_expired, expired as u64);
+        }
+    }
+
     /// Scans every shard's store (this one directly, the others by message).
     pub async fn scan_all(
         self: &Rc<Self>,
@@ -899,11 +934,31 @@ pub struct QueryService {
     pub secret: Option<Vec<u8>>,
 }
 
+/// Raises a row scan's lower time bound to its database's retention
+/// cutoff at `now_ns`, so that no query returns an expired point, whether
+/// or not the expiry task has dropped it yet. The one place queries meet
+/// retention.
+pub fn clamp_to_retention(request: &mut ScanRequest, catalog: &Catalog, now_ns: i64) {
+    if let ScanRequest::Rows(rows) = request {
+        let cutoff = catalog
+            .retention(&rows.database)
+            .and_then(|period| retention::cutoff_ns(period, now_ns));
+        if let Some(cutoff) = cutoff {
+            rows.time_min_ns = rows.time_min_ns.max(cutoff);
+        }
+    }
+}
+
 impl crate::query::QueryBackend for QueryService {
     fn scan(
         &self,
-        request: ScanRequest,
+        mut request: ScanRequest,
     ) -> impl std::future::Future<Output = Result<Vec<ScanResponse>, String>> {
+        clamp_to_retention(
+            &mut request,
+            &self.shard.catalog.borrow(),
+            crate::clock::now_ns(),
+        );
         self.shard.scan_all(request)
     }
 
@@ -911,20 +966,66 @@ impl crate::query::QueryBackend for QueryService {
         self.shard.catalog.borrow().database_names()
     }
 
-    fn create_database(&self, name: &str) -> impl std::future::Future<Output = Result<(), String>> {
+    fn retention(&self, database: &str) -> Option<Period> {
+        self.shard.catalog.borrow().retention(database)
+    }
+
+    fn create_database(
+        &self,
+        name: &str,
+        retention: Option<Period>,
+    ) -> impl std::future::Future<Output = Result<(), String>> {
         let shard = self.shard.clone();
         let name = name.to_string();
         async move {
             catalog::validate_database_name(&name)
                 .map_err(|e| format!("invalid database name: {e}"))?;
+            let proposal = Proposal::Database {
+                name: name.clone(),
+                create: true,
+                retention: retention.unwrap_or(shard.config.retention.default_period),
+            };
             let decisions = shard
-                .propose(vec![Proposal::Database { name, create: true }])
+                .propose(vec![proposal])
+                .await
+                .map_err(|e| format!("{e:?}"))?;
+            match decisions.first() {
+                Some(Decision::Accepted) => {}
+                Some(Decision::LimitReached(limit)) => return Err(limit.to_string()),
+                other => return Err(format!("database not created: {other:?}")),
+            }
+            // InfluxDB: an existing database with another duration than the
+            // one asked for is a conflict, not a change.
+            let existing = shard.catalog.borrow().retention(&name);
+            match (retention, existing) {
+                (Some(asked), Some(existing)) if asked != existing => {
+                    Err("retention policy conflicts with an existing policy".to_string())
+                }
+                _ => Ok(()),
+            }
+        }
+    }
+
+    fn set_retention(
+        &self,
+        database: &str,
+        period: Period,
+    ) -> impl std::future::Future<Output = Result<(), String>> {
+        let shard = self.shard.clone();
+        let database = database.to_string();
+        async move {
+            let proposal = Proposal::Retention {
+                database: database.clone(),
+                period,
+            };
+            let decisions = shard
+                .propose(vec![proposal])
                 .await
                 .map_err(|e| format!("{e:?}"))?;
             match decisions.first() {
                 Some(Decision::Accepted) => Ok(()),
-                Some(Decision::LimitReached(limit)) => Err(limit.to_string()),
-                other => Err(format!("database not created: {other:?}")),
+                Some(Decision::NoDatabase) => Err(format!("database not found: {database}")),
+                other => Err(format!("retention policy not changed: {other:?}")),
             }
         }
     }

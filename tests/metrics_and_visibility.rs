@@ -287,7 +287,7 @@ fn rejected_lines_by_reason() {
     let name = "ringest_lines_rejected_total";
     assert_eq!(
         label_values(&after, name, "reason"),
-        ["limit", "parse", "schema_conflict"],
+        ["limit", "parse", "retention", "schema_conflict"],
         "the fixed set"
     );
     let moved = |reason: &str| {

@@ -215,7 +215,9 @@ struct RunArgs {
     /// Per-request answer timeout, seconds.
     #[arg(long, default_value_t = 30.0)]
     timeout: f64,
-    /// First timestamp, ns since 1970 (default: now − 7 days, whole second).
+    /// First timestamp, ns since 1970 (default: now − 1 day, whole second:
+    /// inside ringest's default retention of 3 days, so no point is refused
+    /// or expires during the run).
     #[arg(long)]
     start_ns: Option<u64>,
     /// System name for the report.
@@ -769,7 +771,7 @@ fn run(args: RunArgs) -> ExitCode {
         .unwrap_or_default();
     let start_ns = args
         .start_ns
-        .unwrap_or((now.as_secs() - 7 * 86_400) * 1_000_000_000);
+        .unwrap_or((now.as_secs() - 86_400) * 1_000_000_000);
     let workload = match workload::Workload::new(args.workload, args.series, args.lines, start_ns) {
         Ok(w) => w,
         Err(e) => return fail(e),

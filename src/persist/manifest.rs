@@ -303,7 +303,8 @@ pub fn databases_of(catalog: &crate::catalog::Catalog) -> Vec<DatabaseEntry> {
             tables.sort_by(|a, b| a.name.cmp(&b.name));
             DatabaseEntry {
                 name: name.clone(),
-                retention_ns: None,
+                retention_ns: (!database.retention.is_forever())
+                    .then(|| database.retention.as_ns() as u64),
                 tables,
             }
         })

@@ -140,6 +140,19 @@ pub enum KeyMatch {
     NotRegex(Regex),
 }
 
+/// The retention clauses of `CREATE DATABASE … WITH` and `ALTER RETENTION
+/// POLICY`, as written (durations in nanoseconds, `INF` as 0).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetentionClauses {
+    pub duration_ns: Option<i64>,
+    pub replication: Option<u32>,
+    pub shard_duration_ns: Option<i64>,
+    /// `NAME rp` (CREATE only).
+    pub name: Option<String>,
+    /// `DEFAULT` (ALTER only).
+    pub default: bool,
+}
+
 #[derive(Clone, Debug)]
 pub enum Statement {
     ShowDatabases,
@@ -181,8 +194,16 @@ pub enum Statement {
         limit: usize,
         offset: usize,
     },
+    /// `CREATE DATABASE name [WITH …]`; `retention` is `None` without `WITH`.
     CreateDatabase {
         name: String,
+        retention: Option<RetentionClauses>,
+    },
+    /// `ALTER RETENTION POLICY policy ON database …`.
+    AlterRetentionPolicy {
+        policy: String,
+        database: String,
+        clauses: RetentionClauses,
     },
     DropDatabase {
         name: String,

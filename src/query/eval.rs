@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use crate::retention::{go_duration, Period, PeriodError};
 use crate::store::{
     FieldType, MeasurementFilter, RowsRequest, ScanRequest, ScanResponse, SchemaRequest,
     SeriesRows, TagFilter, Value,
@@ -35,6 +36,13 @@ pub enum StatementError {
     NotAuthorized(String),
     NotExecuted,
     RetentionPolicyNotFound(String),
+    /// `NAME rp` of `CREATE DATABASE … WITH` other than `autogen`: ringest
+    /// keeps one policy per database.
+    RetentionPolicyNotSupported(String),
+    /// A `DURATION` outside what a retention period may be.
+    RetentionPeriod(PeriodError),
+    /// A finite `DURATION` shorter than the `SHARD DURATION` given with it.
+    IncompatibleDurations,
     GroupByRequiresAggregate,
     MixedAggregates,
     UndefinedFunction(String),
@@ -66,6 +74,14 @@ impl fmt::Display for StatementError {
             StatementError::NotExecuted => f.write_str("not executed"),
             StatementError::RetentionPolicyNotFound(rp) => {
                 write!(f, "retention policy not found: {rp}")
+            }
+            StatementError::RetentionPolicyNotSupported(rp) => write!(
+                f,
+                "retention policy {rp:?} cannot be created: ringest keeps one retention policy per database, \"autogen\""
+            ),
+            StatementError::RetentionPeriod(error) => write!(f, "{error}"),
+            StatementError::IncompatibleDurations => {
+                f.write_str("retention policy duration must be greater than the shard duration")
             }
             StatementError::GroupByRequiresAggregate => {
                 f.write_str("GROUP BY requires at least one aggregate function")
@@ -428,11 +444,42 @@ async fn run_statement(
                 values,
             }])
         }
-        Statement::CreateDatabase { name } => backend
-            .create_database(name)
-            .await
-            .map(|_| Vec::new())
-            .map_err(StatementError::Backend),
+        Statement::CreateDatabase { name, retention } => {
+            let period = match retention {
+                Some(clauses) => {
+                    if let Some(rp) = clauses.name.as_ref().filter(|rp| *rp != "autogen") {
+                        return Err(StatementError::RetentionPolicyNotSupported(rp.clone()));
+                    }
+                    retention_period(clauses, None)?
+                }
+                None => None,
+            };
+            backend
+                .create_database(name, period)
+                .await
+                .map(|_| Vec::new())
+                .map_err(StatementError::Backend)
+        }
+        Statement::AlterRetentionPolicy {
+            policy,
+            database,
+            clauses,
+        } => {
+            let Some(existing) = backend.retention(database) else {
+                return Err(StatementError::DatabaseNotFound(database.clone()));
+            };
+            if policy != "autogen" {
+                return Err(StatementError::RetentionPolicyNotFound(policy.clone()));
+            }
+            match retention_period(clauses, Some(existing))? {
+                Some(period) => backend
+                    .set_retention(database, period)
+                    .await
+                    .map(|_| Vec::new())
+                    .map_err(StatementError::Backend),
+                None => Ok(Vec::new()),
+            }
+        }
         Statement::DropDatabase { name } => backend
             .drop_database(name)
             .await
@@ -440,7 +487,9 @@ async fn run_statement(
             .map_err(StatementError::Backend),
         Statement::ShowRetentionPolicies { on } => {
             let db = database(on.as_ref(), params, backend)?;
-            let _ = db;
+            let period = backend
+                .retention(&db)
+                .ok_or_else(|| StatementError::DatabaseNotFound(db.clone()))?;
             Ok(vec![OutSeries {
                 name: None,
                 tags: Vec::new(),
@@ -454,10 +503,12 @@ async fn run_statement(
                 .iter()
                 .map(|c| c.to_string())
                 .collect(),
+                // ringest has no shard groups or replicas: the shard group
+                // duration is the one InfluxDB would derive, replicaN 1.
                 values: vec![vec![
                     Cell::Value(Value::String("autogen".into())),
-                    Cell::Value(Value::String("0s".into())),
-                    Cell::Value(Value::String("168h0m0s".into())),
+                    Cell::Value(Value::String(period.to_string())),
+                    Cell::Value(Value::String(go_duration(period.shard_group_ns()))),
                     Cell::Value(Value::Integer(1)),
                     Cell::Value(Value::Boolean(true)),
                 ]],
@@ -682,6 +733,27 @@ fn series_key(name: &str, tags: &[(String, String)]) -> String {
 
 /// Like [`database`], but an unknown database is `None` (InfluxDB answers
 /// meta queries on it with no series rather than an error).
+/// The period a statement's retention clauses set (`None`: `DURATION` not
+/// given). `REPLICATION` is accepted and ignored (one node), `SHARD
+/// DURATION` is checked against the duration as InfluxDB does and not
+/// kept (no shard groups); `existing` is the period an ALTER changes.
+fn retention_period(
+    clauses: &RetentionClauses,
+    existing: Option<Period>,
+) -> Result<Option<Period>, StatementError> {
+    let period = clauses
+        .duration_ns
+        .map(Period::from_ns)
+        .transpose()
+        .map_err(StatementError::RetentionPeriod)?;
+    if let (Some(shard_ns), Some(effective)) = (clauses.shard_duration_ns, period.or(existing)) {
+        if !effective.is_forever() && effective.as_ns() < shard_ns {
+            return Err(StatementError::IncompatibleDurations);
+        }
+    }
+    Ok(period)
+}
+
 fn show_database(
     on: Option<&String>,
     params: &QueryParams,

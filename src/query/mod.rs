@@ -33,6 +33,7 @@
 
 use std::future::Future;
 
+use crate::retention::Period;
 use crate::store::{ScanRequest, ScanResponse};
 
 pub mod ast;
@@ -76,11 +77,27 @@ pub struct QueryOutput {
 
 /// What the evaluator needs from the server.
 pub trait QueryBackend {
-    /// The merged responses of every shard for one request.
+    /// The merged responses of every shard for one request. The server's
+    /// implementation clamps a row scan's time range to the database's
+    /// retention ([`crate::shard::clamp_to_retention`]).
     fn scan(&self, request: ScanRequest)
         -> impl Future<Output = Result<Vec<ScanResponse>, String>>;
     fn databases(&self) -> Vec<String>;
-    fn create_database(&self, name: &str) -> impl Future<Output = Result<(), String>>;
+    /// A database's retention period; `None` if the database is unknown.
+    fn retention(&self, database: &str) -> Option<Period>;
+    /// Creates a database (with `retention`, or the configured default);
+    /// an existing one with another `retention` asked for is an error.
+    fn create_database(
+        &self,
+        name: &str,
+        retention: Option<Period>,
+    ) -> impl Future<Output = Result<(), String>>;
+    /// Sets an existing database's retention period.
+    fn set_retention(
+        &self,
+        database: &str,
+        period: Period,
+    ) -> impl Future<Output = Result<(), String>>;
     fn drop_database(&self, name: &str) -> impl Future<Output = Result<(), String>>;
     /// Auth: may the caller read this database?
     fn may_read(&self, database: &str) -> bool;

@@ -367,25 +367,18 @@ impl Parser {
                 self.pos += 1;
             }
             if self.pos > unit_start {
-                let unit = self.text(unit_start, self.pos);
-                let scale: i64 = match unit.as_str() {
-                    "ns" => 1,
-                    "u" | "µ" => 1_000,
-                    "ms" => 1_000_000,
-                    "s" => 1_000_000_000,
-                    "m" => 60_000_000_000,
-                    "h" => 3_600_000_000_000,
-                    "d" => 86_400_000_000_000,
-                    "w" => 604_800_000_000_000,
-                    _ => return Tok::BadDuration(self.text(start, self.pos)),
-                };
-                return match digits
-                    .parse::<i64>()
-                    .ok()
-                    .and_then(|n| n.checked_mul(scale))
+                // Like InfluxDB's scanner, digits and letters after the
+                // first unit belong to the token: `1h30m` is one duration.
+                while self.pos < self.chars.len()
+                    && (self.chars[self.pos].is_ascii_alphanumeric() || self.chars[self.pos] == 'µ')
                 {
-                    Some(ns) => Tok::Duration(ns),
-                    None => Tok::Bad(self.text(start, self.pos)),
+                    self.pos += 1;
+                }
+                let text = self.text(start, self.pos);
+                return match crate::retention::parse_duration_ns(&text) {
+                    Ok(ns) => Tok::Duration(ns),
+                    Err(crate::retention::PeriodError::Overflow { .. }) => Tok::Bad(text),
+                    Err(_) => Tok::BadDuration(text),
                 };
             }
             return match digits.parse::<i64>() {
@@ -559,7 +552,36 @@ impl Parser {
                     ));
                 }
                 let name = self.identifier()?;
-                Ok(Statement::CreateDatabase { name })
+                let retention = if self.accept_keyword("WITH") {
+                    Some(self.create_retention_clauses()?)
+                } else {
+                    None
+                };
+                Ok(Statement::CreateDatabase { name, retention })
+            }
+            "ALTER" => {
+                let token = self.next();
+                if !Parser::is_keyword(&token, "RETENTION") {
+                    return Err(self.unexpected(&token, &["RETENTION"]));
+                }
+                self.expect_keyword("POLICY")?;
+                let token = self.next();
+                let policy = match token.tok {
+                    Tok::Ident(ref word) if word.eq_ignore_ascii_case("DEFAULT") => {
+                        "default".to_string()
+                    }
+                    Tok::QuotedIdent(name) => name,
+                    Tok::Ident(name) if !is_reserved(&name) => name,
+                    _ => return Err(self.unexpected(&token, &["identifier"])),
+                };
+                self.expect_keyword("ON")?;
+                let database = self.identifier()?;
+                let clauses = self.alter_retention_clauses()?;
+                Ok(Statement::AlterRetentionPolicy {
+                    policy,
+                    database,
+                    clauses,
+                })
             }
             "DROP" => {
                 let token = self.next();
@@ -587,6 +609,94 @@ impl Parser {
                     "ALTER", "SET", "KILL",
                 ],
             )),
+        }
+    }
+
+    /// A duration value: `30d`, `1h30m`, or `INF` (0).
+    fn duration(&mut self) -> Result<i64, ParseError> {
+        let token = self.next();
+        match token.tok {
+            Tok::Duration(ns) => Ok(ns),
+            Tok::Ident(ref word) if word.eq_ignore_ascii_case("INF") => Ok(0),
+            _ => Err(self.unexpected(&token, &["duration"])),
+        }
+    }
+
+    /// `REPLICATION n`'s n: 1 ≤ n ≤ 2³¹−1, as InfluxDB's `ParseInt`.
+    fn replication(&mut self) -> Result<u32, ParseError> {
+        let token = self.next();
+        match token.tok {
+            Tok::Integer(n) if (1..=i64::from(i32::MAX)).contains(&n) => Ok(n as u32),
+            Tok::Integer(n) => Err(self.error_at(
+                token.start,
+                &format!("invalid value {n}: must be 1 <= n <= {}", i32::MAX),
+            )),
+            _ => Err(self.unexpected(&token, &["integer"])),
+        }
+    }
+
+    /// After `CREATE DATABASE name WITH`: at least one of `DURATION d`,
+    /// `REPLICATION n`, `SHARD DURATION d`, `NAME rp`, in that order.
+    fn create_retention_clauses(&mut self) -> Result<RetentionClauses, ParseError> {
+        let first = self.peek();
+        if !["DURATION", "NAME", "REPLICATION", "SHARD"]
+            .iter()
+            .any(|word| Parser::is_keyword(&first, word))
+        {
+            self.next();
+            return Err(self.unexpected(&first, &["DURATION", "NAME", "REPLICATION", "SHARD"]));
+        }
+        let mut clauses = RetentionClauses::default();
+        if self.accept_keyword("DURATION") {
+            clauses.duration_ns = Some(self.duration()?);
+        }
+        if self.accept_keyword("REPLICATION") {
+            clauses.replication = Some(self.replication()?);
+        }
+        if self.accept_keyword("SHARD") {
+            self.expect_keyword("DURATION")?;
+            clauses.shard_duration_ns = Some(self.duration()?);
+        }
+        if self.accept_keyword("NAME") {
+            clauses.name = Some(self.identifier()?);
+        }
+        Ok(clauses)
+    }
+
+    /// After `ALTER RETENTION POLICY rp ON db`: one or more of `DURATION d`,
+    /// `REPLICATION n`, `SHARD DURATION d`, `DEFAULT`, in any order, each
+    /// at most once.
+    fn alter_retention_clauses(&mut self) -> Result<RetentionClauses, ParseError> {
+        let mut clauses = RetentionClauses::default();
+        let mut found: Vec<&'static str> = Vec::new();
+        loop {
+            let token = self.peek();
+            let Some(word) = ["DURATION", "REPLICATION", "SHARD", "DEFAULT"]
+                .into_iter()
+                .find(|word| Parser::is_keyword(&token, word))
+            else {
+                if found.is_empty() {
+                    self.next();
+                    return Err(
+                        self.unexpected(&token, &["DURATION", "REPLICATION", "SHARD", "DEFAULT"])
+                    );
+                }
+                return Ok(clauses);
+            };
+            self.next();
+            if found.contains(&word) {
+                return Err(self.error_at(token.start, &format!("found duplicate {word} option")));
+            }
+            found.push(word);
+            match word {
+                "DURATION" => clauses.duration_ns = Some(self.duration()?),
+                "REPLICATION" => clauses.replication = Some(self.replication()?),
+                "SHARD" => {
+                    self.expect_keyword("DURATION")?;
+                    clauses.shard_duration_ns = Some(self.duration()?);
+                }
+                _ => clauses.default = true,
+            }
         }
     }
 

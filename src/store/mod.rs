@@ -848,19 +848,23 @@ fn table_bytes(table: &Table) -> usize {
         .sealed
         .iter()
         .chain(std::iter::once(&table.active))
-        .map(|chunk| {
-            let rows = chunk.len();
-            let mut bytes = rows * ROW_BYTES + chunk.index.len() * INDEX_ENTRY_BYTES;
-            for (key, column) in &chunk.columns {
-                bytes += slot_bytes(column.field_type()) * rows + key.len() + 64;
-                if let ColumnData::String(values) = &column.data {
-                    bytes += values.iter().map(String::len).sum::<usize>();
-                }
-            }
-            bytes
-        })
+        .map(chunk_bytes)
         .sum();
     series + chunks
+}
+
+/// Recomputed estimate for one chunk (a table's is its series plus its
+/// chunks').
+fn chunk_bytes(chunk: &Chunk) -> usize {
+    let rows = chunk.len();
+    let mut bytes = rows * ROW_BYTES + chunk.index.len() * INDEX_ENTRY_BYTES;
+    for (key, column) in &chunk.columns {
+        bytes += slot_bytes(column.field_type()) * rows + key.len() + 64;
+        if let ColumnData::String(values) = &column.data {
+            bytes += values.iter().map(String::len).sum::<usize>();
+        }
+    }
+    bytes
 }
 
 /// Hasher for the store's integer keys (series hashes, (series, time)):
@@ -909,5 +913,6 @@ type FastHash = std::hash::BuildHasherDefault<FastHasher>;
 
 mod scan;
 
+mod expire;
 #[cfg(test)]
 mod tests;

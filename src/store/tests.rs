@@ -7,7 +7,7 @@ use super::*;
 use crate::batch::BatchEncoder;
 use crate::line_protocol::Point;
 
-fn point(
+pub(super) fn point(
     measurement: &'static str,
     tags: &[(&'static str, &'static str)],
     fields: Vec<(&'static str, FieldValue<'static>)>,
@@ -34,7 +34,7 @@ fn point(
     }
 }
 
-fn apply(store: &mut ShardStore, points: &[Point<'static>]) {
+pub(super) fn apply(store: &mut ShardStore, points: &[Point<'static>]) {
     let mut encoder = BatchEncoder::new("db");
     for p in points {
         encoder.push(p);
@@ -44,14 +44,14 @@ fn apply(store: &mut ShardStore, points: &[Point<'static>]) {
     store.apply(&reader);
 }
 
-fn store(chunk_rows: usize) -> ShardStore {
+pub(super) fn store(chunk_rows: usize) -> ShardStore {
     ShardStore::new(StoreLimits {
         memory_bytes_max: 1 << 20,
         chunk_rows,
     })
 }
 
-fn rows(fields: &[&str]) -> RowsRequest {
+pub(super) fn rows(fields: &[&str]) -> RowsRequest {
     RowsRequest {
         database: "db".into(),
         measurements: vec!["cpu".into()],
@@ -64,7 +64,7 @@ fn rows(fields: &[&str]) -> RowsRequest {
     }
 }
 
-fn scan_rows(store: &ShardStore, request: RowsRequest) -> Vec<SeriesRows> {
+pub(super) fn scan_rows(store: &ShardStore, request: RowsRequest) -> Vec<SeriesRows> {
     match store.scan(&ScanRequest::Rows(request)) {
         Ok(ScanResponse::Rows(rows)) => rows,
         other => panic!("unexpected {other:?}"),

@@ -251,8 +251,21 @@ impl Drop for Server {
     }
 }
 
+/// The retention flag a server under test gets unless its test passes its
+/// own: keep forever. Most tests write fixed timestamps (1970, 2026-01-01)
+/// that the default retention (3 days) would refuse; the retention tests
+/// pass `--retention-default-period` themselves.
+fn retention_args(extra_args: &[&str]) -> &'static [&'static str] {
+    if extra_args.contains(&"--retention-default-period") {
+        &[]
+    } else {
+        &["--retention-default-period", "inf"]
+    }
+}
+
 fn spawn(data_dir: &Path, extra_args: &[String], env: &[(String, String)]) -> (Child, SocketAddr) {
     let port = free_port();
+    let borrowed: Vec<&str> = extra_args.iter().map(String::as_str).collect();
     let mut command = Command::new(binary());
     command
         .arg("serve")
@@ -261,6 +274,7 @@ fn spawn(data_dir: &Path, extra_args: &[String], env: &[(String, String)]) -> (C
         .arg("--data-dir")
         .arg(data_dir)
         .args(extra_args)
+        .args(retention_args(&borrowed))
         .env(
             "RUST_LOG",
             std::env::var("RINGEST_TEST_LOG").unwrap_or_else(|_| "warn".to_string()),
@@ -535,7 +549,10 @@ pub fn query_series(server: &Server, db: &str, q: &str) -> Vec<Series> {
 /// with its stderr if it exited first.
 pub fn start_outcome(data_dir: &std::path::Path, extra_args: &[&str]) -> Result<(), String> {
     let mut command = Command::new(binary());
-    command.arg("serve").args(extra_args);
+    command
+        .arg("serve")
+        .args(extra_args)
+        .args(retention_args(extra_args));
     if !extra_args.contains(&"--listen") {
         command
             .arg("--listen")

@@ -19,6 +19,8 @@ use crate::store::{ShardStore, StoreLimits};
 struct TestBackend {
     shards: Vec<RefCell<ShardStore>>,
     databases: RefCell<Vec<String>>,
+    /// Retention of the databases that have one; the others keep forever.
+    retentions: RefCell<std::collections::HashMap<String, Period>>,
     readable: Option<&'static str>,
 }
 
@@ -34,6 +36,7 @@ impl TestBackend {
                 })
                 .collect(),
             databases: RefCell::new(vec!["db".to_string()]),
+            retentions: RefCell::default(),
             readable: None,
         }
     }
@@ -70,12 +73,54 @@ impl QueryBackend for TestBackend {
         self.databases.borrow().clone()
     }
 
-    fn create_database(&self, name: &str) -> impl std::future::Future<Output = Result<(), String>> {
-        let mut dbs = self.databases.borrow_mut();
-        if !dbs.iter().any(|d| d == name) {
-            dbs.push(name.to_string());
-        }
-        std::future::ready(Ok(()))
+    fn retention(&self, database: &str) -> Option<Period> {
+        let known = self.databases.borrow().iter().any(|d| d == database);
+        known.then(|| {
+            self.retentions
+                .borrow()
+                .get(database)
+                .copied()
+                .unwrap_or(Period::FOREVER)
+        })
+    }
+
+    fn create_database(
+        &self,
+        name: &str,
+        retention: Option<Period>,
+    ) -> impl std::future::Future<Output = Result<(), String>> {
+        let existing = self.retention(name);
+        let result = match (existing, retention) {
+            (Some(existing), Some(asked)) if existing != asked => {
+                Err("retention policy conflicts with an existing policy".to_string())
+            }
+            (Some(_), _) => Ok(()),
+            (None, retention) => {
+                self.databases.borrow_mut().push(name.to_string());
+                self.retentions
+                    .borrow_mut()
+                    .insert(name.to_string(), retention.unwrap_or(Period::FOREVER));
+                Ok(())
+            }
+        };
+        std::future::ready(result)
+    }
+
+    fn set_retention(
+        &self,
+        database: &str,
+        period: Period,
+    ) -> impl std::future::Future<Output = Result<(), String>> {
+        let result = match self.retention(database) {
+            None => Err(format!("database not found: {database}")),
+            Some(_) => {
+                self.retentions
+                    .borrow_mut()
+                    .insert(database.to_string(), period);
+                Ok(())
+            }
+        };
+        std::future::ready(result)
     }
 
     fn drop_database(&self, name: &str) -> impl std::future::Future<Output = Result<(), String>> {
@@ -982,4 +1027,104 @@ fn every_prefix_runs_without_panic() {
             assert!(matches!(status, 200 | 400), "{}", &query[..cut]);
         }
     }
+}
+
+/// Goal: `CREATE DATABASE … WITH DURATION`, `ALTER RETENTION POLICY` and
+/// `SHOW RETENTION POLICIES` answer as InfluxDB 1.6.7 does: the duration
+/// and derived shard group duration in Go's format, `0s`/`168h0m0s` for
+/// forever, errors naming the database, the policy or the bad duration.
+/// Method: one statement per case on a test backend.
+#[test]
+fn retention_statements() {
+    let b = TestBackend::new(1, 4);
+    let ok = r#"{"results":[{"statement_id":0}]}"#;
+    let policies = |duration: &str, group: &str| {
+        format!(
+            r#"{{"results":[{{"statement_id":0,"series":[{{"columns":["name","duration","shardGroupDuration","replicaN","default"],"values":[["autogen","{duration}","{group}",1,true]]}}]}}]}}"#
+        )
+    };
+    let error = |text: &str| format!(r#"{{"results":[{{"statement_id":0,"error":"{text}"}}]}}"#);
+    assert_eq!(
+        run(
+            &b,
+            "CREATE DATABASE \"x\" WITH DURATION 30d REPLICATION 1 SHARD DURATION 1d NAME autogen"
+        ),
+        ok
+    );
+    assert_eq!(
+        run(&b, "SHOW RETENTION POLICIES ON \"x\""),
+        policies("720h0m0s", "24h0m0s")
+    );
+    // The same duration again is fine; another one conflicts.
+    assert_eq!(run(&b, "CREATE DATABASE x WITH DURATION 720h"), ok);
+    assert_eq!(
+        run(&b, "CREATE DATABASE x WITH DURATION 7d"),
+        error("retention policy conflicts with an existing policy")
+    );
+    assert_eq!(run(&b, "CREATE DATABASE x"), ok);
+    assert_eq!(
+        run(
+            &b,
+            "ALTER RETENTION POLICY \"autogen\" ON \"x\" DURATION 1h30m DEFAULT"
+        ),
+        ok
+    );
+    assert_eq!(
+        run(&b, "SHOW RETENTION POLICIES ON x"),
+        policies("1h30m0s", "1h0m0s")
+    );
+    assert_eq!(
+        run(&b, "ALTER RETENTION POLICY autogen ON x DURATION 200d"),
+        ok
+    );
+    assert_eq!(
+        run(&b, "SHOW RETENTION POLICIES ON x"),
+        policies("4800h0m0s", "168h0m0s")
+    );
+    assert_eq!(
+        run(&b, "ALTER RETENTION POLICY autogen ON x DURATION INF"),
+        ok
+    );
+    assert_eq!(
+        run(&b, "SHOW RETENTION POLICIES ON x"),
+        policies("0s", "168h0m0s")
+    );
+    assert_eq!(
+        run(&b, "ALTER RETENTION POLICY autogen ON x REPLICATION 2"),
+        ok
+    );
+    assert_eq!(
+        run(&b, "SHOW RETENTION POLICIES ON x"),
+        policies("0s", "168h0m0s")
+    );
+    assert_eq!(
+        run(&b, "ALTER RETENTION POLICY \"weekly\" ON x DURATION 7d"),
+        error("retention policy not found: weekly")
+    );
+    assert_eq!(
+        run(&b, "ALTER RETENTION POLICY autogen ON nosuch DURATION 7d"),
+        error("database not found: nosuch")
+    );
+    assert_eq!(
+        run(&b, "ALTER RETENTION POLICY autogen ON x DURATION 500ms"),
+        error("retention policy duration must be at least 1s or 0 (forever), got 500ms")
+    );
+    assert_eq!(
+        run(
+            &b,
+            "ALTER RETENTION POLICY autogen ON x DURATION 2h SHARD DURATION 1d"
+        ),
+        error("retention policy duration must be greater than the shard duration")
+    );
+    assert_eq!(
+        run(&b, "CREATE DATABASE y WITH DURATION 1d NAME \"weekly\""),
+        error(
+            r#"retention policy \"weekly\" cannot be created: ringest keeps one retention policy per database, \"autogen\""#
+        )
+    );
+    assert_eq!(b.retention("y"), None, "refused statements create nothing");
+    assert_eq!(
+        run(&b, "SHOW RETENTION POLICIES ON nosuch"),
+        error("database not found: nosuch")
+    );
 }

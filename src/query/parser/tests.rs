@@ -40,6 +40,8 @@ fn statement_table_parses() {
         ("SHOW RETENTION POLICIES on \"telegraf\"", "ShowRetentionPolicies"),
         ("SHOW SERIES FROM cpu WHERE host = 'a' LIMIT 2", "ShowSeries"),
         ("CREATE DATABASE \"x\"", "CreateDatabase"),
+        ("CREATE DATABASE \"x\" WITH DURATION 30d", "CreateDatabase"),
+        ("ALTER RETENTION POLICY \"autogen\" ON \"x\" DURATION 7d", "AlterRetentionPolicy"),
         ("drop database x", "DropDatabase"),
         ("SELECT * FROM cpu", "Select"),
         ("SELECT mean(\"v\") FROM \"db\".\"autogen\".\"m\" WHERE time >= now() - 1h GROUP BY time(1m), \"host\" fill(null)", "Select"),
@@ -166,4 +168,144 @@ fn hostile_input_is_an_error() {
     for cut in 0..query.len() {
         let _ = parse_query(&query[..cut]);
     }
+}
+
+/// Goal: `CREATE DATABASE … WITH` keeps InfluxDB's clauses (DURATION with
+/// combined units or INF, REPLICATION, SHARD DURATION, NAME, in that order)
+/// and refuses what InfluxDB refuses, with its wording. Method: case table
+/// of statements and error texts.
+#[test]
+fn create_database_with_retention_clauses() {
+    let clauses = |text: &str| match parse_one(text) {
+        Statement::CreateDatabase { retention, .. } => retention,
+        other => panic!("{text}: {other:?}"),
+    };
+    assert_eq!(clauses("CREATE DATABASE x"), None);
+    assert_eq!(
+        clauses("CREATE DATABASE \"x\" WITH DURATION 30d"),
+        Some(RetentionClauses {
+            duration_ns: Some(30 * 86_400_000_000_000),
+            ..RetentionClauses::default()
+        })
+    );
+    assert_eq!(
+        clauses("create database x with duration 1h30m replication 1 shard duration 1h name \"autogen\""),
+        Some(RetentionClauses {
+            duration_ns: Some(5_400_000_000_000),
+            replication: Some(1),
+            shard_duration_ns: Some(3_600_000_000_000),
+            name: Some("autogen".into()),
+            default: false,
+        })
+    );
+    assert_eq!(
+        clauses("CREATE DATABASE x WITH DURATION INF"),
+        Some(RetentionClauses {
+            duration_ns: Some(0),
+            ..RetentionClauses::default()
+        })
+    );
+    assert_eq!(
+        clauses("CREATE DATABASE x WITH NAME rp"),
+        Some(RetentionClauses {
+            name: Some("rp".into()),
+            ..RetentionClauses::default()
+        })
+    );
+    assert_eq!(
+        error("CREATE DATABASE x WITH"),
+        "found EOF, expected DURATION, NAME, REPLICATION, SHARD at line 1, char 23"
+    );
+    assert_eq!(
+        error("CREATE DATABASE x WITH DURATION foo"),
+        "found foo, expected duration at line 1, char 33"
+    );
+    assert_eq!(
+        error("CREATE DATABASE x WITH DURATION 3x"),
+        "invalid duration"
+    );
+    assert_eq!(
+        error("CREATE DATABASE x WITH REPLICATION 0"),
+        "invalid value 0: must be 1 <= n <= 2147483647 at line 1, char 36"
+    );
+    assert_eq!(
+        error("CREATE DATABASE x WITH SHARD 1h"),
+        "found 1h, expected DURATION at line 1, char 30"
+    );
+    // Fixed order, as in InfluxDB: DURATION after REPLICATION is trailing junk.
+    assert_eq!(
+        error("CREATE DATABASE x WITH REPLICATION 1 DURATION 1d"),
+        "found DURATION, expected ; at line 1, char 38"
+    );
+}
+
+/// Goal: `ALTER RETENTION POLICY` takes its options in any order, each at
+/// most once, at least one, and the policy name as written (`DEFAULT` as
+/// "default"). Method: case table of statements and error texts.
+#[test]
+fn alter_retention_policy_clauses() {
+    let alter = |text: &str| match parse_one(text) {
+        Statement::AlterRetentionPolicy {
+            policy,
+            database,
+            clauses,
+        } => (policy, database, clauses),
+        other => panic!("{text}: {other:?}"),
+    };
+    assert_eq!(
+        alter("ALTER RETENTION POLICY \"autogen\" ON \"x\" DURATION 7d"),
+        (
+            "autogen".to_string(),
+            "x".to_string(),
+            RetentionClauses {
+                duration_ns: Some(7 * 86_400_000_000_000),
+                ..RetentionClauses::default()
+            }
+        )
+    );
+    assert_eq!(
+        alter("alter retention policy autogen on x default shard duration 2h replication 3 duration inf"),
+        (
+            "autogen".to_string(),
+            "x".to_string(),
+            RetentionClauses {
+                duration_ns: Some(0),
+                replication: Some(3),
+                shard_duration_ns: Some(7_200_000_000_000),
+                name: None,
+                default: true,
+            }
+        )
+    );
+    assert_eq!(
+        alter("ALTER RETENTION POLICY DEFAULT ON x DEFAULT").0,
+        "default"
+    );
+    assert_eq!(
+        error("ALTER RETENTION POLICY autogen ON x"),
+        "found EOF, expected DURATION, REPLICATION, SHARD, DEFAULT at line 1, char 36"
+    );
+    assert_eq!(
+        error("ALTER RETENTION POLICY autogen ON x DURATION 1d DURATION 2d"),
+        "found duplicate DURATION option at line 1, char 49"
+    );
+    assert_eq!(
+        error("ALTER DATABASE x"),
+        "found DATABASE, expected RETENTION at line 1, char 7"
+    );
+    assert_eq!(
+        error("ALTER RETENTION POLICY autogen x"),
+        "found x, expected ON at line 1, char 32"
+    );
+}
+
+/// Goal: a duration of several units is one token, as in InfluxDB's
+/// scanner (`1h30m`), in any statement. Method: a WHERE clause and a
+/// GROUP BY interval.
+#[test]
+fn combined_durations_lex_as_one() {
+    let s = select("SELECT count(v) FROM m WHERE time > now() - 1h30m GROUP BY time(1m30s)");
+    assert_eq!(s.group_time, Some((90_000_000_000, 0)));
+    let text = format!("{:?}", s.condition);
+    assert!(text.contains("Duration(5400000000000)"), "{text}");
 }

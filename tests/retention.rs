@@ -1,0 +1,270 @@
+//! Retention over real HTTP with the real binary: points older than their
+//! database's retention are refused at write time (a line error, the other
+//! lines written), expire from queries, and the retention statements of
+//! InfluxQL answer like InfluxDB 1.6.7 and survive restarts.
+
+// Tests are not shard code: std::time is fine here (clippy.toml bans it
+// on the server's executors).
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{config_file, encode, query_series, Server, TempDir};
+
+const DAY_NS: i64 = 86_400_000_000_000;
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_nanos() as i64
+}
+
+/// Runs one statement with POST (CREATE, ALTER) and returns the body.
+fn statement(server: &Server, q: &str) -> String {
+    let response = server.request("POST", &format!("/query?q={}", encode(q)), &[], b"");
+    assert_eq!(response.status, 200, "{q}: {}", response.text());
+    response.text()
+}
+
+/// `SHOW RETENTION POLICIES ON db`'s (duration, shardGroupDuration).
+fn policy(server: &Server, db: &str) -> (String, String) {
+    let series = query_series(server, db, &format!("SHOW RETENTION POLICIES ON \"{db}\""));
+    assert_eq!(series.len(), 1, "{series:?}");
+    assert_eq!(
+        series[0].columns,
+        [
+            "name",
+            "duration",
+            "shardGroupDuration",
+            "replicaN",
+            "default"
+        ]
+    );
+    let row = &series[0].values[0];
+    let text = |i: usize| row[i].to_string().trim_matches('"').to_string();
+    assert_eq!(text(0), "autogen");
+    assert_eq!(text(3), "1");
+    assert_eq!(text(4), "true");
+    (text(1), text(2))
+}
+
+/// The number of rows of `SELECT count(v) FROM m` (0 when no series).
+fn count(server: &Server, db: &str) -> i64 {
+    let series = query_series(server, db, "SELECT count(v) FROM m");
+    series
+        .first()
+        .and_then(|s| s.values.first())
+        .and_then(|row| row.get(1))
+        .map(|v| v.to_string().parse().expect("count is an integer"))
+        .unwrap_or(0)
+}
+
+/// The sum over shards of one labelled series of `/metrics`.
+fn metric(server: &Server, name: &str, label: &str) -> u64 {
+    let text = server.request("GET", "/metrics", &[], b"").text();
+    text.lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")) && line.contains(label))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Polls `condition` every 50 ms until it holds or `deadline` passes.
+fn eventually(deadline: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + deadline;
+    loop {
+        if condition() {
+            return true;
+        }
+        if std::time::Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Goal: a point older than the default retention (3 days) written to a
+/// database created by that write is refused as a line error naming the
+/// retention, in both dialects' wording, while the other lines are
+/// written; the refusals are counted under `reason="retention"`.
+/// Method: two shards; a v2 write (line 2 is 4 days old) to a new bucket,
+/// a v1 write (line 1 old) to a new database; read back with /query.
+#[test]
+fn old_point_is_a_line_error_naming_the_retention() {
+    let server = Server::start(&["--shards", "2", "--retention-default-period", "3d"]);
+    assert_eq!(
+        metric(
+            &server,
+            "ringest_lines_rejected_total",
+            "reason=\"retention\""
+        ),
+        0
+    );
+    let now = now_ns();
+    let old = now - 4 * DAY_NS;
+    let body = format!("m,k=a v=1 {now}\nm,k=b v=2 {old}\nm,k=c v=3 {}", now + 1);
+    let response = server.write_v2("bucket=auto&org=o", &body);
+    assert_eq!(response.status, 400, "{}", response.text());
+    let text = response.text();
+    assert!(text.contains(r#""code":"invalid""#), "{text}");
+    assert!(text.contains(r#""line":2"#), "{text}");
+    assert!(
+        text.contains(
+            "partial write has occurred, errors encountered on line(s): line 2: point time"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"is beyond the retention period of database \"auto\" (72h0m0s)"#),
+        "{text}"
+    );
+    assert_eq!(count(&server, "auto"), 2, "the other lines are written");
+    assert_eq!(
+        policy(&server, "auto"),
+        ("72h0m0s".into(), "24h0m0s".into())
+    );
+
+    let body = format!("m v=1 {old}\nm v=2 {}\nm v=3 {}", old + 1, now);
+    let response = server.write_v1("db=v1db", &body);
+    assert_eq!(response.status, 400, "{}", response.text());
+    // The v1 `error` carries InfluxDB 1.x's wording (beside ringest's
+    // `code`/`line`/`message`).
+    assert!(
+        response.text().contains(
+            r#""error":"partial write: points beyond retention policy (database \"v1db\" keeps 72h0m0s) dropped=2""#
+        ),
+        "{}",
+        response.text()
+    );
+    assert_eq!(count(&server, "v1db"), 1);
+    // Known database now (the replica path rather than the owner's).
+    let response = server.write_v1("db=v1db", &format!("m v=4 {old}"));
+    assert_eq!(response.status, 400, "{}", response.text());
+    assert!(
+        response.text().contains("points beyond retention policy"),
+        "{}",
+        response.text()
+    );
+    assert_eq!(count(&server, "v1db"), 1);
+    assert_eq!(
+        metric(
+            &server,
+            "ringest_lines_rejected_total",
+            "reason=\"retention\""
+        ),
+        4
+    );
+}
+
+/// Goal: with `line_protocol.accept_partial = false`, one expired point
+/// refuses the whole request. Method: configured server; nothing stored.
+#[test]
+fn expired_point_refuses_all_when_partial_writes_are_off() {
+    let dir = TempDir::new("retention-nopartial");
+    let config = config_file(
+        &dir,
+        "[line_protocol]\naccept_partial = false\n\n[retention]\ndefault_period = \"3d\"\n",
+    );
+    let server = Server::start(&["--config", &config, "--retention-default-period", "3d"]);
+    let now = now_ns();
+    let body = format!("m v=1 {now}\nm v=2 {}", now - 4 * DAY_NS);
+    let response = server.write_v2("bucket=strict&org=o", &body);
+    assert_eq!(response.status, 400, "{}", response.text());
+    assert!(
+        response.text().contains("no data written") && response.text().contains("retention period"),
+        "{}",
+        response.text()
+    );
+    assert_eq!(count(&server, "strict"), 0);
+}
+
+/// Goal: points of a database created `WITH DURATION 2s` are visible, then
+/// gone from queries once expired, and the expiry task drops them from
+/// memory. Method: two shards; write at now; see them; poll /query until
+/// they are gone (bounded deadline) and `ringest_rows_expired_total`
+/// until it counts them.
+#[test]
+fn short_retention_expires_from_queries_and_memory() {
+    let server = Server::start(&["--shards", "2", "--retention-default-period", "3d"]);
+    assert_eq!(
+        statement(&server, "CREATE DATABASE \"fast\" WITH DURATION 2s"),
+        "{\"results\":[{\"statement_id\":0}]}\n"
+    );
+    assert_eq!(policy(&server, "fast"), ("2s".into(), "1h0m0s".into()));
+    let now = now_ns();
+    let body: String = (0..6)
+        .map(|i| format!("m,k=s{i} v={i} {}\n", now + i))
+        .collect();
+    let response = server.write_v1("db=fast", &body);
+    assert_eq!(response.status, 204, "{}", response.text());
+    assert_eq!(count(&server, "fast"), 6, "visible before they expire");
+    assert!(
+        eventually(Duration::from_secs(20), || count(&server, "fast") == 0),
+        "expired points are still returned"
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            metric(&server, "ringest_rows_expired_total", "shard=") >= 6
+        }),
+        "the expiry task did not drop the rows"
+    );
+    // A point at now is still accepted and visible.
+    let response = server.write_v1("db=fast", &format!("m,k=new v=9 {}", now_ns()));
+    assert_eq!(response.status, 204, "{}", response.text());
+    assert_eq!(count(&server, "fast"), 1);
+}
+
+/// Goal: `SHOW RETENTION POLICIES` reflects CREATE … WITH DURATION, ALTER
+/// RETENTION POLICY and the default of an auto-created database, and all
+/// survive a crash (kill -9) and a clean stop (SIGTERM), even when the
+/// configured default changes. Method: statements, restarts, compare.
+#[test]
+fn retention_policies_survive_restarts() {
+    let dir = TempDir::new("retention-restart");
+    let data = dir.path.join("data");
+    let mut server = Server::start_in(
+        &data,
+        &["--shards", "2", "--retention-default-period", "3d"],
+    );
+    statement(&server, "CREATE DATABASE \"a\" WITH DURATION 30d");
+    assert_eq!(policy(&server, "a"), ("720h0m0s".into(), "24h0m0s".into()));
+    statement(
+        &server,
+        "ALTER RETENTION POLICY \"autogen\" ON \"a\" DURATION 7d",
+    );
+    statement(&server, "CREATE DATABASE \"forever\" WITH DURATION INF");
+    assert_eq!(
+        server
+            .write_v1("db=b", &format!("m v=1 {}", now_ns()))
+            .status,
+        204
+    );
+    let expected = |server: &Server| {
+        assert_eq!(policy(server, "a"), ("168h0m0s".into(), "24h0m0s".into()));
+        assert_eq!(policy(server, "b"), ("72h0m0s".into(), "24h0m0s".into()));
+        assert_eq!(policy(server, "forever"), ("0s".into(), "168h0m0s".into()));
+    };
+    expected(&server);
+    server.kill9();
+    let mut server = Server::start_in(
+        &data,
+        &["--shards", "2", "--retention-default-period", "1d"],
+    );
+    expected(&server);
+    statement(
+        &server,
+        "ALTER RETENTION POLICY autogen ON a DURATION 1h30m",
+    );
+    assert!(server.terminate().success());
+    let server = Server::start_in(
+        &data,
+        &["--shards", "2", "--retention-default-period", "inf"],
+    );
+    assert_eq!(policy(&server, "a"), ("1h30m0s".into(), "1h0m0s".into()));
+    assert_eq!(policy(&server, "b"), ("72h0m0s".into(), "24h0m0s".into()));
+    // A database created now takes the new default.
+    statement(&server, "CREATE DATABASE c");
+    assert_eq!(policy(&server, "c"), ("0s".into(), "168h0m0s".into()));
+}
