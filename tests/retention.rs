@@ -187,7 +187,19 @@ fn expired_point_refuses_all_when_partial_writes_are_off() {
 /// until it counts them.
 #[test]
 fn short_retention_expires_from_queries_and_memory() {
-    let server = Server::start(&["--shards", "2", "--retention-default-period", "3d"]);
+    // Persistence off: the rows must still be in memory when they expire
+    // (a snapshot would move them to Parquet first; deleting expired
+    // Parquet files is not built yet, queries hide their rows).
+    let dir = common::TempDir::new("retention-fast");
+    let config = common::config_file(&dir, "[persist]\nenabled = false\n");
+    let server = Server::start(&[
+        "--shards",
+        "2",
+        "--retention-default-period",
+        "3d",
+        "--config",
+        &config,
+    ]);
     assert_eq!(
         statement(&server, "CREATE DATABASE \"fast\" WITH DURATION 2s"),
         "{\"results\":[{\"statement_id\":0}]}\n"

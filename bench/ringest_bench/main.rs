@@ -287,7 +287,7 @@ struct SoakArgs {
     /// Per-request answer timeout, seconds.
     #[arg(long, default_value_t = 30.0)]
     timeout: f64,
-    /// First timestamp, ns since 1970 (default: now − 7 days, whole second).
+    /// First timestamp, ns since 1970 (default: now − 1 day: inside the default retention of 3 days, whole second).
     #[arg(long)]
     start_ns: Option<u64>,
     /// One row per sample (written as taken; overwritten if it exists).
@@ -562,7 +562,7 @@ fn default_start_ns() -> u64 {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    (now.as_secs() - 7 * 86_400) * 1_000_000_000
+    (now.as_secs() - 86_400) * 1_000_000_000
 }
 
 fn soak_command(args: SoakArgs) -> ExitCode {
