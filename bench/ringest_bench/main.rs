@@ -558,6 +558,8 @@ fn print_verification(
     }
 }
 
+/// The first timestamp when none is given: a day back, inside ringest's
+/// default retention of 3 days (one rule for `run` and `soak`).
 fn default_start_ns() -> u64 {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -769,9 +771,7 @@ fn run(args: RunArgs) -> ExitCode {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let start_ns = args
-        .start_ns
-        .unwrap_or((now.as_secs() - 86_400) * 1_000_000_000);
+    let start_ns = args.start_ns.unwrap_or_else(default_start_ns);
     let workload = match workload::Workload::new(args.workload, args.series, args.lines, start_ns) {
         Ok(w) => w,
         Err(e) => return fail(e),
