@@ -382,6 +382,10 @@ impl Connection {
             chunked: lookup("chunked").is_some_and(|v| v == "true"),
             chunk_size: lookup("chunk_size").and_then(|v| v.parse().ok()),
             now_ns: clock::now_ns(),
+            limits: crate::query::Limits {
+                rows_max: self.shard.config.query.rows_max,
+                buckets_max: self.shard.config.query.buckets_max,
+            },
         };
         let backend = crate::shard::QueryService {
             shard: self.shard.clone(),

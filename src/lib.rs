@@ -21,7 +21,10 @@
 //! | 204 | [`http::response`] | only after every involved shard synced and applied |
 //!
 //! [`ingest`] is the one short function that calls these stages in order.
-//! [`query`] answers InfluxQL on `/query` by fanning out to every shard.
+//! [`query`] answers InfluxQL on `/query` by fanning out to every shard;
+//! each scans its memory and Parquet files as one store ([`store`]) and
+//! returns rows, or aggregates folded while scanning
+//! ([`store::aggregate`]).
 //!
 //! # After the 204: memory → Parquet, WAL truncated
 //!

@@ -15,7 +15,7 @@
 //! point is queryable before its 204 is sent.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -33,7 +33,9 @@ use crate::persist::manifest::{self, Commit, CommitOutcome, FileEntry, Manifest,
 use crate::persist::parquet::{self as parquet_files, LoadRequest};
 use crate::retention::{self, Period};
 use crate::route::{self, Message, Peers, RemoteError, CATALOG_OWNER};
-use crate::store::{Persisted, ScanError, ScanRequest, ScanResponse, ShardStore};
+use crate::store::{
+    aggregate, AggregateRequest, Persisted, ScanError, ScanRequest, ScanResponse, ShardStore,
+};
 use crate::wal::{self, Sequence, Wal, WalError};
 
 /// Scans restarted because snapshots kept completing under them, before
@@ -492,6 +494,12 @@ impl Shard {
     /// meanwhile (its rows left memory for files this scan did not read),
     /// the scan starts over, so it never misses rows in transit.
     pub async fn scan_local(&self, request: &ScanRequest) -> Result<ScanResponse, ScanError> {
+        if let ScanRequest::Aggregate(aggregate) = request {
+            return self
+                .aggregate_local(request, aggregate)
+                .await
+                .map(ScanResponse::Aggregates);
+        }
         for _ in 0..SCAN_ATTEMPTS {
             let version = self.files_version.get();
             let loads = self.files_to_load(request)?;
@@ -510,6 +518,54 @@ impl Shard {
                 })??;
             if self.files_version.get() == version {
                 return self.store.borrow().scan_with(request, &persisted);
+            }
+        }
+        Err(ScanError::Busy)
+    }
+
+    /// Aggregates this shard's rows without holding them: the files are
+    /// read and folded one at a time on a blocking thread (an aggregate
+    /// over a hundred million persisted rows needs the memory of one file),
+    /// then the memory, under the same restart rule as [`Self::scan_local`].
+    /// A series found out of time order is held in the next attempt
+    /// ([`aggregate::Finished::Again`]).
+    async fn aggregate_local(
+        &self,
+        request: &ScanRequest,
+        aggregate: &AggregateRequest,
+    ) -> Result<Vec<aggregate::GroupAggregates>, ScanError> {
+        let mut held = HashSet::new();
+        for _ in 0..SCAN_ATTEMPTS {
+            let version = self.files_version.get();
+            let loads = self.files_to_load(request)?;
+            let mut aggregator = aggregate::Aggregator::new(aggregate.clone(), held.clone());
+            if !loads.is_empty() {
+                let root = self.parquet_root.clone();
+                aggregator = crate::blocking::run(move || -> Result<_, ScanError> {
+                    for (_, path, load) in loads {
+                        let table = parquet_files::load_table(&root.join(&path), &load).map_err(
+                            |error| ScanError::PersistedFile {
+                                path: path.clone(),
+                                error: error.to_string(),
+                            },
+                        )?;
+                        aggregator.feed(&table)?;
+                    }
+                    Ok(aggregator)
+                })
+                .await
+                .map_err(|error| ScanError::PersistedFile {
+                    path: root_display(&self.parquet_root),
+                    error: format!("cannot start a reader thread: {error}"),
+                })??;
+            }
+            if self.files_version.get() != version {
+                continue;
+            }
+            self.store.borrow().feed_memory(&mut aggregator)?;
+            match aggregator.finish()? {
+                aggregate::Finished::Done(groups) => return Ok(groups),
+                aggregate::Finished::Again(series) => held.extend(series),
             }
         }
         Err(ScanError::Busy)
@@ -554,6 +610,25 @@ impl Shard {
                 }
                 Ok(chosen
                     .into_iter()
+                    .map(|f| (f.table.clone(), f.path.clone(), self.load_for(f, &load)))
+                    .collect())
+            }
+            ScanRequest::Aggregate(aggregate) => {
+                // No bound on rows: they are folded, not held.
+                let load = LoadRequest {
+                    fields: Some(aggregate.fields.clone()),
+                    time_min_ns: aggregate.time_min_ns,
+                    time_max_ns: aggregate.time_max_ns,
+                    owner: None,
+                };
+                Ok(files
+                    .iter()
+                    .filter(|f| {
+                        f.database == aggregate.database
+                            && f.table == aggregate.measurement
+                            && f.time_max_ns >= aggregate.time_min_ns
+                            && f.time_min_ns <= aggregate.time_max_ns
+                    })
                     .map(|f| (f.table.clone(), f.path.clone(), self.load_for(f, &load)))
                     .collect())
             }
@@ -939,13 +1014,18 @@ pub struct QueryService {
 /// or not the expiry task has dropped it yet. The one place queries meet
 /// retention.
 pub fn clamp_to_retention(request: &mut ScanRequest, catalog: &Catalog, now_ns: i64) {
-    if let ScanRequest::Rows(rows) = request {
-        let cutoff = catalog
-            .retention(&rows.database)
-            .and_then(|period| retention::cutoff_ns(period, now_ns));
-        if let Some(cutoff) = cutoff {
-            rows.time_min_ns = rows.time_min_ns.max(cutoff);
+    let cutoff = catalog
+        .retention(request.database())
+        .and_then(|period| retention::cutoff_ns(period, now_ns));
+    let Some(cutoff) = cutoff else {
+        return;
+    };
+    match request {
+        ScanRequest::Rows(rows) => rows.time_min_ns = rows.time_min_ns.max(cutoff),
+        ScanRequest::Aggregate(aggregate) => {
+            aggregate.time_min_ns = aggregate.time_min_ns.max(cutoff)
         }
+        ScanRequest::Schema(_) => {}
     }
 }
 

@@ -2,8 +2,10 @@
 //! the shards' answers, group, aggregate, fill, order, limit, format.
 //!
 //! Every shard returns raw rows of the series it owns (already filtered by
-//! time range and, where the WHERE clause allows, by tags); everything that
-//! needs all series at once happens here. Results are built as
+//! time range and, where the WHERE clause allows, by tags), or — for the
+//! aggregates it can fold while scanning ([`pushdown`]) — one partial
+//! aggregate per group and time bucket; everything that needs all series at
+//! once happens here. Results are built as
 //! [`OutSeries`] and written by [`write_response`] in InfluxDB's JSON shape.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,7 +13,7 @@ use std::fmt;
 
 use crate::retention::{go_duration, Period, PeriodError};
 use crate::store::{
-    FieldType, MeasurementFilter, RowsRequest, ScanRequest, ScanResponse, SchemaRequest,
+    Bucket, FieldType, MeasurementFilter, RowsRequest, ScanRequest, ScanResponse, SchemaRequest,
     SeriesRows, TagFilter, Value,
 };
 
@@ -19,7 +21,7 @@ use super::ast::*;
 use super::json;
 use super::parser::parse_query;
 use super::{time as qtime, SERIES_MAX};
-use super::{QueryBackend, QueryOutput, QueryParams, BUCKETS_MAX, CHUNK_SIZE_DEFAULT, ROWS_MAX};
+use super::{QueryBackend, QueryOutput, QueryParams, CHUNK_SIZE_DEFAULT};
 
 /// Output groups evaluated between two yields to the executor.
 const GROUPS_PER_YIELD: usize = 64;
@@ -1524,7 +1526,10 @@ async fn run_select(
     let schema_all =
         fetch_schema(backend, &db, source_filter(&select.sources), None, false).await?;
     let mut out: Vec<OutSeries> = Vec::new();
-    let mut bucket_total = 0usize;
+    let mut budget = BucketBudget {
+        used: 0,
+        max: params.limits.buckets_max,
+    };
     for (measurement, schema) in &schema_all {
         if !source_matches(&select.sources, measurement) {
             continue;
@@ -1559,6 +1564,44 @@ async fn run_select(
                 })
             })
             .unwrap_or(TagFilter::All);
+        let show_tags = !group_keys.is_empty();
+        let time_range = (time_min, time_max);
+        if let Some(request) = pushdown::request(
+            select,
+            &zone,
+            &columns,
+            schema,
+            rest.as_ref(),
+            pushdown::Target {
+                database: &db,
+                measurement,
+                tag_filter: &tag_filter,
+                group_keys: &group_keys,
+                time_min_ns: time_min.saturating_sub(lookback_ns(select)),
+                time_max_ns: time_max,
+                fields: &fields,
+                limits: params.limits,
+            },
+        ) {
+            let responses = backend
+                .scan(ScanRequest::Aggregate(request))
+                .await
+                .map_err(StatementError::Backend)?;
+            for (index, (key, group)) in pushdown::merge(responses).into_iter().enumerate() {
+                if index % GROUPS_PER_YIELD == GROUPS_PER_YIELD - 1 {
+                    futures_lite::future::yield_now().await;
+                }
+                let input = GroupInput::Buckets {
+                    fields: &fields,
+                    buckets: &group,
+                };
+                let rows =
+                    aggregate_group(select, &zone, &columns, input, time_range, &mut budget)?;
+                let key = if show_tags { key } else { Vec::new() };
+                emit_group(select, &zone, measurement, &columns, key, rows, &mut out);
+            }
+            continue;
+        }
         let request = ScanRequest::Rows(RowsRequest {
             database: db.clone(),
             measurements: vec![measurement.clone()],
@@ -1567,7 +1610,7 @@ async fn run_select(
             time_max_ns: time_max,
             fields: fields.clone(),
             condition_fields: condition_fields.clone(),
-            row_limit: ROWS_MAX,
+            row_limit: params.limits.rows_max,
         });
         let responses = backend
             .scan(request)
@@ -1589,7 +1632,6 @@ async fn run_select(
             groups.entry(key).or_default().push(s);
         }
         let column_names: Vec<String> = fields.iter().chain(&condition_fields).cloned().collect();
-        let show_tags = !group_keys.is_empty();
         let groups: Vec<Group> = groups
             .into_iter()
             .map(|(key, mut series)| {
@@ -1605,17 +1647,13 @@ async fn run_select(
                 futures_lite::future::yield_now().await;
             }
             let rows = if has_calls {
-                aggregate_group(
-                    select,
-                    &zone,
-                    &columns,
-                    &group,
-                    &column_names,
-                    &schema.tag_keys,
-                    rest.as_ref(),
-                    (time_min, time_max),
-                    &mut bucket_total,
-                )?
+                let input = GroupInput::Rows {
+                    group: &group,
+                    column_names: &column_names,
+                    tag_keys: &schema.tag_keys,
+                    condition: rest.as_ref(),
+                };
+                aggregate_group(select, &zone, &columns, input, time_range, &mut budget)?
             } else {
                 raw_group(
                     &columns,
@@ -1625,36 +1663,46 @@ async fn run_select(
                     rest.as_ref(),
                 )
             };
-            if rows.is_empty() {
-                continue;
-            }
-            let mut rows = rows;
-            if select.descending {
-                rows.reverse();
-            }
-            let mut rows: Vec<Vec<Cell>> =
-                limit_offset(rows.into_iter(), select.limit, select.offset).collect();
-            if !zone.is_utc() {
-                for row in &mut rows {
-                    if let Some(Cell::Time(t)) = row.first() {
-                        row[0] = Cell::ZonedTime(*t, zone.clone());
-                    }
-                }
-            }
-            if rows.is_empty() {
-                continue;
-            }
-            out.push(OutSeries {
-                name: Some(measurement.clone()),
-                tags: if show_tags { group.key } else { Vec::new() },
-                columns: std::iter::once("time".to_string())
-                    .chain(columns.iter().map(|c| c.name.clone()))
-                    .collect(),
-                values: rows,
-            });
+            let key = if show_tags { group.key } else { Vec::new() };
+            emit_group(select, &zone, measurement, &columns, key, rows, &mut out);
         }
     }
     Ok(limit_offset(out.into_iter(), select.slimit, select.soffset).collect())
+}
+
+/// Orders, limits and zones one group's rows and appends them as a series.
+fn emit_group(
+    select: &Select,
+    zone: &std::rc::Rc<qtime::Zone>,
+    measurement: &str,
+    columns: &[Column],
+    tags: Vec<(String, String)>,
+    mut rows: Vec<Vec<Cell>>,
+    out: &mut Vec<OutSeries>,
+) {
+    if select.descending {
+        rows.reverse();
+    }
+    let mut rows: Vec<Vec<Cell>> =
+        limit_offset(rows.into_iter(), select.limit, select.offset).collect();
+    if !zone.is_utc() {
+        for row in &mut rows {
+            if let Some(Cell::Time(t)) = row.first() {
+                row[0] = Cell::ZonedTime(*t, zone.clone());
+            }
+        }
+    }
+    if rows.is_empty() {
+        return;
+    }
+    out.push(OutSeries {
+        name: Some(measurement.to_string()),
+        tags,
+        columns: std::iter::once("time".to_string())
+            .chain(columns.iter().map(|c| c.name.clone()))
+            .collect(),
+        values: rows,
+    });
 }
 
 /// The order in which InfluxDB 1.x's sorted merge emits the rows of several
@@ -2408,33 +2456,15 @@ fn lookback_ns(select: &Select) -> i64 {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn aggregate_group(
-    select: &Select,
-    zone: &qtime::Zone,
-    columns: &[Column],
+/// The points of each base call in a group's rows, in Go's merge order.
+fn collect_points(
     group: &Group,
     column_names: &[String],
     tag_keys: &BTreeSet<String>,
     condition: Option<&Expr>,
-    (time_min, time_max): (i64, i64),
-    bucket_total: &mut usize,
-) -> Result<Vec<Vec<Cell>>, StatementError> {
-    let mut bases: Vec<BaseCall> = Vec::new();
-    let mut transforms: Vec<TransformCall> = Vec::new();
-    let plans: Vec<Plan> = columns
-        .iter()
-        .map(|c| {
-            plan_expr(
-                &c.expr,
-                select.group_time.map(|(i, _)| i),
-                &mut bases,
-                &mut transforms,
-            )
-        })
-        .collect();
-    let raw_mode = bases.iter().any(|b| b.function == "raw");
-    // Points per base call, in time order.
-    let mut points: Vec<Vec<(i64, Value)>> = vec![Vec::new(); bases.len()];
+    bases: &[BaseCall],
+    points: &mut [Vec<(i64, Value)>],
+) {
     let base_columns: Vec<Option<usize>> = bases
         .iter()
         .map(|b| column_names.iter().position(|c| *c == b.field))
@@ -2469,7 +2499,90 @@ fn aggregate_group(
             }
         }
     }
-    if points.iter().all(Vec::is_empty) {
+}
+
+/// Time buckets a statement has produced so far, and its limit.
+struct BucketBudget {
+    used: usize,
+    max: usize,
+}
+
+/// What one output group is aggregated from.
+enum GroupInput<'a> {
+    /// Its series' rows, reduced here.
+    Rows {
+        group: &'a Group,
+        column_names: &'a [String],
+        tag_keys: &'a BTreeSet<String>,
+        condition: Option<&'a Expr>,
+    },
+    /// Its buckets, aggregated by the shards ([`pushdown`]); `fields` names
+    /// the aggregates of each bucket.
+    Buckets {
+        fields: &'a [String],
+        buckets: &'a [Bucket],
+    },
+}
+
+fn aggregate_group(
+    select: &Select,
+    zone: &qtime::Zone,
+    columns: &[Column],
+    input: GroupInput<'_>,
+    (time_min, time_max): (i64, i64),
+    buckets: &mut BucketBudget,
+) -> Result<Vec<Vec<Cell>>, StatementError> {
+    let mut bases: Vec<BaseCall> = Vec::new();
+    let mut transforms: Vec<TransformCall> = Vec::new();
+    let plans: Vec<Plan> = columns
+        .iter()
+        .map(|c| {
+            plan_expr(
+                &c.expr,
+                select.group_time.map(|(i, _)| i),
+                &mut bases,
+                &mut transforms,
+            )
+        })
+        .collect();
+    let raw_mode = bases.iter().any(|b| b.function == "raw");
+    // Points per base call, in time order.
+    let mut points: Vec<Vec<(i64, Value)>> = vec![Vec::new(); bases.len()];
+    // Or the shards' buckets, with the bucket field of each base call.
+    let mut partial: Option<(&[Bucket], Vec<Option<usize>>)> = None;
+    match input {
+        GroupInput::Rows {
+            group,
+            column_names,
+            tag_keys,
+            condition,
+        } => collect_points(
+            group,
+            column_names,
+            tag_keys,
+            condition,
+            &bases,
+            &mut points,
+        ),
+        GroupInput::Buckets { fields, buckets } => {
+            let field_of = bases
+                .iter()
+                .map(|b| fields.iter().position(|f| *f == b.field))
+                .collect();
+            partial = Some((buckets, field_of));
+        }
+    }
+    let has_data = |bucket: &Bucket, field_of: &[Option<usize>]| {
+        field_of
+            .iter()
+            .flatten()
+            .any(|&f| bucket.fields[f].count > 0)
+    };
+    let empty = match &partial {
+        None => points.iter().all(Vec::is_empty),
+        Some((buckets, field_of)) => !buckets.iter().any(|b| has_data(b, field_of)),
+    };
+    if empty {
         return Ok(Vec::new());
     }
     // Bucket times.
@@ -2492,11 +2605,18 @@ fn aggregate_group(
         };
         // Without a lower bound the buckets start at the group's first point.
         let range_min = if time_min == TIME_MIN_NS {
-            points
-                .iter()
-                .filter_map(|p| p.first().map(|(t, _)| *t))
-                .min()
-                .unwrap_or(time_min)
+            match &partial {
+                None => points
+                    .iter()
+                    .filter_map(|p| p.first().map(|(t, _)| *t))
+                    .min(),
+                Some((buckets, field_of)) => buckets
+                    .iter()
+                    .filter(|b| has_data(b, field_of))
+                    .map(|b| b.start_ns)
+                    .min(),
+            }
+            .unwrap_or(time_min)
         } else {
             output_from = start(time_min);
             time_min.saturating_sub(lookback_ns(select))
@@ -2504,12 +2624,12 @@ fn aggregate_group(
         let first = start(range_min);
         let last = start(time_max);
         let count = ((i128::from(last) - i128::from(first)) / i128::from(interval) + 1)
-            .clamp(0, BUCKETS_MAX as i128 + 1) as usize;
-        *bucket_total = bucket_total.saturating_add(count);
-        if *bucket_total > BUCKETS_MAX {
+            .clamp(0, buckets.max as i128 + 1) as usize;
+        buckets.used = buckets.used.saturating_add(count);
+        if buckets.used > buckets.max {
             return Err(StatementError::TooManyBuckets {
-                buckets: *bucket_total,
-                limit: BUCKETS_MAX,
+                buckets: buckets.used,
+                limit: buckets.max,
             });
         }
         (0..count).map(|i| first + i as i64 * interval).collect()
@@ -2537,22 +2657,36 @@ fn aggregate_group(
     let mut present: Vec<Vec<bool>> = vec![vec![false; n]; bases.len()];
     let mut distinct: Option<(usize, Vec<BucketValues>)> = None;
     for (i, base) in bases.iter().enumerate() {
-        let mut per_bucket: Vec<Vec<(i64, Value)>> = vec![Vec::new(); n];
-        for (t, v) in points[i].drain(..) {
-            if let Some(b) = bucket_of(t) {
-                per_bucket[b].push((t, v));
+        let had: Vec<bool> = if let Some((buckets, field_of)) = &partial {
+            let mut had = vec![false; n];
+            for bucket in buckets.iter() {
+                let Some(field) = field_of[i].map(|f| &bucket.fields[f]) else {
+                    continue;
+                };
+                if let (true, Some(b)) = (field.count > 0, bucket_of(bucket.start_ns)) {
+                    slots[i][b] = pushdown::slot(base, field);
+                    had[b] = true;
+                }
             }
-        }
-        let had: Vec<bool> = per_bucket.iter().map(|p| !p.is_empty()).collect();
-        let mut all_values = Vec::with_capacity(n);
-        for (b, bucket) in per_bucket.iter().enumerate() {
-            let values = compute_base(base, bucket);
-            slots[i][b] = values.first().cloned();
-            all_values.push(values);
-        }
-        if base.function == "distinct" {
-            distinct = Some((i, all_values));
-        }
+            had
+        } else {
+            let mut per_bucket: Vec<Vec<(i64, Value)>> = vec![Vec::new(); n];
+            for (t, v) in points[i].drain(..) {
+                if let Some(b) = bucket_of(t) {
+                    per_bucket[b].push((t, v));
+                }
+            }
+            let mut all_values = Vec::with_capacity(n);
+            for (b, bucket) in per_bucket.iter().enumerate() {
+                let values = compute_base(base, bucket);
+                slots[i][b] = values.first().cloned();
+                all_values.push(values);
+            }
+            if base.function == "distinct" {
+                distinct = Some((i, all_values));
+            }
+            per_bucket.iter().map(|p| !p.is_empty()).collect()
+        };
         if select.group_time.is_some() {
             fill_slots(
                 &mut slots[i],
@@ -2613,5 +2747,6 @@ fn aggregate_group(
     Ok(rows)
 }
 
+mod pushdown;
 #[cfg(test)]
 mod tests;

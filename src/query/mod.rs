@@ -10,9 +10,11 @@
 //! Invariants:
 //! - a parse error is HTTP 400 `{"error":"error parsing query: …"}`; every
 //!   other problem is a statement error (HTTP 200, `results[i].error`);
-//! - work is bounded: rows per scan ([`ROWS_MAX`]), series
-//!   ([`SERIES_MAX`]) and time buckets ([`BUCKETS_MAX`]) give an error
-//!   message, never an unbounded allocation;
+//! - work is bounded: rows a statement holds ([`Limits::rows_max`]),
+//!   series ([`SERIES_MAX`]) and time buckets ([`Limits::buckets_max`])
+//!   give an error message, never an unbounded allocation; aggregates the
+//!   shards fold while scanning ([`crate::store::aggregate`]) hold groups ×
+//!   buckets, not rows, so they read any number of rows;
 //! - integers are printed from `i64`/`u64`, never through `f64`.
 //!
 //! Matching InfluxDB 1.6.7 (checked offline against the captured golden
@@ -43,11 +45,11 @@ pub mod json;
 pub mod parser;
 pub mod time;
 
-/// Rows one statement may read (InfluxDB's `max-select-point`).
+/// Rows one statement may hold, by default (InfluxDB's `max-select-point`).
 pub const ROWS_MAX: usize = 10_000_000;
 /// Series one statement may read (InfluxDB's `max-select-series`).
 pub const SERIES_MAX: usize = 1_000_000;
-/// Time buckets one statement may produce over all its series
+/// Time buckets one statement may produce over all its series, by default
 /// (InfluxDB's `max-select-buckets`).
 pub const BUCKETS_MAX: usize = 1_000_000;
 /// Rows per chunk of a `chunked=true` answer when `chunk_size` is absent.
@@ -66,6 +68,27 @@ pub struct QueryParams {
     pub chunk_size: Option<usize>,
     /// `now()` for the whole request.
     pub now_ns: i64,
+    pub limits: Limits,
+}
+
+/// Bounds on one statement's work (`[query]` in the configuration).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Rows a statement may hold: the rows a raw SELECT returns, the rows
+    /// an aggregate reduces on the coordinator. Aggregates the shards
+    /// compute while scanning ([`eval`]'s pushdown) read any number of rows.
+    pub rows_max: usize,
+    /// Time buckets a statement may produce over all its groups.
+    pub buckets_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            rows_max: ROWS_MAX,
+            buckets_max: BUCKETS_MAX,
+        }
+    }
 }
 
 /// The answer: status and JSON body (chunked → newline-separated docs).

@@ -36,6 +36,8 @@ use regex::Regex;
 use crate::batch::{BatchReader, Row};
 use crate::line_protocol::FieldValue;
 
+pub use aggregate::{Bucket, FieldAggregate, GroupAggregates, NumericStats, Stats};
+
 /// Sizes of the store, from `Config`.
 #[derive(Clone, Copy, Debug)]
 pub struct StoreLimits {
@@ -163,11 +165,47 @@ pub struct SchemaRequest {
     pub series_limit: usize,
 }
 
+/// Aggregates of one measurement's fields per group and time bucket,
+/// computed while scanning ([`aggregate`]).
+#[derive(Clone, Debug)]
+pub struct AggregateRequest {
+    pub database: String,
+    pub measurement: String,
+    /// Exact: the rows of every series passing it are aggregated.
+    pub tag_filter: TagFilter,
+    /// Inclusive bounds.
+    pub time_min_ns: i64,
+    pub time_max_ns: i64,
+    /// Fields aggregated ([`Bucket::fields`] follows this order).
+    pub fields: Vec<String>,
+    /// GROUP BY tag keys (a series without one groups under `""`).
+    pub group_keys: Vec<String>,
+    /// `(interval, offset)` of `GROUP BY time(…)`, UTC-aligned; `None`: one
+    /// bucket, start 0.
+    pub window: Option<(i64, i64)>,
+    /// More (group, bucket) slots → [`ScanError::TooManyBuckets`].
+    pub bucket_limit: usize,
+    /// Rows of series written out of order, copied to be deduplicated;
+    /// more → [`ScanError::TooManyRows`].
+    pub row_limit: usize,
+}
+
 /// A request to one shard. Owned and `Send`, so it crosses cores.
 #[derive(Clone, Debug)]
 pub enum ScanRequest {
     Rows(RowsRequest),
     Schema(SchemaRequest),
+    Aggregate(AggregateRequest),
+}
+
+impl ScanRequest {
+    pub fn database(&self) -> &str {
+        match self {
+            ScanRequest::Rows(rows) => &rows.database,
+            ScanRequest::Schema(schema) => &schema.database,
+            ScanRequest::Aggregate(aggregate) => &aggregate.database,
+        }
+    }
 }
 
 /// The rows of one series, sorted by time, unique times.
@@ -201,6 +239,8 @@ pub enum ScanResponse {
     Rows(Vec<SeriesRows>),
     /// Measurements in name order.
     Schema(Vec<MeasurementSchema>),
+    /// Groups in key order.
+    Aggregates(Vec<GroupAggregates>),
 }
 
 /// Why a scan was refused.
@@ -210,6 +250,9 @@ pub enum ScanError {
         limit: usize,
     },
     TooManySeries {
+        limit: usize,
+    },
+    TooManyBuckets {
         limit: usize,
     },
     /// A Parquet file the query needs could not be read.
@@ -234,6 +277,12 @@ impl fmt::Display for ScanError {
                 write!(
                     f,
                     "query would read more than {limit} series (max-select-series)"
+                )
+            }
+            ScanError::TooManyBuckets { limit } => {
+                write!(
+                    f,
+                    "query would produce more than {limit} buckets (max-select-buckets)"
                 )
             }
             ScanError::PersistedFile { path, error } => {
@@ -764,15 +813,29 @@ impl ShardStore {
         request: &ScanRequest,
         persisted: &Persisted,
     ) -> Result<ScanResponse, ScanError> {
-        let database = match request {
-            ScanRequest::Rows(rows) => &rows.database,
-            ScanRequest::Schema(schema) => &schema.database,
-        };
-        let sources = scan::Sources::new(database, persisted, self);
+        let sources = scan::Sources::new(request.database(), persisted, self);
         match request {
             ScanRequest::Rows(rows) => scan::rows(&sources, rows).map(ScanResponse::Rows),
             ScanRequest::Schema(schema) => scan::schema(&sources, schema).map(ScanResponse::Schema),
+            ScanRequest::Aggregate(request) => {
+                aggregate::aggregate(&sources.tables_of(&request.measurement), request)
+                    .map(ScanResponse::Aggregates)
+            }
         }
+    }
+
+    /// Feeds the rows in memory (frozen generations oldest first, then
+    /// live) of the request's measurement to `aggregator`, after whatever
+    /// files it was fed.
+    pub fn feed_memory(&self, aggregator: &mut aggregate::Aggregator) -> Result<(), ScanError> {
+        let request = aggregator.request();
+        let (database, measurement) = (request.database.clone(), request.measurement.clone());
+        let nothing = Persisted::default();
+        let sources = scan::Sources::new(&database, &nothing, self);
+        for table in sources.tables_of(&measurement) {
+            aggregator.feed(table)?;
+        }
+        Ok(())
     }
 
     /// Moves every live row into a new frozen generation (still scanned
@@ -911,6 +974,7 @@ impl std::hash::Hasher for FastHasher {
 
 type FastHash = std::hash::BuildHasherDefault<FastHasher>;
 
+pub mod aggregate;
 mod scan;
 
 mod expire;

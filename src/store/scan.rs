@@ -37,6 +37,11 @@ impl<'a> Sources<'a> {
         }
         Sources { tables }
     }
+
+    /// The sources of one measurement, oldest first.
+    pub(super) fn tables_of(&self, measurement: &str) -> Vec<&'a Table> {
+        self.tables.get(measurement).cloned().unwrap_or_default()
+    }
 }
 
 pub(super) fn schema(

@@ -22,6 +22,8 @@ struct TestBackend {
     /// Retention of the databases that have one; the others keep forever.
     retentions: RefCell<std::collections::HashMap<String, Period>>,
     readable: Option<&'static str>,
+    /// Scans that asked the shards for aggregates (pushdown).
+    aggregate_scans: std::cell::Cell<usize>,
 }
 
 impl TestBackend {
@@ -38,6 +40,7 @@ impl TestBackend {
             databases: RefCell::new(vec!["db".to_string()]),
             retentions: RefCell::default(),
             readable: None,
+            aggregate_scans: std::cell::Cell::new(0),
         }
     }
 
@@ -61,6 +64,9 @@ impl QueryBackend for TestBackend {
         &self,
         request: ScanRequest,
     ) -> impl std::future::Future<Output = Result<Vec<ScanResponse>, String>> {
+        if matches!(request, ScanRequest::Aggregate(_)) {
+            self.aggregate_scans.set(self.aggregate_scans.get() + 1);
+        }
         let result = self
             .shards
             .iter()
@@ -1126,5 +1132,133 @@ fn retention_statements() {
     assert_eq!(
         run(&b, "SHOW RETENTION POLICIES ON nosuch"),
         error("database not found: nosuch")
+    );
+}
+
+/// Goal: aggregates the shards compute while scanning (pushdown) answer
+/// byte for byte what the coordinator's reducers answer over the same rows,
+/// including series written out of time order and points rewritten in
+/// later chunks (which the scan must deduplicate, later value winning).
+/// Method: seeded random writes to 2 shards in 3-row chunks, many batches
+/// in random time order, values exact in binary (so sums do not depend on
+/// the order they are added in); every query runs as is (pushed down:
+/// checked) and with an always-true condition on the aggregated field
+/// (which keeps it on the row path over the same rows).
+#[test]
+fn pushed_down_aggregates_equal_the_row_path() {
+    let backend = TestBackend::new(2, 3);
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let hosts = ["h0", "h1", "h2", "h3", "h4"];
+    let regions = ["r0", "r1"];
+    for _ in 0..60 {
+        let mut points = Vec::new();
+        for _ in 0..next(12) + 1 {
+            let host = hosts[next(5) as usize];
+            let region = regions[next(2) as usize];
+            let time = next(200) as i64 * S;
+            let v = F::D((next(401) as f64 - 200.0) / 4.0);
+            let n = F::I(next(201) as i64 - 100);
+            let fields = match next(3) {
+                0 => vec![("v", v)],
+                1 => vec![("n", n)],
+                _ => vec![("v", v), ("n", n)],
+            };
+            points.push(point(
+                "m",
+                &[("host", host), ("region", region)],
+                &fields,
+                time,
+            ));
+        }
+        backend.write(&points);
+    }
+    let calls =
+        "count({f}), sum({f}), mean({f}), min({f}), max({f}), first({f}), last({f}), spread({f})";
+    let shapes = [
+        "SELECT {calls} FROM m",
+        "SELECT {calls} FROM m WHERE time >= 20s AND time < 180s GROUP BY time(7s)",
+        "SELECT {calls} FROM m WHERE time >= 0s AND time < 200s GROUP BY time(30s, 5s), host fill(0)",
+        "SELECT {calls} FROM m WHERE (host = 'h1' OR region = 'r1') AND time < 150s GROUP BY *",
+        "SELECT {calls} FROM m WHERE host =~ /h[23]/ AND time >= 10s AND time < 100s GROUP BY time(10s) fill(none)",
+        "SELECT min({f}) FROM m GROUP BY host",
+        "SELECT last({f}), first({f}) FROM m WHERE time >= 50s AND time < 60s",
+        "SELECT derivative(mean({f}), 1s), count({f}) FROM m WHERE time >= 0s AND time < 200s GROUP BY time(20s) fill(previous)",
+    ];
+    for field in ["v", "n"] {
+        for shape in shapes {
+            let pushed = shape.replace("{calls}", calls).replace("{f}", field);
+            let row_path = if pushed.contains(" WHERE ") {
+                pushed.replacen(" WHERE ", &format!(" WHERE {field} > -1000000 AND "), 1)
+            } else {
+                pushed.replacen(" FROM m", &format!(" FROM m WHERE {field} > -1000000"), 1)
+            };
+            let before = backend.aggregate_scans.get();
+            let expected = run(&backend, &row_path);
+            assert_eq!(
+                backend.aggregate_scans.get(),
+                before,
+                "row path: {row_path}"
+            );
+            let answer = run(&backend, &pushed);
+            assert_eq!(
+                backend.aggregate_scans.get(),
+                before + 1,
+                "not pushed down: {pushed}"
+            );
+            assert!(expected.contains("\"values\""), "{row_path}: {expected}");
+            assert_eq!(answer, expected, "{pushed}");
+        }
+    }
+}
+
+/// Goal: an aggregate the shards compute reads more rows than the row
+/// limit (which bounds rows held, not rows read), while a raw SELECT of
+/// the same rows is still refused.
+#[test]
+fn pushed_down_aggregates_are_not_bounded_by_the_row_limit() {
+    let backend = TestBackend::new(2, 64);
+    let points: Vec<_> = (0..500i64)
+        .map(|i| {
+            point(
+                "m",
+                &[("host", if i % 2 == 0 { "a" } else { "b" })],
+                &[("v", F::I(i))],
+                i * S,
+            )
+        })
+        .collect();
+    backend.write(&points);
+    let params = |q: &str| QueryParams {
+        q: q.to_string(),
+        db: Some("db".into()),
+        epoch: Some("s".into()),
+        now_ns: 1_000 * S,
+        limits: crate::query::Limits {
+            rows_max: 100,
+            buckets_max: 1000,
+        },
+        ..QueryParams::default()
+    };
+    let body = |q: &str| {
+        let output = futures_lite::future::block_on(execute(&params(q), &backend));
+        String::from_utf8(output.body).expect("utf8")
+    };
+    assert_eq!(
+        body("SELECT count(v), sum(v) FROM m").trim_end(),
+        r#"{"results":[{"statement_id":0,"series":[{"name":"m","columns":["time","count","sum"],"values":[[0,500,124750]]}]}]}"#
+    );
+    assert!(body("SELECT v FROM m").contains("max-select-point"));
+    // A statement the shards cannot aggregate still holds rows.
+    assert!(body("SELECT median(v) FROM m").contains("max-select-point"));
+    // Buckets stay bounded either way.
+    assert!(
+        body("SELECT count(v) FROM m WHERE time >= 0s AND time < 600s GROUP BY time(100ms)")
+            .contains("max-select-buckets")
     );
 }
