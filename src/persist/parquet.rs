@@ -490,33 +490,60 @@ pub fn load_table(path: &Path, request: &LoadRequest) -> Result<Table, ParquetEr
         let times = batch
             .column(time_index)
             .as_primitive::<TimestampNanosecondType>();
-        // Rows are sorted by series: compare with the previous row's tags.
-        let mut previous: Option<(Vec<(String, String)>, u32)> = None;
-        for row in 0..batch.num_rows() {
-            let row_tags: Vec<(String, String)> = tags
-                .iter()
-                .zip(&tag_values)
-                .filter(|((_, array), _)| array.is_valid(row))
-                .map(|((key, array), values)| {
-                    let index = array.keys().value(row) as usize;
-                    (key.to_string(), values.value(index).to_string())
-                })
-                .collect();
-            let id = match &previous {
-                Some((tags, id)) if *tags == row_tags => *id,
-                _ => {
-                    let next = series.len() as u32;
-                    let id = *series_ids.entry(row_tags.clone()).or_insert(next);
-                    if id == next {
-                        series.push(row_tags.clone());
+        // Rows are sorted by series: a row whose dictionary keys and nulls
+        // equal the previous row's is of the same series, found without
+        // building its tags (keys index this batch's dictionaries). Where
+        // the series changes is found column by column.
+        let rows = batch.num_rows();
+        let mut starts = vec![false; rows];
+        if let Some(first) = starts.first_mut() {
+            *first = true;
+        }
+        for (_, array) in &tags {
+            let keys = array.keys().values();
+            for (start, pair) in starts[1..].iter_mut().zip(keys.windows(2)) {
+                *start |= pair[0] != pair[1];
+            }
+            if array.null_count() > 0 {
+                for (row, start) in starts.iter_mut().enumerate().skip(1) {
+                    *start |= array.is_valid(row) != array.is_valid(row - 1);
+                }
+            }
+        }
+        let mut previous = 0u32;
+        let mut keys: Vec<i32> = vec![-1; tags.len()];
+        for (row, &start) in starts.iter().enumerate() {
+            let id = match start {
+                false => previous,
+                true => {
+                    for (key, (_, array)) in keys.iter_mut().zip(&tags) {
+                        *key = if array.is_valid(row) {
+                            array.keys().value(row)
+                        } else {
+                            -1
+                        };
                     }
-                    previous = Some((row_tags, id));
+                    let row_tags: Vec<(String, String)> = tags
+                        .iter()
+                        .zip(&tag_values)
+                        .zip(&keys)
+                        .filter(|(_, key)| **key >= 0)
+                        .map(|(((name, _), values), key)| {
+                            (name.to_string(), values.value(*key as usize).to_string())
+                        })
+                        .collect();
+                    let next = series.len() as u32;
+                    let id = *series_ids.entry(row_tags).or_insert_with_key(|tags| {
+                        series.push(tags.clone());
+                        next
+                    });
+                    previous = id;
                     id
                 }
             };
             chunk.series.push(id);
-            chunk.times.push(times.value(row));
         }
+        chunk.times.extend_from_slice(times.values());
         for (name, field_type) in &field_types {
             let Ok(index) = batch_schema.index_of(name) else {
                 continue;
