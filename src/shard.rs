@@ -560,14 +560,16 @@ impl Shard {
             ScanRequest::Schema(schema) => {
                 let load = LoadRequest {
                     fields: Some(Vec::new()),
-                    time_min_ns: i64::MIN,
+                    time_min_ns: schema.time_min_ns,
                     time_max_ns: i64::MAX,
                     owner: None,
                 };
                 Ok(files
                     .iter()
                     .filter(|f| {
-                        f.database == schema.database && schema.measurements.matches(&f.table)
+                        f.database == schema.database
+                            && schema.measurements.matches(&f.table)
+                            && f.time_max_ns >= schema.time_min_ns
                     })
                     .map(|f| (f.table.clone(), f.path.clone(), self.load_for(f, &load)))
                     .collect())
@@ -934,18 +936,21 @@ pub struct QueryService {
     pub secret: Option<Vec<u8>>,
 }
 
-/// Raises a row scan's lower time bound to its database's retention
-/// cutoff at `now_ns`, so that no query returns an expired point, whether
-/// or not the expiry task has dropped it yet. The one place queries meet
-/// retention.
+/// Raises a scan's lower time bound to its database's retention cutoff at
+/// `now_ns`, so that no query returns an expired point (row scans) nor
+/// lists a measurement or series whose points all expired (schema scans),
+/// whether or not the expiry task has dropped them yet. The one place
+/// queries meet retention.
 pub fn clamp_to_retention(request: &mut ScanRequest, catalog: &Catalog, now_ns: i64) {
-    if let ScanRequest::Rows(rows) = request {
-        let cutoff = catalog
-            .retention(&rows.database)
-            .and_then(|period| retention::cutoff_ns(period, now_ns));
-        if let Some(cutoff) = cutoff {
-            rows.time_min_ns = rows.time_min_ns.max(cutoff);
-        }
+    let (database, time_min_ns) = match request {
+        ScanRequest::Rows(rows) => (&rows.database, &mut rows.time_min_ns),
+        ScanRequest::Schema(schema) => (&schema.database, &mut schema.time_min_ns),
+    };
+    let cutoff = catalog
+        .retention(database)
+        .and_then(|period| retention::cutoff_ns(period, now_ns));
+    if let Some(cutoff) = cutoff {
+        *time_min_ns = (*time_min_ns).max(cutoff);
     }
 }
 

@@ -1,7 +1,8 @@
 //! Retention over real HTTP with the real binary: points older than their
 //! database's retention are refused at write time (a line error, the other
-//! lines written), expire from queries, and the retention statements of
-//! InfluxQL answer like InfluxDB 1.6.7 and survive restarts.
+//! lines written), expire from queries, schema queries and memory, and the
+//! retention statements of InfluxQL answer like InfluxDB 1.6.7 and survive
+//! restarts.
 
 // Tests are not shard code: std::time is fine here (clippy.toml bans it
 // on the server's executors).
@@ -69,6 +70,23 @@ fn metric(server: &Server, name: &str, label: &str) -> u64 {
         .filter(|line| line.starts_with(&format!("{name}{{")) && line.contains(label))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
+}
+
+/// What the schema statements list for `db`: (`SHOW SERIES` keys,
+/// `SHOW MEASUREMENTS` names, `SHOW TAG VALUES WITH KEY = "k"` values).
+fn schema(server: &Server, db: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let column = |q: &str, index: usize| -> Vec<String> {
+        query_series(server, db, q)
+            .iter()
+            .flat_map(|s| s.values.iter())
+            .map(|row| row[index].to_string().trim_matches('"').to_string())
+            .collect()
+    };
+    (
+        column("SHOW SERIES", 0),
+        column("SHOW MEASUREMENTS", 0),
+        column("SHOW TAG VALUES WITH KEY = \"k\"", 1),
+    )
 }
 
 /// Polls `condition` every 50 ms until it holds or `deadline` passes.
@@ -181,10 +199,11 @@ fn expired_point_refuses_all_when_partial_writes_are_off() {
 }
 
 /// Goal: points of a database created `WITH DURATION 2s` are visible, then
-/// gone from queries once expired, and the expiry task drops them from
-/// memory. Method: two shards; write at now; see them; poll /query until
-/// they are gone (bounded deadline) and `ringest_rows_expired_total`
-/// until it counts them.
+/// gone from queries once expired, the schema statements (`SHOW SERIES`,
+/// `SHOW MEASUREMENTS`, `SHOW TAG VALUES`) forget their series, and the
+/// expiry task drops them from memory. Method: two shards; write at now;
+/// see them; poll /query until they are gone (bounded deadline) and
+/// `ringest_rows_expired_total` until it counts them.
 #[test]
 fn short_retention_expires_from_queries_and_memory() {
     // Persistence off: the rows must still be in memory when they expire
@@ -212,9 +231,17 @@ fn short_retention_expires_from_queries_and_memory() {
     let response = server.write_v1("db=fast", &body);
     assert_eq!(response.status, 204, "{}", response.text());
     assert_eq!(count(&server, "fast"), 6, "visible before they expire");
+    let (series, _, values) = schema(&server, "fast");
+    assert_eq!((series.len(), values.len()), (6, 6), "{series:?}");
     assert!(
         eventually(Duration::from_secs(20), || count(&server, "fast") == 0),
         "expired points are still returned"
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || schema(&server, "fast")
+            == (vec![], vec![], vec![])),
+        "expired series are still listed: {:?}",
+        schema(&server, "fast")
     );
     assert!(
         eventually(Duration::from_secs(20), || {
@@ -226,6 +253,10 @@ fn short_retention_expires_from_queries_and_memory() {
     let response = server.write_v1("db=fast", &format!("m,k=new v=9 {}", now_ns()));
     assert_eq!(response.status, 204, "{}", response.text());
     assert_eq!(count(&server, "fast"), 1);
+    assert_eq!(
+        schema(&server, "fast"),
+        (vec!["m,k=new".into()], vec!["m".into()], vec!["new".into()])
+    );
 }
 
 /// Goal: `SHOW RETENTION POLICIES` reflects CREATE … WITH DURATION, ALTER
