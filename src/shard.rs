@@ -46,7 +46,9 @@ const SCAN_ATTEMPTS: usize = 8;
 pub const RECORD_BATCH: u8 = 3;
 pub const RECORD_CATALOG: u8 = 2;
 
-/// How often each shard drops its expired in-memory rows.
+/// How often each shard drops its expired in-memory rows (and forgets its
+/// expired files), and how often the catalog owner's persister deletes
+/// expired Parquet files.
 pub const EXPIRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The authoritative catalog and its log, and the persisted catalog
@@ -130,6 +132,8 @@ pub struct PersistState {
     /// WAL segments of earlier runs may remain in this shard's directory.
     pub old_segments: Cell<bool>,
     pub snapshots: Cell<u64>,
+    /// Catalog owner: Parquet files deleted because all their rows expired.
+    pub files_expired: Cell<u64>,
     /// The WAL sequence of this run persisted through.
     pub through: Cell<u64>,
     pub failures: Cell<u64>,
@@ -172,6 +176,7 @@ impl Shard {
                 attempts: Cell::new(0),
                 old_segments: Cell::new(true),
                 snapshots: Cell::new(0),
+                files_expired: Cell::new(0),
                 through: Cell::new(0),
                 failures: Cell::new(0),
                 rows: Cell::new(0),
@@ -488,9 +493,11 @@ impl Shard {
     /// thread, only the files, row groups and columns the request needs)
     /// and its memory, as one store.
     ///
-    /// Files are read while the shard goes on; if a snapshot completed
-    /// meanwhile (its rows left memory for files this scan did not read),
-    /// the scan starts over, so it never misses rows in transit.
+    /// Files are read while the shard goes on; if the files changed
+    /// meanwhile (a snapshot completed: its rows left memory for files this
+    /// scan did not read; or expired files were forgotten, and may be gone
+    /// from disk before this scan opened them), the scan starts over, so it
+    /// never misses rows in transit nor fails on a file deleted under it.
     pub async fn scan_local(&self, request: &ScanRequest) -> Result<ScanResponse, ScanError> {
         for _ in 0..SCAN_ATTEMPTS {
             let version = self.files_version.get();
@@ -502,14 +509,14 @@ impl Shard {
                     .scan_with(request, &Persisted::default());
             }
             let root = self.parquet_root.clone();
-            let persisted = crate::blocking::run(move || load_files(&root, loads))
+            let loaded = crate::blocking::run(move || load_files(&root, loads))
                 .await
                 .map_err(|error| ScanError::PersistedFile {
                     path: root_display(&self.parquet_root),
                     error: format!("cannot start a reader thread: {error}"),
-                })??;
+                })?;
             if self.files_version.get() == version {
-                return self.store.borrow().scan_with(request, &persisted);
+                return self.store.borrow().scan_with(request, &loaded?);
             }
         }
         Err(ScanError::Busy)
@@ -612,8 +619,25 @@ impl Shard {
             dropped.into_iter().map(|f| f.path).collect()
         };
         delete.extend(commit.removed.iter().cloned());
+        let outcome = self.store_manifest(owner, &commit, delete).await?;
+        if commit.before_shutdown && commit.shard as usize != self.id {
+            owner.final_commits.set(owner.final_commits.get() + 1);
+        }
+        Ok(outcome)
+    }
+
+    /// Applies `commit` to a copy of the manifest, writes it atomically on
+    /// a blocking thread, then deletes `delete` (files it no longer names)
+    /// there; only then does the copy become the owner's manifest. The
+    /// caller holds `manifest_lock`.
+    async fn store_manifest(
+        &self,
+        owner: &CatalogOwner,
+        commit: &Commit,
+        delete: Vec<String>,
+    ) -> Result<CommitOutcome, RemoteError> {
         let mut next = owner.manifest.borrow().clone();
-        let outcome = next.apply(&commit);
+        let outcome = next.apply(commit);
         next.databases = manifest::databases_of(&owner.catalog.borrow());
         next.written_ns = crate::clock::now_ns();
         let root = self.parquet_root.clone();
@@ -632,9 +656,6 @@ impl Shard {
         match result {
             Ok(()) => {
                 *owner.manifest.borrow_mut() = next;
-                if commit.before_shutdown && commit.shard as usize != self.id {
-                    owner.final_commits.set(owner.final_commits.get() + 1);
-                }
                 Ok(outcome)
             }
             Err(error) => {
@@ -642,9 +663,100 @@ impl Shard {
                     "writing the persisted catalog {}: {error}",
                     self.parquet_root.display()
                 );
-                tracing::error!(%cause, "snapshot not recorded; its rows stay in memory and the WAL");
+                tracing::error!(%cause, "persisted catalog not rewritten; it names what it named before");
                 Err(RemoteError::Failed { cause })
             }
+        }
+    }
+
+    /// Catalog owner, step 1 of deleting expired files (the order is in
+    /// [`crate::persister`]): the manifest stops naming every file, of any
+    /// shard, whose rows all expired at `now_ns` (the manifest is the one
+    /// list of them all, files of earlier shard counts included), in one
+    /// atomic rewrite; the files stay on disk. Their paths (none: nothing
+    /// rewritten).
+    pub async fn record_expired(&self, now_ns: i64) -> Result<Vec<String>, RemoteError> {
+        let owner = self
+            .owner
+            .as_ref()
+            .expect("the manifest lives on the catalog owner");
+        let _permit = owner
+            .manifest_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| RemoteError::Gone)?;
+        let expired: Vec<String> = {
+            let catalog = owner.catalog.borrow();
+            let manifest = owner.manifest.borrow();
+            manifest::expired_files(&manifest.files, cutoffs_at(&catalog, now_ns))
+                .map(|f| f.path.clone())
+                .collect()
+        };
+        if expired.is_empty() {
+            return Ok(expired);
+        }
+        let commit = Commit {
+            shard: self.id as u32,
+            shard_count: self.count as u32,
+            generation: self.generation,
+            removed: expired.clone(),
+            ..Commit::default()
+        };
+        self.store_manifest(owner, &commit, Vec::new()).await?;
+        Ok(expired)
+    }
+
+    /// Catalog owner, step 2 of deleting expired files: every shard stops
+    /// reading `paths` (this one at once, the others by message, each
+    /// answering once done).
+    pub async fn forget_everywhere(&self, paths: &[String]) -> Result<(), RemoteError> {
+        let mut answers = Vec::new();
+        for peer in (0..self.count).filter(|p| *p != self.id) {
+            let (reply, answer) = oneshot::channel();
+            self.peers.try_send(
+                peer,
+                Message::ForgetFiles {
+                    paths: paths.to_vec(),
+                    reply,
+                },
+            )?;
+            answers.push(answer);
+        }
+        self.forget_files(paths);
+        for answer in answers {
+            route::reply(answer).await?;
+        }
+        Ok(())
+    }
+
+    /// Drops `paths` from this shard's files: scans no longer read them,
+    /// and a scan reading files meanwhile starts over (`files_version`).
+    pub fn forget_files(&self, paths: &[String]) {
+        let paths: std::collections::BTreeSet<&str> = paths.iter().map(String::as_str).collect();
+        let mut files = self.files.borrow_mut();
+        let before = files.len();
+        files.retain(|f| !paths.contains(f.path.as_str()));
+        if files.len() != before {
+            self.files_version.set(self.files_version.get() + 1);
+        }
+    }
+
+    /// Drops the files whose rows all expired at `now_ns` from this
+    /// shard's files (the catalog owner deletes them; see
+    /// [`crate::persister`]). Usually the owner's message did it already;
+    /// this also catches a file recorded by this shard's snapshot just as
+    /// the owner expired it (the snapshot adds its files after the owner's
+    /// answer, which may come after the owner's message).
+    pub fn forget_expired_files(&self, now_ns: i64) {
+        let expired: Vec<String> = {
+            let catalog = self.catalog.borrow();
+            let files = self.files.borrow();
+            manifest::expired_files(&files, cutoffs_at(&catalog, now_ns))
+                .map(|f| f.path.clone())
+                .collect()
+        };
+        if !expired.is_empty() {
+            self.forget_files(&expired);
         }
     }
 
@@ -686,13 +798,17 @@ impl Shard {
             .sum()
     }
 
-    /// The expiry task: every [`EXPIRY_INTERVAL`], [`Shard::expire`] as of
-    /// now, until shutdown. Runs on the query queue, below ingest.
+    /// The expiry task: every [`EXPIRY_INTERVAL`], [`Shard::expire`] and
+    /// [`Shard::forget_expired_files`] as of now, until shutdown. Runs on
+    /// the query queue, below ingest. (Expired files are deleted by the
+    /// catalog owner's persister, [`crate::persister`].)
     pub async fn run_expiry(self: Rc<Self>) {
         while !self.shutting_down() {
             glommio::timer::sleep(EXPIRY_INTERVAL).await;
-            let expired = self.expire(crate::clock::now_ns());
+            let now_ns = crate::clock::now_ns();
+            let expired = self.expire(now_ns);
             ShardMetrics::add(&self.metrics.rows_expired, expired as u64);
+            self.forget_expired_files(now_ns);
         }
     }
 
@@ -779,6 +895,10 @@ impl Shard {
                 })
                 .detach();
             }
+            Message::ForgetFiles { paths, reply } => {
+                shard.forget_files(&paths);
+                let _ = reply.send(Ok(()));
+            }
             Message::Scan { request, reply } => {
                 let queue = shard.query_queue;
                 let task = glommio::spawn_local_into(
@@ -844,6 +964,7 @@ impl Shard {
                 persist_file_bytes: own.clone().map(|f| f.bytes).sum(),
                 persist_file_rows: own.map(|f| f.rows).sum(),
                 persist_snapshots: self.persisting.snapshots.get(),
+                persist_files_expired: self.persisting.files_expired.get(),
                 persist_failures: self.persisting.failures.get(),
                 persist_rows: self.persisting.rows.get(),
                 wal_pending_bytes: stats.pending_bytes,
@@ -951,6 +1072,16 @@ pub fn clamp_to_retention(request: &mut ScanRequest, catalog: &Catalog, now_ns: 
         .and_then(|period| retention::cutoff_ns(period, now_ns));
     if let Some(cutoff) = cutoff {
         *time_min_ns = (*time_min_ns).max(cutoff);
+    }
+}
+
+/// Each database's retention cutoff at `now_ns` ([`retention::cutoff_ns`];
+/// `None`: kept forever, or not a database of `catalog`).
+fn cutoffs_at(catalog: &Catalog, now_ns: i64) -> impl Fn(&str) -> Option<i64> + '_ {
+    move |database| {
+        catalog
+            .retention(database)
+            .and_then(|period| retention::cutoff_ns(period, now_ns))
     }
 }
 
