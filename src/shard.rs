@@ -24,7 +24,7 @@ use glommio::TaskQueueHandle;
 
 use crate::auth::Authorizer;
 use crate::backpressure::{Admission, Overload};
-use crate::batch::{BatchEncoder, BatchReader, EncodedBatch};
+use crate::batch::{self, BatchEncoder, BatchReader, EncodedBatch, Kept};
 use crate::catalog::{self, Catalog, Decision, Entry, Proposal};
 use crate::config::Config;
 use crate::gzip::Gunzip;
@@ -297,6 +297,15 @@ impl Shard {
     /// says to log it and go on.
     /// Rows a later run's first snapshot already persisted
     /// ([`WalState::row_persisted`]) are skipped.
+    ///
+    /// Every shard reads every WAL directory (a record's rows belong to
+    /// the shards of the run that wrote it); a record this shard keeps no
+    /// row of is skipped after a look at its series hashes alone
+    /// ([`batch::kept_rows`]), without the full validation: the shard that
+    /// keeps its rows validates it (so damage still stops start-up there),
+    /// and with an unchanged shard count each record is validated once,
+    /// not once per shard (it was most of the replay's time: issue 14's
+    /// restart measurements, `bench/RESULTS.md`).
     pub fn replay_record(
         &self,
         kind: u8,
@@ -304,6 +313,18 @@ impl Shard {
         generation: u64,
         persisted: &WalState,
     ) -> Result<(), String> {
+        let by_row = persisted.has_runs_after(generation);
+        let owned = |hash| {
+            route::owner(hash, self.count) == self.id
+                && !(by_row && persisted.row_persisted(generation, hash))
+        };
+        let kept = match kind {
+            RECORD_BATCH => batch::kept_rows(payload, owned).ok(),
+            _ => None,
+        };
+        if kept == Some(Kept::None) {
+            return Ok(());
+        }
         let decoded = match kind {
             RECORD_BATCH => BatchReader::new(payload).map_err(|e| e.to_string()),
             other => Err(format!(
@@ -318,12 +339,7 @@ impl Shard {
             }
             Err(error) => return Err(error),
         };
-        let by_row = persisted.has_runs_after(generation);
-        let owned = |hash| {
-            route::owner(hash, self.count) == self.id
-                && !(by_row && persisted.row_persisted(generation, hash))
-        };
-        if reader.rows().all(|row| owned(row.series_hash)) {
+        if kept == Some(Kept::All) || reader.rows().all(|row| owned(row.series_hash)) {
             self.store.borrow_mut().apply(&reader);
             return Ok(());
         }
