@@ -157,6 +157,9 @@ pub struct Gauges {
     pub persist_file_bytes: u64,
     pub persist_file_rows: u64,
     pub persist_snapshots: u64,
+    /// Parquet files deleted because every row in them expired (counted by
+    /// the catalog owner, which deletes them for every shard).
+    pub persist_files_expired: u64,
     pub persist_failures: u64,
     pub persist_rows: u64,
     pub healthy: bool,
@@ -303,7 +306,7 @@ pub fn render(snapshots: &[Snapshot]) -> String {
             let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, get(s));
         }
     }
-    let gauges: [Family<Gauges>; 17] = [
+    let gauges: [Family<Gauges>; 18] = [
         ("ringest_open_connections", "Open connections.", |g| {
             g.connections
         }),
@@ -368,6 +371,11 @@ pub fn render(snapshots: &[Snapshot]) -> String {
             "ringest_persist_snapshots_total",
             "Snapshots persisted.",
             |g| g.persist_snapshots,
+        ),
+        (
+            "ringest_persist_files_expired_total",
+            "Parquet files deleted because every row in them expired (by the catalog owner, shard 0).",
+            |g| g.persist_files_expired,
         ),
         (
             "ringest_persist_failures_total",

@@ -11,6 +11,36 @@
 //! catalog owner; only after it returns do rows leave memory and segments
 //! leave the WAL. A failed snapshot leaves its rows frozen in memory (still
 //! queried, still in the WAL) and the next attempt persists them.
+//!
+//! # Expired files
+//!
+//! The catalog owner's loop also deletes the Parquet files whose rows all
+//! expired (retention), for every shard, at most every
+//! [`crate::shard::EXPIRY_INTERVAL`] and whether or not new data arrives,
+//! so a file is gone within about a second of its newest row expiring
+//! (later while the owner's own snapshot runs: the loop does one thing at
+//! a time). In this order:
+//! 1. the manifest stops naming them, in one atomic rewrite
+//!    ([`Shard::record_expired`]);
+//! 2. every shard forgets them: they leave its file list and its running
+//!    scans start over ([`Shard::forget_everywhere`]);
+//! 3. they are unlinked.
+//!
+//! A crash after 1 leaves files the manifest does not name: start-up
+//! removes them as orphans (the crash table in [`crate::persist`]); their
+//! rows are expired, and their WAL records were persisted long before, so
+//! nothing replays them. If a shard cannot be told (its channel is full),
+//! the files are left for start-up to remove, rather than deleted under a
+//! scan; the shard forgets them by itself within a second (its expiry
+//! task applies the same rule to its own list).
+//!
+//! Why the owner, for all shards, rather than each shard for its own files:
+//! the manifest is on the owner and is the one list of every file,
+//! including those written under an earlier shard count, which every shard
+//! reads and none owns; one rewrite per pass serves every shard, where
+//! per-shard expiry would rewrite the manifest once per shard (each
+//! rewrite serialises the whole file list and syncs twice, behind the
+//! owner's lock that snapshot commits wait on).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,11 +57,14 @@ use crate::route;
 use crate::shard::Shard;
 use crate::store::Frozen;
 
-/// Test only: `RINGEST_TEST_PERSIST_CRASH=files-written|manifest-written`
+/// Test only:
+/// `RINGEST_TEST_PERSIST_CRASH=files-written|manifest-written|expiry-recorded`
 /// makes the process abort (no clean-up, like `kill -9`) at that step of
-/// the first snapshot that holds rows, so the crash tests can stop it
-/// exactly between the steps of the durability argument. Logged at warn
-/// level when set; never set it in production.
+/// the first snapshot that holds rows (or, `expiry-recorded`, of the first
+/// expiry pass that removes files from the manifest, before it deletes
+/// them), so the crash tests can stop it exactly between the steps of the
+/// durability argument. Logged at warn level when set; never set it in
+/// production.
 pub const TEST_CRASH_ENV: &str = "RINGEST_TEST_PERSIST_CRASH";
 
 /// Where the test hook aborts.
@@ -41,6 +74,8 @@ enum CrashAt {
     FilesWritten,
     /// The manifest names them, the rows are still in memory and the WAL.
     ManifestWritten,
+    /// Expired files left the manifest, and are still on disk.
+    ExpiryRecorded,
 }
 
 fn crash_at() -> Option<CrashAt> {
@@ -48,12 +83,13 @@ fn crash_at() -> Option<CrashAt> {
     match std::env::var(TEST_CRASH_ENV).ok()?.as_str() {
         "files-written" => Some(CrashAt::FilesWritten),
         "manifest-written" => Some(CrashAt::ManifestWritten),
+        "expiry-recorded" => Some(CrashAt::ExpiryRecorded),
         _ => None,
     }
 }
 
-fn crash_here(step: CrashAt, added: &[FileEntry]) {
-    if !added.is_empty() && crash_at() == Some(step) {
+fn crash_here<T>(step: CrashAt, files: &[T]) {
+    if !files.is_empty() && crash_at() == Some(step) {
         tracing::warn!(?step, "{TEST_CRASH_ENV}: aborting on purpose");
         std::process::abort();
     }
@@ -84,10 +120,19 @@ pub fn spawn(shard: &Rc<Shard>, queue: TaskQueueHandle) {
 
 async fn run(shard: Rc<Shard>) {
     let interval = Duration::from_millis(shard.config.persist.interval_ms);
+    let mut expiry_checked = crate::clock::monotonic();
     while !shard.shutting_down() {
         glommio::timer::sleep(TICK).await;
         if shard.shutting_down() {
             break;
+        }
+        if shard.id == route::CATALOG_OWNER
+            && crate::clock::monotonic() - expiry_checked >= crate::shard::EXPIRY_INTERVAL
+        {
+            expiry_checked = crate::clock::monotonic();
+            if let Err(error) = expire_files(&shard).await {
+                tracing::warn!(%error, "deleting expired Parquet files failed");
+            }
         }
         let due = {
             let store = shard.store.borrow();
@@ -180,6 +225,9 @@ pub async fn snapshot(shard: &Rc<Shard>, before_shutdown: bool) -> Result<(), St
     // Step 4: the rows leave memory, the segments leave the WAL.
     shard.files.borrow_mut().extend(added);
     shard.files_version.set(shard.files_version.get() + 1);
+    // A file the owner expired between its answer and now must not stay
+    // listed (its message to forget it may have come first).
+    shard.forget_expired_files(crate::clock::now_ns());
     shard.store.borrow_mut().release_frozen(&frozen);
     shard.persisting.replay_persisted.set(true);
     let delete: Vec<PathBuf> = shard.wal.release_through(through);
@@ -226,6 +274,43 @@ pub async fn snapshot(shard: &Rc<Shard>, before_shutdown: bool) -> Result<(), St
         duration_us = persisting.last_duration_us.get(),
         "snapshot persisted"
     );
+    Ok(())
+}
+
+/// Catalog owner: deletes the Parquet files of every shard whose rows all
+/// expired (the order and why the owner: the module doc); counts them.
+async fn expire_files(shard: &Rc<Shard>) -> Result<(), String> {
+    let expired = shard
+        .record_expired(crate::clock::now_ns())
+        .await
+        .map_err(|error| format!("rewriting the persisted catalog: {error:?}"))?;
+    if expired.is_empty() {
+        return Ok(());
+    }
+    crash_here(CrashAt::ExpiryRecorded, &expired);
+    let count = expired.len() as u64;
+    let persisting = &shard.persisting;
+    persisting
+        .files_expired
+        .set(persisting.files_expired.get() + count);
+    if let Err(error) = shard.forget_everywhere(&expired).await {
+        // Not deleted under a scan: orphans now, removed at the next start.
+        return Err(format!(
+            "{count} expired files left the persisted catalog but a shard could not be \
+             told ({error:?}); they stay on disk until the next start removes them"
+        ));
+    }
+    let root = shard.parquet_root.clone();
+    crate::blocking::run(move || crate::persist::manifest::remove_files(&root, &expired))
+        .await
+        .and_then(|removed| removed)
+        .map_err(|error| {
+            format!(
+                "{count} expired files left the persisted catalog; deleting them failed \
+                 ({error}); the next start removes what is left"
+            )
+        })?;
+    tracing::debug!(files = count, "expired Parquet files deleted");
     Ok(())
 }
 

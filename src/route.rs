@@ -78,6 +78,13 @@ pub enum Message {
         commit: crate::persist::manifest::Commit,
         reply: Reply<crate::persist::manifest::CommitOutcome>,
     },
+    /// From the catalog owner: these Parquet files left the manifest (every
+    /// row in them expired) and are about to be deleted; the receiver stops
+    /// reading them (its running scans start over), then replies.
+    ForgetFiles {
+        paths: Vec<String>,
+        reply: Reply<()>,
+    },
     /// Scan the receiver's store for a query.
     Scan {
         request: ScanRequest,

@@ -24,7 +24,7 @@ use glommio::TaskQueueHandle;
 
 use crate::auth::Authorizer;
 use crate::backpressure::{Admission, Overload};
-use crate::batch::{BatchEncoder, BatchReader, EncodedBatch};
+use crate::batch::{self, BatchEncoder, BatchReader, EncodedBatch, Kept};
 use crate::catalog::{self, Catalog, Decision, Entry, Proposal};
 use crate::config::Config;
 use crate::gzip::Gunzip;
@@ -48,7 +48,9 @@ const SCAN_ATTEMPTS: usize = 8;
 pub const RECORD_BATCH: u8 = 3;
 pub const RECORD_CATALOG: u8 = 2;
 
-/// How often each shard drops its expired in-memory rows.
+/// How often each shard drops its expired in-memory rows (and forgets its
+/// expired files), and how often the catalog owner's persister deletes
+/// expired Parquet files.
 pub const EXPIRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The authoritative catalog and its log, and the persisted catalog
@@ -132,6 +134,8 @@ pub struct PersistState {
     /// WAL segments of earlier runs may remain in this shard's directory.
     pub old_segments: Cell<bool>,
     pub snapshots: Cell<u64>,
+    /// Catalog owner: Parquet files deleted because all their rows expired.
+    pub files_expired: Cell<u64>,
     /// The WAL sequence of this run persisted through.
     pub through: Cell<u64>,
     pub failures: Cell<u64>,
@@ -174,6 +178,7 @@ impl Shard {
                 attempts: Cell::new(0),
                 old_segments: Cell::new(true),
                 snapshots: Cell::new(0),
+                files_expired: Cell::new(0),
                 through: Cell::new(0),
                 failures: Cell::new(0),
                 rows: Cell::new(0),
@@ -294,6 +299,15 @@ impl Shard {
     /// says to log it and go on.
     /// Rows a later run's first snapshot already persisted
     /// ([`WalState::row_persisted`]) are skipped.
+    ///
+    /// Every shard reads every WAL directory (a record's rows belong to
+    /// the shards of the run that wrote it); a record this shard keeps no
+    /// row of is skipped after a look at its series hashes alone
+    /// ([`batch::kept_rows`]), without the full validation: the shard that
+    /// keeps its rows validates it (so damage still stops start-up there),
+    /// and with an unchanged shard count each record is validated once,
+    /// not once per shard (it was most of the replay's time: issue 14's
+    /// restart measurements, `bench/RESULTS.md`).
     pub fn replay_record(
         &self,
         kind: u8,
@@ -301,6 +315,18 @@ impl Shard {
         generation: u64,
         persisted: &WalState,
     ) -> Result<(), String> {
+        let by_row = persisted.has_runs_after(generation);
+        let owned = |hash| {
+            route::owner(hash, self.count) == self.id
+                && !(by_row && persisted.row_persisted(generation, hash))
+        };
+        let kept = match kind {
+            RECORD_BATCH => batch::kept_rows(payload, owned).ok(),
+            _ => None,
+        };
+        if kept == Some(Kept::None) {
+            return Ok(());
+        }
         let decoded = match kind {
             RECORD_BATCH => BatchReader::new(payload).map_err(|e| e.to_string()),
             other => Err(format!(
@@ -315,12 +341,7 @@ impl Shard {
             }
             Err(error) => return Err(error),
         };
-        let by_row = persisted.has_runs_after(generation);
-        let owned = |hash| {
-            route::owner(hash, self.count) == self.id
-                && !(by_row && persisted.row_persisted(generation, hash))
-        };
-        if reader.rows().all(|row| owned(row.series_hash)) {
+        if kept == Some(Kept::All) || reader.rows().all(|row| owned(row.series_hash)) {
             self.store.borrow_mut().apply(&reader);
             return Ok(());
         }
@@ -490,9 +511,11 @@ impl Shard {
     /// thread, only the files, row groups and columns the request needs)
     /// and its memory, as one store.
     ///
-    /// Files are read while the shard goes on; if a snapshot completed
-    /// meanwhile (its rows left memory for files this scan did not read),
-    /// the scan starts over, so it never misses rows in transit.
+    /// Files are read while the shard goes on; if the files changed
+    /// meanwhile (a snapshot completed: its rows left memory for files this
+    /// scan did not read; or expired files were forgotten, and may be gone
+    /// from disk before this scan opened them), the scan starts over, so it
+    /// never misses rows in transit nor fails on a file deleted under it.
     pub async fn scan_local(&self, request: &ScanRequest) -> Result<ScanResponse, ScanError> {
         if let ScanRequest::Aggregate(aggregate) = request {
             return self
@@ -510,14 +533,14 @@ impl Shard {
                     .scan_with(request, &Persisted::default());
             }
             let root = self.parquet_root.clone();
-            let persisted = crate::blocking::run(move || load_files(&root, loads))
+            let loaded = crate::blocking::run(move || load_files(&root, loads))
                 .await
                 .map_err(|error| ScanError::PersistedFile {
                     path: root_display(&self.parquet_root),
                     error: format!("cannot start a reader thread: {error}"),
-                })??;
+                })?;
             if self.files_version.get() == version {
-                return self.store.borrow().scan_with(request, &persisted);
+                return self.store.borrow().scan_with(request, &loaded?);
             }
         }
         Err(ScanError::Busy)
@@ -541,7 +564,7 @@ impl Shard {
             let mut aggregator = aggregate::Aggregator::new(aggregate.clone(), held.clone());
             if !loads.is_empty() {
                 let root = self.parquet_root.clone();
-                aggregator = crate::blocking::run(move || -> Result<_, ScanError> {
+                let fed = crate::blocking::run(move || -> Result<_, ScanError> {
                     for (_, path, load) in loads {
                         let table = parquet_files::load_table(&root.join(&path), &load).map_err(
                             |error| ScanError::PersistedFile {
@@ -557,7 +580,13 @@ impl Shard {
                 .map_err(|error| ScanError::PersistedFile {
                     path: root_display(&self.parquet_root),
                     error: format!("cannot start a reader thread: {error}"),
-                })??;
+                })?;
+                // A file may have gone (expired, compacted) while it was
+                // read: start over when the list changed.
+                if self.files_version.get() != version {
+                    continue;
+                }
+                aggregator = fed?;
             }
             if self.files_version.get() != version {
                 continue;
@@ -635,14 +664,16 @@ impl Shard {
             ScanRequest::Schema(schema) => {
                 let load = LoadRequest {
                     fields: Some(Vec::new()),
-                    time_min_ns: i64::MIN,
+                    time_min_ns: schema.time_min_ns,
                     time_max_ns: i64::MAX,
                     owner: None,
                 };
                 Ok(files
                     .iter()
                     .filter(|f| {
-                        f.database == schema.database && schema.measurements.matches(&f.table)
+                        f.database == schema.database
+                            && schema.measurements.matches(&f.table)
+                            && f.time_max_ns >= schema.time_min_ns
                     })
                     .map(|f| (f.table.clone(), f.path.clone(), self.load_for(f, &load)))
                     .collect())
@@ -685,8 +716,25 @@ impl Shard {
             dropped.into_iter().map(|f| f.path).collect()
         };
         delete.extend(commit.removed.iter().cloned());
+        let outcome = self.store_manifest(owner, &commit, delete).await?;
+        if commit.before_shutdown && commit.shard as usize != self.id {
+            owner.final_commits.set(owner.final_commits.get() + 1);
+        }
+        Ok(outcome)
+    }
+
+    /// Applies `commit` to a copy of the manifest, writes it atomically on
+    /// a blocking thread, then deletes `delete` (files it no longer names)
+    /// there; only then does the copy become the owner's manifest. The
+    /// caller holds `manifest_lock`.
+    async fn store_manifest(
+        &self,
+        owner: &CatalogOwner,
+        commit: &Commit,
+        delete: Vec<String>,
+    ) -> Result<CommitOutcome, RemoteError> {
         let mut next = owner.manifest.borrow().clone();
-        let outcome = next.apply(&commit);
+        let outcome = next.apply(commit);
         next.databases = manifest::databases_of(&owner.catalog.borrow());
         next.written_ns = crate::clock::now_ns();
         let root = self.parquet_root.clone();
@@ -705,9 +753,6 @@ impl Shard {
         match result {
             Ok(()) => {
                 *owner.manifest.borrow_mut() = next;
-                if commit.before_shutdown && commit.shard as usize != self.id {
-                    owner.final_commits.set(owner.final_commits.get() + 1);
-                }
                 Ok(outcome)
             }
             Err(error) => {
@@ -715,9 +760,100 @@ impl Shard {
                     "writing the persisted catalog {}: {error}",
                     self.parquet_root.display()
                 );
-                tracing::error!(%cause, "snapshot not recorded; its rows stay in memory and the WAL");
+                tracing::error!(%cause, "persisted catalog not rewritten; it names what it named before");
                 Err(RemoteError::Failed { cause })
             }
+        }
+    }
+
+    /// Catalog owner, step 1 of deleting expired files (the order is in
+    /// [`crate::persister`]): the manifest stops naming every file, of any
+    /// shard, whose rows all expired at `now_ns` (the manifest is the one
+    /// list of them all, files of earlier shard counts included), in one
+    /// atomic rewrite; the files stay on disk. Their paths (none: nothing
+    /// rewritten).
+    pub async fn record_expired(&self, now_ns: i64) -> Result<Vec<String>, RemoteError> {
+        let owner = self
+            .owner
+            .as_ref()
+            .expect("the manifest lives on the catalog owner");
+        let _permit = owner
+            .manifest_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| RemoteError::Gone)?;
+        let expired: Vec<String> = {
+            let catalog = owner.catalog.borrow();
+            let manifest = owner.manifest.borrow();
+            manifest::expired_files(&manifest.files, cutoffs_at(&catalog, now_ns))
+                .map(|f| f.path.clone())
+                .collect()
+        };
+        if expired.is_empty() {
+            return Ok(expired);
+        }
+        let commit = Commit {
+            shard: self.id as u32,
+            shard_count: self.count as u32,
+            generation: self.generation,
+            removed: expired.clone(),
+            ..Commit::default()
+        };
+        self.store_manifest(owner, &commit, Vec::new()).await?;
+        Ok(expired)
+    }
+
+    /// Catalog owner, step 2 of deleting expired files: every shard stops
+    /// reading `paths` (this one at once, the others by message, each
+    /// answering once done).
+    pub async fn forget_everywhere(&self, paths: &[String]) -> Result<(), RemoteError> {
+        let mut answers = Vec::new();
+        for peer in (0..self.count).filter(|p| *p != self.id) {
+            let (reply, answer) = oneshot::channel();
+            self.peers.try_send(
+                peer,
+                Message::ForgetFiles {
+                    paths: paths.to_vec(),
+                    reply,
+                },
+            )?;
+            answers.push(answer);
+        }
+        self.forget_files(paths);
+        for answer in answers {
+            route::reply(answer).await?;
+        }
+        Ok(())
+    }
+
+    /// Drops `paths` from this shard's files: scans no longer read them,
+    /// and a scan reading files meanwhile starts over (`files_version`).
+    pub fn forget_files(&self, paths: &[String]) {
+        let paths: std::collections::BTreeSet<&str> = paths.iter().map(String::as_str).collect();
+        let mut files = self.files.borrow_mut();
+        let before = files.len();
+        files.retain(|f| !paths.contains(f.path.as_str()));
+        if files.len() != before {
+            self.files_version.set(self.files_version.get() + 1);
+        }
+    }
+
+    /// Drops the files whose rows all expired at `now_ns` from this
+    /// shard's files (the catalog owner deletes them; see
+    /// [`crate::persister`]). Usually the owner's message did it already;
+    /// this also catches a file recorded by this shard's snapshot just as
+    /// the owner expired it (the snapshot adds its files after the owner's
+    /// answer, which may come after the owner's message).
+    pub fn forget_expired_files(&self, now_ns: i64) {
+        let expired: Vec<String> = {
+            let catalog = self.catalog.borrow();
+            let files = self.files.borrow();
+            manifest::expired_files(&files, cutoffs_at(&catalog, now_ns))
+                .map(|f| f.path.clone())
+                .collect()
+        };
+        if !expired.is_empty() {
+            self.forget_files(&expired);
         }
     }
 
@@ -759,13 +895,17 @@ impl Shard {
             .sum()
     }
 
-    /// The expiry task: every [`EXPIRY_INTERVAL`], [`Shard::expire`] as of
-    /// now, until shutdown. Runs on the query queue, below ingest.
+    /// The expiry task: every [`EXPIRY_INTERVAL`], [`Shard::expire`] and
+    /// [`Shard::forget_expired_files`] as of now, until shutdown. Runs on
+    /// the query queue, below ingest. (Expired files are deleted by the
+    /// catalog owner's persister, [`crate::persister`].)
     pub async fn run_expiry(self: Rc<Self>) {
         while !self.shutting_down() {
             glommio::timer::sleep(EXPIRY_INTERVAL).await;
-            let expired = self.expire(crate::clock::now_ns());
+            let now_ns = crate::clock::now_ns();
+            let expired = self.expire(now_ns);
             ShardMetrics::add(&self.metrics.rows_expired, expired as u64);
+            self.forget_expired_files(now_ns);
         }
     }
 
@@ -852,6 +992,10 @@ impl Shard {
                 })
                 .detach();
             }
+            Message::ForgetFiles { paths, reply } => {
+                shard.forget_files(&paths);
+                let _ = reply.send(Ok(()));
+            }
             Message::Scan { request, reply } => {
                 let queue = shard.query_queue;
                 let task = glommio::spawn_local_into(
@@ -917,6 +1061,7 @@ impl Shard {
                 persist_file_bytes: own.clone().map(|f| f.bytes).sum(),
                 persist_file_rows: own.map(|f| f.rows).sum(),
                 persist_snapshots: self.persisting.snapshots.get(),
+                persist_files_expired: self.persisting.files_expired.get(),
                 persist_failures: self.persisting.failures.get(),
                 persist_rows: self.persisting.rows.get(),
                 wal_pending_bytes: stats.pending_bytes,
@@ -1009,23 +1154,32 @@ pub struct QueryService {
     pub secret: Option<Vec<u8>>,
 }
 
-/// Raises a row scan's lower time bound to its database's retention
-/// cutoff at `now_ns`, so that no query returns an expired point, whether
-/// or not the expiry task has dropped it yet. The one place queries meet
-/// retention.
+/// Raises a scan's lower time bound to its database's retention cutoff at
+/// `now_ns`, so that no query returns an expired point (row scans) nor
+/// lists a measurement or series whose points all expired (schema scans),
+/// whether or not the expiry task has dropped them yet. The one place
+/// queries meet retention.
 pub fn clamp_to_retention(request: &mut ScanRequest, catalog: &Catalog, now_ns: i64) {
-    let cutoff = catalog
-        .retention(request.database())
-        .and_then(|period| retention::cutoff_ns(period, now_ns));
-    let Some(cutoff) = cutoff else {
-        return;
+    let (database, time_min_ns) = match request {
+        ScanRequest::Rows(rows) => (&rows.database, &mut rows.time_min_ns),
+        ScanRequest::Schema(schema) => (&schema.database, &mut schema.time_min_ns),
+        ScanRequest::Aggregate(aggregate) => (&aggregate.database, &mut aggregate.time_min_ns),
     };
-    match request {
-        ScanRequest::Rows(rows) => rows.time_min_ns = rows.time_min_ns.max(cutoff),
-        ScanRequest::Aggregate(aggregate) => {
-            aggregate.time_min_ns = aggregate.time_min_ns.max(cutoff)
-        }
-        ScanRequest::Schema(_) => {}
+    let cutoff = catalog
+        .retention(database)
+        .and_then(|period| retention::cutoff_ns(period, now_ns));
+    if let Some(cutoff) = cutoff {
+        *time_min_ns = (*time_min_ns).max(cutoff);
+    }
+}
+
+/// Each database's retention cutoff at `now_ns` ([`retention::cutoff_ns`];
+/// `None`: kept forever, or not a database of `catalog`).
+fn cutoffs_at(catalog: &Catalog, now_ns: i64) -> impl Fn(&str) -> Option<i64> + '_ {
+    move |database| {
+        catalog
+            .retention(database)
+            .and_then(|period| retention::cutoff_ns(period, now_ns))
     }
 }
 

@@ -274,6 +274,20 @@ impl Manifest {
     }
 }
 
+/// The files whose every row expired: the newest row (`time_max_ns`) is
+/// older than its database's cutoff (`cutoff(database)`, `None`: kept
+/// forever, see [`crate::retention::cutoff_ns`]). A file that straddles
+/// the cutoff is not one of them until its newest row expires too (queries
+/// clamp their time range to the cutoff meanwhile).
+pub fn expired_files<'a>(
+    files: &'a [FileEntry],
+    cutoff: impl Fn(&str) -> Option<i64> + 'a,
+) -> impl Iterator<Item = &'a FileEntry> + 'a {
+    files
+        .iter()
+        .filter(move |f| cutoff(&f.database).is_some_and(|cutoff| f.time_max_ns < cutoff))
+}
+
 /// The catalog as the manifest copies it (databases, tables and column
 /// kinds by name).
 pub fn databases_of(catalog: &crate::catalog::Catalog) -> Vec<DatabaseEntry> {
@@ -624,6 +638,48 @@ mod tests {
         assert!(!manifest.wal.record_persisted(2, Some(1), 11));
         assert!(!manifest.wal.record_persisted(2, Some(0), 1));
         assert!(!manifest.wal.record_persisted(3, Some(1), 1));
+    }
+
+    /// Goal: a file is expired only when its newest row is older than its
+    /// database's cutoff: a file straddling the cutoff, a file of a
+    /// database kept forever and one of an unknown database stay; an
+    /// expiry commit removes exactly the expired files from the manifest.
+    /// Method: four files, cutoffs per database; apply the commit.
+    #[test]
+    fn expired_files_are_those_wholly_older_than_the_cutoff() {
+        let entry = |path: &str, database: &str, time_min_ns, time_max_ns| FileEntry {
+            database: database.into(),
+            time_min_ns,
+            time_max_ns,
+            ..file(path, 0)
+        };
+        let mut manifest = Manifest {
+            files: vec![
+                entry("old.parquet", "short", 10, 99),
+                entry("straddles.parquet", "short", 50, 100),
+                entry("forever.parquet", "long", 0, 1),
+                entry("unknown.parquet", "gone", 0, 1),
+            ],
+            ..Manifest::default()
+        };
+        let cutoff = |database: &str| match database {
+            "short" => Some(100),
+            _ => None,
+        };
+        let expired: Vec<String> = expired_files(&manifest.files, cutoff)
+            .map(|f| f.path.clone())
+            .collect();
+        assert_eq!(expired, ["old.parquet"]);
+        manifest.apply(&Commit {
+            removed: expired,
+            ..Commit::default()
+        });
+        let left: Vec<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            left,
+            ["straddles.parquet", "forever.parquet", "unknown.parquet"]
+        );
+        assert_eq!(manifest.wal, WalState::default(), "no position moved");
     }
 
     /// Goal: the floor rises only when every shard of a run persisted what

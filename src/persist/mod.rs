@@ -76,6 +76,18 @@
 //!    the WAL segments of `k` whose records all have sequence `≤ S` are
 //!    deleted.
 //!
+//! **Expired files** (retention; the catalog owner's persister, see
+//! [`crate::persister`]): a file whose newest row (`time_max_ns`) is older
+//! than its database's cutoff ([`crate::retention::cutoff_ns`]) is deleted
+//! within about a second, in this order: the manifest is rewritten without
+//! it (one atomic rewrite for every expired file of every shard, as in
+//! step 3), every shard drops it from the files its scans read, then it is
+//! unlinked. A file that straddles the cutoff stays until its newest row
+//! expires; queries never return its expired rows (their time range is
+//! clamped to the cutoff) and schema queries do not list series that have
+//! none left. The WAL is not involved: the rows of a file were persisted
+//! (the position moved past their records) when it was recorded.
+//!
 //! **The replay rule** ([`manifest::WalState::record_persisted`], [`manifest::WalState::row_persisted`]): a WAL record of
 //! directory `d`, generation `g`, sequence `s` is skipped at start when
 //! - `g` is below `floor_generation` (every shard of a later run persisted
@@ -96,6 +108,8 @@
 //! | files renamed, manifest not rewritten | Parquet files the manifest does not name; their rows still in the WAL | the files are removed; the WAL replays the rows, a later snapshot persists them again |
 //! | while writing the manifest | `_catalog.json.tmp` | removed; the old manifest holds |
 //! | manifest rewritten, WAL not yet truncated | segments of persisted records | replay skips them (rule above); they are deleted after the next snapshot |
+//! | expiry: while writing the manifest without the expired files | `_catalog.json.tmp` | removed; the old manifest still names the files, and the first expiry pass after start deletes them |
+//! | expiry: manifest rewritten, files not (all) unlinked | expired Parquet files the manifest does not name | removed as orphans, like the unrecorded files above; nothing replays their rows (persisted long before, and expired) |
 //! | between shards' first snapshots of a run | some shards' replayed rows persisted | per-row rule above |
 //!
 //! **What start-up refuses** (with the path and the fix): a manifest that

@@ -836,6 +836,8 @@ async fn fetch_schema(
         tag_filter,
         include_series,
         series_limit: SERIES_MAX,
+        // Raised to the retention cutoff by the backend (`clamp_to_retention`).
+        time_min_ns: i64::MIN,
     });
     let responses = backend
         .scan(request)

@@ -8,16 +8,28 @@
 //! active chunk loses its expired rows at once, so a database written
 //! slowly does not keep them for a whole chunk's life.
 //!
+//! A table left without any row is dropped whole, with its series
+//! dictionary (a later write creates it again), so a measurement whose
+//! points all expired is forgotten by `SHOW MEASUREMENTS` and its series
+//! by `SHOW SERIES`, and the dictionary of a table no longer written
+//! does not stay in memory for ever. A table that still holds rows keeps
+//! its dictionary whole (series ids stay stable); the schema scan lists
+//! only the series that still hold a row at or after the cutoff.
+//!
 //! The memory estimate stays exact: each chunk's bytes are recomputed
 //! ([`chunk_bytes`]) before and after, and the difference is returned to
-//! the budget. The series dictionary is kept (series ids stay stable).
+//! the budget, as are a dropped table's remaining bytes ([`table_bytes`]).
+//!
+//! Only the live rows are touched: frozen generations are shared with the
+//! persister (which leaves their expired rows out of the files) and leave
+//! memory when their snapshot is recorded.
 
-use super::{chunk_bytes, Chunk, ColumnData, ShardStore};
+use super::{chunk_bytes, table_bytes, Chunk, ColumnData, ShardStore};
 
 impl ShardStore {
     /// Drops the rows of `database` older than `cutoff_ns` (sealed chunks
-    /// wholly older, and the active chunk's older rows); the number of
-    /// rows dropped.
+    /// wholly older, and the active chunk's older rows), then the tables
+    /// left without rows; the number of rows dropped.
     pub fn expire(&mut self, database: &str, cutoff_ns: i64) -> usize {
         let Some(db) = self.databases.get_mut(database) else {
             return 0;
@@ -39,6 +51,16 @@ impl ShardStore {
                 rows_dropped += drop_rows_before(active, cutoff_ns);
                 bytes_freed += before - chunk_bytes(active);
             }
+        }
+        db.tables.retain(|_, table| {
+            let empty = table.chunks().all(|chunk| chunk.len() == 0);
+            if empty {
+                bytes_freed += table_bytes(table);
+            }
+            !empty
+        });
+        if db.tables.is_empty() {
+            self.databases.remove(database);
         }
         self.memory_bytes = self.memory_bytes.saturating_sub(bytes_freed);
         rows_dropped
@@ -94,8 +116,104 @@ fn retain_by<T>(values: &mut Vec<T>, keep: &[bool]) {
 #[cfg(test)]
 mod tests {
     use super::super::tests::{apply, point, rows, scan_rows, store};
-    use super::super::{table_bytes, ShardStore, Value};
+    use super::super::{
+        table_bytes, MeasurementFilter, ScanRequest, ScanResponse, SchemaRequest, ShardStore,
+        TagFilter, Value,
+    };
     use crate::line_protocol::FieldValue;
+
+    /// (measurement, its series' `host` values) as a schema scan lists
+    /// them, counting rows at or after `time_min_ns`.
+    fn listed(
+        s: &ShardStore,
+        time_min_ns: i64,
+        include_series: bool,
+    ) -> Vec<(String, Vec<String>)> {
+        let request = ScanRequest::Schema(SchemaRequest {
+            database: "db".into(),
+            measurements: MeasurementFilter::All,
+            tag_filter: TagFilter::All,
+            include_series,
+            series_limit: 100,
+            time_min_ns,
+        });
+        let Ok(ScanResponse::Schema(measurements)) = s.scan(&request) else {
+            panic!("schema scan")
+        };
+        measurements
+            .into_iter()
+            .map(|m| {
+                let hosts = m
+                    .series
+                    .iter()
+                    .map(|tags| tags.iter().map(|(_, v)| v.clone()).collect())
+                    .collect();
+                (m.name, hosts)
+            })
+            .collect()
+    }
+
+    /// Goal: schema scans forget what expired: a measurement or series
+    /// whose rows are all older than the request's `time_min_ns` (the
+    /// retention cutoff) is not listed, even while those rows still wait in
+    /// a partly expired sealed chunk; expiry drops a table left without
+    /// rows (dictionary and all, memory estimate exact, nothing left once
+    /// every row expired), and a series whose rows all went is no longer
+    /// listed though its table stays. Method: chunk_rows = 4; `cpu` series
+    /// a at t=1..4 (sealed) and b at t=5,6 (active), `mem` at t=1; scan
+    /// with and without a cutoff, expire at 5, then at 100.
+    #[test]
+    fn schema_forgets_expired_series_and_tables() {
+        let mut s = store(4);
+        let cpu = |host: &'static str, t: i64| {
+            point(
+                "cpu",
+                &[("host", host)],
+                vec![("v", FieldValue::Float(t as f64))],
+                t,
+            )
+        };
+        let mut points: Vec<_> = (1..=4).map(|t| cpu("a", t)).collect();
+        points.extend([cpu("b", 5), cpu("b", 6)]);
+        points.push(point(
+            "mem",
+            &[("host", "m")],
+            vec![("free", FieldValue::Integer(1))],
+            1,
+        ));
+        apply(&mut s, &points);
+        let names = |list: Vec<(String, Vec<String>)>| -> Vec<String> {
+            list.into_iter().map(|(name, _)| name).collect()
+        };
+        assert_eq!(names(listed(&s, i64::MIN, false)), ["cpu", "mem"]);
+        // Cutoff 5, before expiry ran: only what holds a row at or after 5.
+        assert_eq!(names(listed(&s, 5, false)), ["cpu"]);
+        assert_eq!(
+            listed(&s, 5, true),
+            [("cpu".to_string(), vec!["b".to_string()])]
+        );
+        // Expiry at 5: a's sealed chunk and the whole `mem` table go.
+        assert_eq!(s.expire("db", 5), 5);
+        assert_eq!(s.databases["db"].tables.keys().collect::<Vec<_>>(), ["cpu"]);
+        let recomputed: usize = s.databases["db"].tables.values().map(table_bytes).sum();
+        assert_eq!(s.memory_bytes(), recomputed, "estimate stays exact");
+        // Series a is still in cpu's dictionary but holds no row.
+        assert_eq!(
+            listed(&s, i64::MIN, true),
+            [("cpu".to_string(), vec!["b".to_string()])]
+        );
+        // Everything expired: nothing listed, nothing held.
+        assert_eq!(s.expire("db", 100), 2);
+        assert!(listed(&s, i64::MIN, true).is_empty());
+        assert!(s.databases.is_empty());
+        assert_eq!(s.memory_bytes(), 0);
+        // A later write creates the table again.
+        apply(&mut s, &[cpu("c", 200)]);
+        assert_eq!(
+            listed(&s, 100, true),
+            [("cpu".to_string(), vec!["c".to_string()])]
+        );
+    }
 
     /// Goal: expiry drops sealed chunks wholly older than the cutoff and
     /// the active chunk's older rows, keeps everything else (including a

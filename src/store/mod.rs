@@ -163,6 +163,12 @@ pub struct SchemaRequest {
     pub include_series: bool,
     /// More series than this in the response → [`ScanError::TooManySeries`].
     pub series_limit: usize,
+    /// Rows older than this do not count: a measurement, a series, is
+    /// listed only while it holds a row at or after it. The query fan-out
+    /// sets it to the database's retention cutoff, so expired series are
+    /// forgotten even while their rows still wait in a partly expired
+    /// chunk or file (`i64::MIN`: every row counts).
+    pub time_min_ns: i64,
 }
 
 /// Aggregates of one measurement's fields per group and time bucket,

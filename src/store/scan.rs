@@ -59,14 +59,23 @@ pub(super) fn schema(
         let mut fields: BTreeMap<&str, super::FieldType> = BTreeMap::new();
         let mut series: BTreeSet<&Vec<(String, String)>> = BTreeSet::new();
         let mut any = false;
+        let mut present = false;
         for table in tables {
+            if !holds_rows_since(table, request.time_min_ns) {
+                continue;
+            }
+            present = true;
             for (key, field_type) in &table.field_types {
                 fields.entry(key.as_str()).or_insert(*field_type);
             }
             if !filtered {
                 tag_keys.extend(table.tag_keys.iter().map(String::as_str));
             }
-            for tags in &table.series {
+            if !filtered && !request.include_series {
+                continue;
+            }
+            let live = series_with_rows_since(table, request.time_min_ns);
+            for (tags, _) in table.series.iter().zip(&live).filter(|(_, live)| **live) {
                 if filtered && !request.tag_filter.matches(tags) {
                     continue;
                 }
@@ -84,7 +93,7 @@ pub(super) fn schema(
                 }
             }
         }
-        if filtered && !any {
+        if !present || (filtered && !any) {
             continue;
         }
         out.push(MeasurementSchema {
@@ -98,6 +107,37 @@ pub(super) fn schema(
         });
     }
     Ok(out)
+}
+
+/// Does the table hold a row at or after `time_min_ns`? (A table whose
+/// rows all expired is not listed.)
+fn holds_rows_since(table: &Table, time_min_ns: i64) -> bool {
+    table
+        .chunks()
+        .any(|chunk| chunk.len() > 0 && chunk.time_max_ns >= time_min_ns)
+}
+
+/// Per series id of `table`: does the series hold a row at or after
+/// `time_min_ns`? The dictionary keeps series whose rows were all dropped
+/// (expired) or are all older, so it alone cannot say. One pass over the
+/// series column of the chunks that reach `time_min_ns`.
+fn series_with_rows_since(table: &Table, time_min_ns: i64) -> Vec<bool> {
+    let mut live = vec![false; table.series.len()];
+    for chunk in table.chunks() {
+        if chunk.len() == 0 || chunk.time_max_ns < time_min_ns {
+            continue;
+        }
+        if chunk.time_min_ns >= time_min_ns {
+            chunk.series.iter().for_each(|s| live[*s as usize] = true);
+        } else {
+            for (series, time) in chunk.series.iter().zip(&chunk.times) {
+                if *time >= time_min_ns {
+                    live[*series as usize] = true;
+                }
+            }
+        }
+    }
+    live
 }
 
 pub(super) fn rows(

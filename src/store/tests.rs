@@ -297,6 +297,7 @@ fn schema_scan_reports_keys_types_and_series() {
             tag_filter,
             include_series: true,
             series_limit: 100,
+            time_min_ns: i64::MIN,
         })
     };
     let Ok(ScanResponse::Schema(all)) = s.scan(&request(MeasurementFilter::All, TagFilter::All))
@@ -339,6 +340,7 @@ fn schema_scan_reports_keys_types_and_series() {
         tag_filter: TagFilter::All,
         include_series: true,
         series_limit: 2,
+        time_min_ns: i64::MIN,
     })) else {
         panic!("limit")
     };
