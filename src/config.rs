@@ -165,6 +165,12 @@ pub struct PersistConfig {
     pub interval_ms: u64,
     /// ... and as soon as its live rows take this many bytes of memory.
     pub store_bytes_trigger: usize,
+    /// A shard merges a run of at least this many small Parquet files of one
+    /// database, table and day into one (0: never; see `crate::persist`).
+    pub compact_files: usize,
+    /// Rows of a merged file at most (a file of half as many or more is not
+    /// small); the merge holds this many rows in memory.
+    pub compact_rows_max: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -315,6 +321,8 @@ impl Default for PersistConfig {
             enabled: true,
             interval_ms: 10_000,
             store_bytes_trigger: 256 * MIB,
+            compact_files: 8,
+            compact_rows_max: 2 * 1024 * 1024,
         }
     }
 }
@@ -619,6 +627,11 @@ impl Config {
             self.persist.interval_ms >= 10,
             "persist.interval_ms",
             "must be at least 10".into(),
+        );
+        check(
+            self.persist.compact_rows_max >= 2,
+            "persist.compact_rows_max",
+            "must be at least 2 (a merged file holds at least two small files' rows)".to_string(),
         );
         check(
             self.persist.store_bytes_trigger >= MIB

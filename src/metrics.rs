@@ -160,6 +160,9 @@ pub struct Gauges {
     /// Parquet files deleted because every row in them expired (counted by
     /// the catalog owner, which deletes them for every shard).
     pub persist_files_expired: u64,
+    /// Compactions done, and the small files they merged.
+    pub persist_compactions: u64,
+    pub persist_files_compacted: u64,
     pub persist_failures: u64,
     pub persist_rows: u64,
     pub healthy: bool,
@@ -306,7 +309,7 @@ pub fn render(snapshots: &[Snapshot]) -> String {
             let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, get(s));
         }
     }
-    let gauges: [Family<Gauges>; 18] = [
+    let gauges: [Family<Gauges>; 20] = [
         ("ringest_open_connections", "Open connections.", |g| {
             g.connections
         }),
@@ -376,6 +379,16 @@ pub fn render(snapshots: &[Snapshot]) -> String {
             "ringest_persist_files_expired_total",
             "Parquet files deleted because every row in them expired (by the catalog owner, shard 0).",
             |g| g.persist_files_expired,
+        ),
+        (
+            "ringest_persist_compactions_total",
+            "Runs of small Parquet files merged into one file.",
+            |g| g.persist_compactions,
+        ),
+        (
+            "ringest_persist_files_compacted_total",
+            "Small Parquet files merged away by compactions.",
+            |g| g.persist_files_compacted,
         ),
         (
             "ringest_persist_failures_total",

@@ -50,9 +50,10 @@ use std::time::Duration;
 
 use glommio::TaskQueueHandle;
 
+use crate::persist::compact;
 use crate::persist::layout::SnapshotId;
 use crate::persist::manifest::{Commit, FileEntry};
-use crate::persist::parquet::{self, ParquetError};
+use crate::persist::parquet::{self, ParquetError, WrittenFile};
 use crate::route;
 use crate::shard::Shard;
 use crate::store::Frozen;
@@ -76,6 +77,10 @@ enum CrashAt {
     ManifestWritten,
     /// Expired files left the manifest, and are still on disk.
     ExpiryRecorded,
+    /// A compaction's merged file is durable, the manifest does not name it.
+    CompactionWritten,
+    /// The manifest names the merged file; its inputs are still on disk.
+    CompactionRecorded,
 }
 
 fn crash_at() -> Option<CrashAt> {
@@ -84,6 +89,8 @@ fn crash_at() -> Option<CrashAt> {
         "files-written" => Some(CrashAt::FilesWritten),
         "manifest-written" => Some(CrashAt::ManifestWritten),
         "expiry-recorded" => Some(CrashAt::ExpiryRecorded),
+        "compaction-written" => Some(CrashAt::CompactionWritten),
+        "compaction-recorded" => Some(CrashAt::CompactionRecorded),
         _ => None,
     }
 }
@@ -99,6 +106,8 @@ fn crash_here<T>(step: CrashAt, files: &[T]) {
 const TICK: Duration = Duration::from_millis(100);
 /// Wait after a failed snapshot before the next attempt.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Wait after a failed compaction before the next.
+const COMPACT_RETRY_AFTER: Duration = Duration::from_secs(10);
 
 /// Starts the shard's persister loop on `queue` (when persistence is on).
 pub fn spawn(shard: &Rc<Shard>, queue: TaskQueueHandle) {
@@ -121,6 +130,8 @@ pub fn spawn(shard: &Rc<Shard>, queue: TaskQueueHandle) {
 async fn run(shard: Rc<Shard>) {
     let interval = Duration::from_millis(shard.config.persist.interval_ms);
     let mut expiry_checked = crate::clock::monotonic();
+    // After a failed compaction (an unreadable input?), the next waits.
+    let mut compact_after = crate::clock::monotonic();
     while !shard.shutting_down() {
         glommio::timer::sleep(TICK).await;
         if shard.shutting_down() {
@@ -147,8 +158,90 @@ async fn run(shard: Rc<Shard>) {
                 tracing::warn!(shard = shard.id, %error, "snapshot failed; retrying");
                 glommio::timer::sleep(RETRY_AFTER).await;
             }
+        } else if crate::clock::monotonic() >= compact_after {
+            if let Err(error) = compact(&shard).await {
+                tracing::warn!(shard = shard.id, %error, "compaction failed; its inputs stay, retried in 10 s");
+                compact_after = crate::clock::monotonic() + COMPACT_RETRY_AFTER;
+            }
         }
     }
+}
+
+/// Merges one run of this shard's small files, if there is one (the rule
+/// and its order: [`crate::persist`]'s compaction).
+async fn compact(shard: &Rc<Shard>) -> Result<(), String> {
+    let policy = compact::Policy {
+        files_min: shard.config.persist.compact_files,
+        rows_max: shard.config.persist.compact_rows_max,
+    };
+    let (shard_id, count) = (shard.id as u32, shard.count as u32);
+    let Some(inputs) = compact::pick(&shard.files.borrow(), shard_id, count, policy) else {
+        return Ok(());
+    };
+    let Some(id) = compact::merged_id(&inputs) else {
+        return Ok(());
+    };
+    let database = inputs[0].database.clone();
+    let cutoff = cutoffs(shard).get(&database).copied().flatten();
+    // Step 1 (blocking thread): the merged file, durably.
+    let root = shard.parquet_root.clone();
+    let to_merge = inputs.clone();
+    let added: Vec<FileEntry> =
+        crate::blocking::run(move || compact::merge(&root, &to_merge, id, cutoff))
+            .await
+            .map_err(|error| error.to_string())
+            .and_then(|merged| merged.map_err(|error| error.to_string()))
+            .map_err(|error| format!("merging {} files: {error}", inputs.len()))?
+            .into_iter()
+            .map(|written| file_entry(&database, id, count, written))
+            .collect();
+    crash_here(CrashAt::CompactionWritten, &added);
+    // Step 2: the manifest names it instead of the inputs.
+    let removed: Vec<String> = inputs.iter().map(|f| f.path.clone()).collect();
+    let commit = Commit {
+        shard: shard_id,
+        shard_count: count,
+        generation: shard.generation,
+        added: added.clone(),
+        removed: removed.clone(),
+        compaction: true,
+        position: None,
+        covers_replay: false,
+        before_shutdown: false,
+    };
+    if let Err(error) = shard.commit_persisted(commit).await {
+        let root = shard.parquet_root.clone();
+        let merged: Vec<String> = added.iter().map(|f| f.path.clone()).collect();
+        // Not named anywhere: removed now, or as an orphan at start.
+        let _ =
+            crate::blocking::run(move || crate::persist::manifest::remove_files(&root, &merged))
+                .await;
+        return Err(format!("recording the merged file: {error:?}"));
+    }
+    crash_here(CrashAt::CompactionRecorded, &removed);
+    // Step 3: scans use the merged file (running ones start over), then the
+    // inputs go.
+    {
+        let mut files = shard.files.borrow_mut();
+        files.retain(|f| !removed.contains(&f.path));
+        files.extend(added);
+        files.sort_by_key(FileEntry::age);
+    }
+    shard.files_version.set(shard.files_version.get() + 1);
+    let persisting = &shard.persisting;
+    persisting.compactions.set(persisting.compactions.get() + 1);
+    persisting
+        .files_compacted
+        .set(persisting.files_compacted.get() + removed.len() as u64);
+    let root = shard.parquet_root.clone();
+    let deleted =
+        crate::blocking::run(move || crate::persist::manifest::remove_files(&root, &removed))
+            .await
+            .and_then(|deleted| deleted);
+    if let Err(error) = deleted {
+        tracing::warn!(shard = shard.id, %error, "removing compacted files failed; start-up removes them");
+    }
+    Ok(())
 }
 
 /// Persists everything the shard holds in memory now. `before_shutdown`:
@@ -184,6 +277,7 @@ pub async fn snapshot(shard: &Rc<Shard>, before_shutdown: bool) -> Result<(), St
         sequence: through.0,
         shard: shard.id as u32,
         attempt: first_attempt,
+        compaction: 0,
     };
     let root = shard.parquet_root.clone();
     let count = shard.count;
@@ -210,6 +304,7 @@ pub async fn snapshot(shard: &Rc<Shard>, before_shutdown: bool) -> Result<(), St
         generation: shard.generation,
         added: added.clone(),
         removed: Vec::new(),
+        compaction: false,
         position: Some(through.0),
         covers_replay,
         before_shutdown,
@@ -352,24 +447,29 @@ fn write_frozen(
             for (table_name, table) in &tables.tables {
                 for written in parquet::write_table(root, id, database, table_name, table, cutoff)?
                 {
-                    files.push(FileEntry {
-                        path: written.path.to_string_lossy().replace('\\', "/"),
-                        database: database.clone(),
-                        table: written.table,
-                        shard: id.shard,
-                        shard_count,
-                        generation: id.generation,
-                        sequence: id.sequence,
-                        rows: written.rows,
-                        bytes: written.bytes,
-                        time_min_ns: written.time_min_ns,
-                        time_max_ns: written.time_max_ns,
-                    });
+                    files.push(file_entry(database, id, shard_count, written));
                 }
             }
         }
     }
     Ok(files)
+}
+
+/// The catalog entry of a file written for `id`.
+fn file_entry(database: &str, id: SnapshotId, shard_count: u32, written: WrittenFile) -> FileEntry {
+    FileEntry {
+        path: written.path.to_string_lossy().replace('\\', "/"),
+        database: database.to_string(),
+        table: written.table,
+        shard: id.shard,
+        shard_count,
+        generation: id.generation,
+        sequence: id.sequence,
+        rows: written.rows,
+        bytes: written.bytes,
+        time_min_ns: written.time_min_ns,
+        time_max_ns: written.time_max_ns,
+    }
 }
 
 /// Removes persisted segments of this run (`released`), and when

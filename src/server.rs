@@ -685,13 +685,18 @@ async fn start_shard(seed: ShardSeed) -> Result<(Rc<Shard>, (TcpListener, i32)),
         shutdown: seed.shutdown,
         // Its own files; files written under another shard count are read
         // by every shard, each keeping the series it owns now.
-        files: seed
-            .manifest
-            .files
-            .iter()
-            .filter(|f| f.shard_count as usize != seed.count || f.shard as usize == seed.id)
-            .cloned()
-            .collect(),
+        // Oldest first (the manifest lists a compaction's file last).
+        files: {
+            let mut files: Vec<crate::persist::manifest::FileEntry> = seed
+                .manifest
+                .files
+                .iter()
+                .filter(|f| f.shard_count as usize != seed.count || f.shard as usize == seed.id)
+                .cloned()
+                .collect();
+            files.sort_by_key(crate::persist::manifest::FileEntry::age);
+            files
+        },
         generation,
     });
     replay(&shard, &wal_root, generation, &seed.manifest.wal)?;

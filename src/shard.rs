@@ -136,6 +136,9 @@ pub struct PersistState {
     pub snapshots: Cell<u64>,
     /// Catalog owner: Parquet files deleted because all their rows expired.
     pub files_expired: Cell<u64>,
+    /// Compactions done and the files they merged away.
+    pub compactions: Cell<u64>,
+    pub files_compacted: Cell<u64>,
     /// The WAL sequence of this run persisted through.
     pub through: Cell<u64>,
     pub failures: Cell<u64>,
@@ -179,6 +182,8 @@ impl Shard {
                 old_segments: Cell::new(true),
                 snapshots: Cell::new(0),
                 files_expired: Cell::new(0),
+                compactions: Cell::new(0),
+                files_compacted: Cell::new(0),
                 through: Cell::new(0),
                 failures: Cell::new(0),
                 rows: Cell::new(0),
@@ -715,7 +720,20 @@ impl Shard {
             commit.added = kept;
             dropped.into_iter().map(|f| f.path).collect()
         };
-        delete.extend(commit.removed.iter().cloned());
+        if commit.compaction {
+            // The inputs must all still be named (one may have expired
+            // meanwhile); the compacting shard unlinks them itself, after
+            // its scans moved to the merged file.
+            let manifest = owner.manifest.borrow();
+            let named: HashSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
+            if let Some(gone) = commit.removed.iter().find(|p| !named.contains(p.as_str())) {
+                return Err(RemoteError::Failed {
+                    cause: format!("compaction input {gone} is no longer in the catalog"),
+                });
+            }
+        } else {
+            delete.extend(commit.removed.iter().cloned());
+        }
         let outcome = self.store_manifest(owner, &commit, delete).await?;
         if commit.before_shutdown && commit.shard as usize != self.id {
             owner.final_commits.set(owner.final_commits.get() + 1);
@@ -797,6 +815,7 @@ impl Shard {
             shard_count: self.count as u32,
             generation: self.generation,
             removed: expired.clone(),
+            compaction: false,
             ..Commit::default()
         };
         self.store_manifest(owner, &commit, Vec::new()).await?;
@@ -1062,6 +1081,8 @@ impl Shard {
                 persist_file_rows: own.map(|f| f.rows).sum(),
                 persist_snapshots: self.persisting.snapshots.get(),
                 persist_files_expired: self.persisting.files_expired.get(),
+                persist_compactions: self.persisting.compactions.get(),
+                persist_files_compacted: self.persisting.files_compacted.get(),
                 persist_failures: self.persisting.failures.get(),
                 persist_rows: self.persisting.rows.get(),
                 wal_pending_bytes: stats.pending_bytes,

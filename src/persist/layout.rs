@@ -68,6 +68,49 @@ pub struct SnapshotId {
     /// Attempt number of this snapshot (a failed attempt's files may be left
     /// behind; the next attempt must not reuse their names).
     pub attempt: u32,
+    /// How many compactions made the file (0: a snapshot wrote it).
+    pub compaction: u32,
+}
+
+/// The age of a file among one shard's files: later is newer. Rows of the
+/// same series and time in two files: the newer file's win.
+pub type FileAge = (u64, u64, u32, u32);
+
+impl SnapshotId {
+    pub fn age(&self) -> FileAge {
+        (
+            self.generation,
+            self.sequence,
+            self.attempt,
+            self.compaction,
+        )
+    }
+
+    /// The id in a file name `file_path` made (`None`: not one of ours).
+    pub fn parse(file_name: &str) -> Option<SnapshotId> {
+        let stem = file_name.strip_suffix(".parquet")?;
+        let mut parts = stem.split('-');
+        let generation = parts.next()?.parse().ok()?;
+        let sequence = parts.next()?.parse().ok()?;
+        let shard = parts.next()?.strip_prefix('s')?.parse().ok()?;
+        let mut id = SnapshotId {
+            generation,
+            sequence,
+            shard,
+            attempt: 0,
+            compaction: 0,
+        };
+        for part in parts {
+            if let Some(n) = part.strip_prefix('a') {
+                id.attempt = n.parse().ok()?;
+            } else if let Some(n) = part.strip_prefix('c') {
+                id.compaction = n.parse().ok()?;
+            } else {
+                return None;
+            }
+        }
+        Some(id)
+    }
 }
 
 /// The file of one snapshot, database, table and day, relative to the
@@ -76,6 +119,9 @@ pub fn file_path(id: SnapshotId, database: &str, table: &str, day: i64) -> PathB
     let mut name = format!("{:020}-{:020}-s{:03}", id.generation, id.sequence, id.shard);
     if id.attempt > 0 {
         name.push_str(&format!("-a{}", id.attempt));
+    }
+    if id.compaction > 0 {
+        name.push_str(&format!("-c{}", id.compaction));
     }
     name.push_str(".parquet");
     Path::new(&format!("db={}", escape(database)))
@@ -125,6 +171,7 @@ mod tests {
             sequence: 42,
             shard: 1,
             attempt: 0,
+            compaction: 0,
         };
         let day = day_of(1_700_000_000_000_000_000);
         assert_eq!(date_text(day), "2023-11-14");
@@ -140,5 +187,26 @@ mod tests {
         assert!(file_path(again, "d", "t", 0)
             .to_string_lossy()
             .ends_with("-s001-a2.parquet"));
+        // Names parse back, and their ages order compacted files right
+        // after their newest input, before anything newer.
+        for id in [
+            id,
+            again,
+            SnapshotId {
+                compaction: 3,
+                ..again
+            },
+        ] {
+            let path = file_path(id, "d", "t", 0);
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap();
+            assert_eq!(SnapshotId::parse(name), Some(id));
+        }
+        let compacted = SnapshotId {
+            compaction: 1,
+            ..id
+        };
+        let newer = SnapshotId { attempt: 1, ..id };
+        assert!(id.age() < compacted.age() && compacted.age() < newer.age());
+        assert_eq!(SnapshotId::parse("x.parquet"), None);
     }
 }

@@ -115,6 +115,22 @@ pub struct FileEntry {
     pub time_max_ns: i64,
 }
 
+impl FileEntry {
+    /// Its age among its shard's files, from its name
+    /// ([`super::layout::SnapshotId::parse`]).
+    pub fn age(&self) -> super::layout::FileAge {
+        let name = self.path.rsplit('/').next().unwrap_or_default();
+        super::layout::SnapshotId::parse(name)
+            .map_or((self.generation, self.sequence, 0, 0), |id| id.age())
+    }
+
+    /// The partition it belongs to: database, table and UTC day (its
+    /// directory).
+    pub fn partition(&self) -> &str {
+        self.path.rsplit_once('/').map_or("", |(dir, _)| dir)
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WalState {
@@ -186,8 +202,13 @@ pub struct Commit {
     /// This run's WAL generation.
     pub generation: u64,
     pub added: Vec<FileEntry>,
-    /// Paths of files to forget (expired); deleted after the commit.
+    /// Paths of files to forget (expired; or merged, see `compaction`);
+    /// deleted after the commit.
     pub removed: Vec<String>,
+    /// A compaction: `added` replaces `removed`, which must all be named
+    /// (else the commit is refused), and which the compacting shard deletes
+    /// itself once its scans use `added`.
+    pub compaction: bool,
     /// The shard's own WAL is persisted through this sequence of
     /// `generation`.
     pub position: Option<u64>,
@@ -622,6 +643,7 @@ mod tests {
             generation: 2,
             added: vec![file("b.parquet", 1)],
             removed: vec!["a.parquet".into()],
+            compaction: false,
             position: Some(7),
             ..Commit::default()
         });
@@ -672,6 +694,7 @@ mod tests {
         assert_eq!(expired, ["old.parquet"]);
         manifest.apply(&Commit {
             removed: expired,
+            compaction: false,
             ..Commit::default()
         });
         let left: Vec<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();

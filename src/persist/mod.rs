@@ -15,7 +15,7 @@
 //!
 //! ```text
 //! <data_dir>/parquet/_catalog.json                the persisted catalog (manifest)
-//! <data_dir>/parquet/db=<db>/table=<table>/date=<YYYY-MM-DD>/<generation:020>-<sequence:020>-s<shard:03>.parquet
+//! <data_dir>/parquet/db=<db>/table=<table>/date=<YYYY-MM-DD>/<generation:020>-<sequence:020>-s<shard:03>[-a<attempt>][-c<compaction>].parquet
 //! ```
 //!
 //! Hive-style: DuckDB's `read_parquet('<data_dir>/parquet/**/*.parquet',
@@ -26,7 +26,9 @@
 //! system and a name can never be `..` or leave its directory. `date` is
 //! the UTC day of the rows' times. The file name is the snapshot that wrote
 //! it: this run's WAL generation, the last WAL sequence the snapshot holds,
-//! the shard; sorting names sorts one shard's snapshots by age.
+//! the shard, the attempt (a retried snapshot's files never reuse a name)
+//! and the compaction count (below); (generation, sequence, attempt,
+//! compaction) orders one shard's files by age ([`layout::FileAge`]).
 //!
 //! # Parquet schema (one file per snapshot × database × table × UTC day)
 //!
@@ -88,6 +90,31 @@
 //! none left. The WAL is not involved: the rows of a file were persisted
 //! (the position moved past their records) when it was recorded.
 //!
+//! **Compaction** ([`compact`]; each shard, its own files): snapshots at
+//! a low write rate make many small files, and every file costs a manifest
+//! entry (rewritten whole on each commit), an open and a footer read per
+//! query. A shard merges a run of at least `persist.compact_files` small
+//! files (each under half of `persist.compact_rows_max` rows) of one
+//! database, table and UTC day, consecutive in age among that partition's
+//! files, into one file of at most `compact_rows_max` rows:
+//! 1. on a blocking thread, the inputs are read oldest first and written
+//!    as one file exactly as a snapshot writes (repeats of a (series,
+//!    time) merged, the newer file winning; rows past the retention cutoff
+//!    left out), durably (step 2 above);
+//! 2. the catalog owner rewrites the manifest with the new file in place
+//!    of the inputs, in one atomic rewrite (step 3), and only if every
+//!    input is still named (an input expired meanwhile: the commit is
+//!    refused and the new file removed);
+//! 3. the shard's scans switch to the new file (running ones start over),
+//!    then the inputs are unlinked.
+//!
+//! The new file takes the inputs' place in age order: its name is the
+//! newest input's with the compaction count one higher
+//! (`…-s<shard>[-a<attempt>]-c<count>.parquet`), and files are ordered by
+//! (generation, sequence, attempt, compaction) — so "the newer file wins"
+//! still holds against files written before and after it. Memory: the
+//! inputs' rows, at most `compact_rows_max`, on the blocking thread.
+//!
 //! **The replay rule** ([`manifest::WalState::record_persisted`], [`manifest::WalState::row_persisted`]): a WAL record of
 //! directory `d`, generation `g`, sequence `s` is skipped at start when
 //! - `g` is below `floor_generation` (every shard of a later run persisted
@@ -110,6 +137,8 @@
 //! | manifest rewritten, WAL not yet truncated | segments of persisted records | replay skips them (rule above); they are deleted after the next snapshot |
 //! | expiry: while writing the manifest without the expired files | `_catalog.json.tmp` | removed; the old manifest still names the files, and the first expiry pass after start deletes them |
 //! | expiry: manifest rewritten, files not (all) unlinked | expired Parquet files the manifest does not name | removed as orphans, like the unrecorded files above; nothing replays their rows (persisted long before, and expired) |
+//! | compaction: new file written, manifest not rewritten | a Parquet file the manifest does not name | removed as an orphan; the inputs still hold the rows |
+//! | compaction: manifest rewritten, inputs not (all) unlinked | inputs the manifest does not name | removed as orphans; the new file holds their rows |
 //! | between shards' first snapshots of a run | some shards' replayed rows persisted | per-row rule above |
 //!
 //! **What start-up refuses** (with the path and the fix): a manifest that
@@ -118,6 +147,7 @@
 //! data). A file the manifest names that is missing is logged at start and
 //! named in the error of any query that needs it; the rest is served.
 
+pub mod compact;
 pub mod layout;
 pub mod manifest;
 pub mod parquet;

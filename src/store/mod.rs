@@ -556,6 +556,56 @@ impl Table {
         self.sealed.iter().chain(std::iter::once(&self.active))
     }
 
+    /// A read-only table of several read-only tables' chunks, in their
+    /// order (for a compaction: the oldest file first, so the newer file's
+    /// rows win when written): one series dictionary, ids remapped.
+    pub(crate) fn merged(tables: Vec<Table>) -> Table {
+        let mut series: Vec<Vec<(String, String)>> = Vec::new();
+        let mut ids: HashMap<Vec<(String, String)>, u32> = HashMap::new();
+        let mut field_types = BTreeMap::new();
+        let mut sealed = Vec::new();
+        for table in tables {
+            let map: Vec<u32> = table
+                .series
+                .into_iter()
+                .map(|tags| {
+                    let next = series.len() as u32;
+                    *ids.entry(tags).or_insert_with_key(|tags| {
+                        series.push(tags.clone());
+                        next
+                    })
+                })
+                .collect();
+            for (name, field_type) in table.field_types {
+                field_types.entry(name).or_insert(field_type);
+            }
+            for mut chunk in table
+                .sealed
+                .into_iter()
+                .chain(std::iter::once(table.active))
+            {
+                if chunk.len() == 0 {
+                    continue;
+                }
+                for id in &mut chunk.series {
+                    *id = map[*id as usize];
+                }
+                sealed.push(chunk);
+            }
+        }
+        let tag_keys = series
+            .iter()
+            .flat_map(|tags| tags.iter().map(|(k, _)| k.clone()))
+            .collect();
+        Table {
+            series,
+            tag_keys,
+            field_types,
+            sealed,
+            ..Table::default()
+        }
+    }
+
     /// The id of the row's series, added to the dictionary if new.
     fn series_id(&mut self, row: &Row<'_>, added: &mut isize) -> u32 {
         let encoded = row.tags_encoded();

@@ -496,6 +496,7 @@ fn parquet_round_trip_keeps_series_that_differ_by_an_absent_tag() {
         sequence: 1,
         shard: 0,
         attempt: 0,
+        compaction: 0,
     };
     let written = write_table(&root, id, "db", "cpu", table, None).expect("write");
     let load = LoadRequest {
