@@ -34,7 +34,9 @@
 //! | encode | [`persist::parquet`], [`blocking`] | off the executor: one Parquet file per database, table and UTC day, fsynced |
 //! | record | [`persist::manifest`], [`route`] | the catalog owner rewrites `parquet/_catalog.json` atomically: the files and the WAL position |
 //! | release | [`store`], [`wal`] | the frozen rows leave memory, the WAL segments behind the position are deleted |
-//! | read | [`shard`], [`store`] | scans read the shard's files and its memory as one store |
+//! | compact | [`persist::compact`], [`persister`] | runs of small files of one day merge into one; the catalog swaps them atomically |
+//! | expire | [`persister`], [`store`] | files and rows past their database's retention are dropped |
+//! | read | [`shard`], [`store`] | scans read the shard's files and its memory as one store; aggregates fold while scanning ([`store::aggregate`]) |
 //!
 //! # Module map
 //!
