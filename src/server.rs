@@ -17,7 +17,7 @@
 //!
 //! When the environment variable [`TEST_FAULTS_ENV`]
 //! (`RINGEST_TEST_FAULTS`) is set, its value is one
-//! [`Fault`](crate::wal::Fault) (`fail-write:N`, `fail-sync:N`,
+//! [`crate::wal::Fault`] (`fail-write:N`, `fail-sync:N`,
 //! `enospc-write:N`, `enospc-preallocate:N`), armed in every shard's data
 //! WAL (`wal/<shard>/`, not the catalog log) right after the WAL opened: `N`
 //! counts that WAL's calls from its first batch of this run, so with one

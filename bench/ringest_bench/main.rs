@@ -63,7 +63,7 @@ enum Command {
     /// points/s, or closed loop on --connections without it, for --duration s.
     /// Every --sample-interval s one CSV row: acknowledged points/s, answers
     /// 2xx/429/503/other, ack latency p50/p99, the server's VmRSS and open
-    /// fds (/proc/PID; PID from --server-pid or <data-dir>/LOCK), and the
+    /// fds (/proc/PID; PID from --server-pid or `<data-dir>/LOCK`), and the
     /// bytes under --data-dir by kind (wal/, parquet/, catalog/, the rest,
     /// total; apparent and allocated = st_blocks*512).
     /// At the end: an SVG chart (throughput, RSS, disk over time), a summary
@@ -251,7 +251,7 @@ struct SoakArgs {
     /// `LOCK` file names the server's pid unless --server-pid does.
     #[arg(long)]
     data_dir: PathBuf,
-    /// Process id of the server (default: the pid in <data-dir>/LOCK).
+    /// Process id of the server (default: the pid in `<data-dir>/LOCK`).
     #[arg(long)]
     server_pid: Option<u32>,
     #[arg(long, value_enum, default_value = "cpu")]

@@ -3,7 +3,7 @@
 //!
 //! Every shard returns raw rows of the series it owns (already filtered by
 //! time range and, where the WHERE clause allows, by tags), or — for the
-//! aggregates it can fold while scanning ([`pushdown`]) — one partial
+//! aggregates it can fold while scanning (`pushdown`) — one partial
 //! aggregate per group and time bucket; everything that needs all series at
 //! once happens here. Results are built as
 //! [`OutSeries`] and written by [`write_response`] in InfluxDB's JSON shape.

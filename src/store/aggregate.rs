@@ -7,7 +7,7 @@
 //!
 //! An [`Aggregator`] is fed every source of one measurement in age order
 //! (Parquet files oldest first, frozen generations, live tables: the order
-//! of [`super::scan`]) and folds each row into the slot of its (group,
+//! of the row scan) and folds each row into the slot of its (group,
 //! bucket). That is exact only when no (series, time) repeats across
 //! sources, which a scan cannot know before it reads: so the aggregator
 //! watches each series' times, and a series whose rows do not come in
