@@ -178,6 +178,8 @@ pub struct PersistConfig {
 pub struct QueryConfig {
     pub rows_max: usize,
     pub buckets_max: usize,
+    /// Bytes of decoded Parquet files each shard keeps for later queries.
+    pub file_cache_bytes: usize,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -332,6 +334,7 @@ impl Default for QueryConfig {
         QueryConfig {
             rows_max: 10_000_000,
             buckets_max: 1_000_000,
+            file_cache_bytes: 256 * MIB,
         }
     }
 }

@@ -163,6 +163,11 @@ pub struct Gauges {
     /// Compactions done, and the small files they merged.
     pub persist_compactions: u64,
     pub persist_files_compacted: u64,
+    /// Decoded Parquet files kept for queries: bytes, and loads served
+    /// from it or decoded.
+    pub file_cache_bytes: u64,
+    pub file_cache_hits: u64,
+    pub file_cache_misses: u64,
     pub persist_failures: u64,
     pub persist_rows: u64,
     pub healthy: bool,
@@ -309,7 +314,7 @@ pub fn render(snapshots: &[Snapshot]) -> String {
             let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, get(s));
         }
     }
-    let gauges: [Family<Gauges>; 20] = [
+    let gauges: [Family<Gauges>; 23] = [
         ("ringest_open_connections", "Open connections.", |g| {
             g.connections
         }),
@@ -389,6 +394,21 @@ pub fn render(snapshots: &[Snapshot]) -> String {
             "ringest_persist_files_compacted_total",
             "Small Parquet files merged away by compactions.",
             |g| g.persist_files_compacted,
+        ),
+        (
+            "ringest_query_file_cache_bytes",
+            "Decoded Parquet files kept for later queries (query.file_cache_bytes).",
+            |g| g.file_cache_bytes,
+        ),
+        (
+            "ringest_query_file_cache_hits_total",
+            "File reads of queries served from the decoded-file cache.",
+            |g| g.file_cache_hits,
+        ),
+        (
+            "ringest_query_file_cache_misses_total",
+            "Cacheable file reads of queries that decoded the file.",
+            |g| g.file_cache_misses,
         ),
         (
             "ringest_persist_failures_total",

@@ -228,6 +228,7 @@ async fn compact(shard: &Rc<Shard>) -> Result<(), String> {
         files.sort_by_key(FileEntry::age);
     }
     shard.files_version.set(shard.files_version.get() + 1);
+    shard.file_cache.forget(&removed);
     let persisting = &shard.persisting;
     persisting.compactions.set(persisting.compactions.get() + 1);
     persisting

@@ -29,8 +29,9 @@ use crate::catalog::{self, Catalog, Decision, Entry, Proposal};
 use crate::config::Config;
 use crate::gzip::Gunzip;
 use crate::metrics::{Gauges, ShardMetrics, Snapshot};
+use crate::persist::cache::FileCache;
 use crate::persist::manifest::{self, Commit, CommitOutcome, FileEntry, Manifest, WalState};
-use crate::persist::parquet::{self as parquet_files, LoadRequest};
+use crate::persist::parquet::LoadRequest;
 use crate::retention::{self, Period};
 use crate::route::{self, Message, Peers, RemoteError, CATALOG_OWNER};
 use crate::store::{
@@ -92,6 +93,8 @@ pub struct Shard {
     pub files_version: Cell<u64>,
     /// `<data_dir>/parquet`.
     pub parquet_root: std::path::PathBuf,
+    /// Decoded Parquet files kept for the next scans (`query.file_cache_bytes`).
+    pub file_cache: FileCache,
     /// This run's WAL generation.
     pub generation: u64,
     /// Persistence state of this shard (see `crate::persister`).
@@ -174,6 +177,7 @@ impl Shard {
                 .server
                 .data_dir
                 .join(crate::persist::layout::PARQUET_DIR),
+            file_cache: FileCache::new(config.query.file_cache_bytes),
             generation: parts.generation,
             persisting: PersistState {
                 lock: glommio::sync::Semaphore::new(1),
@@ -507,8 +511,14 @@ impl Shard {
         self.catalog.borrow_mut().apply(entry);
         if let Entry::DropDatabase(name) = entry {
             self.store.borrow_mut().drop_database(name);
-            self.files.borrow_mut().retain(|f| f.database != *name);
-            self.files_version.set(self.files_version.get() + 1);
+            let dropped: Vec<String> = self
+                .files
+                .borrow()
+                .iter()
+                .filter(|f| f.database == *name)
+                .map(|f| f.path.clone())
+                .collect();
+            self.forget_files(&dropped);
         }
     }
 
@@ -538,7 +548,8 @@ impl Shard {
                     .scan_with(request, &Persisted::default());
             }
             let root = self.parquet_root.clone();
-            let loaded = crate::blocking::run(move || load_files(&root, loads))
+            let cache = self.file_cache.clone();
+            let loaded = crate::blocking::run(move || load_files(&root, loads, &cache))
                 .await
                 .map_err(|error| ScanError::PersistedFile {
                     path: root_display(&self.parquet_root),
@@ -569,15 +580,10 @@ impl Shard {
             let mut aggregator = aggregate::Aggregator::new(aggregate.clone(), held.clone());
             if !loads.is_empty() {
                 let root = self.parquet_root.clone();
+                let cache = self.file_cache.clone();
                 let fed = crate::blocking::run(move || -> Result<_, ScanError> {
-                    for (_, path, load) in loads {
-                        let table = parquet_files::load_table(&root.join(&path), &load).map_err(
-                            |error| ScanError::PersistedFile {
-                                path: path.clone(),
-                                error: error.to_string(),
-                            },
-                        )?;
-                        aggregator.feed(&table)?;
+                    for load in loads {
+                        aggregator.feed(&*load.read(&root, &cache)?)?;
                     }
                     Ok(aggregator)
                 })
@@ -606,10 +612,7 @@ impl Shard {
     }
 
     /// The files a request reads, oldest first, with what to read of each.
-    fn files_to_load(
-        &self,
-        request: &ScanRequest,
-    ) -> Result<Vec<(String, String, LoadRequest)>, ScanError> {
+    fn files_to_load(&self, request: &ScanRequest) -> Result<Vec<FileLoad>, ScanError> {
         let files = self.files.borrow();
         match request {
             ScanRequest::Rows(rows) => {
@@ -644,7 +647,7 @@ impl Shard {
                 }
                 Ok(chosen
                     .into_iter()
-                    .map(|f| (f.table.clone(), f.path.clone(), self.load_for(f, &load)))
+                    .map(|f| self.load_for(f, &load))
                     .collect())
             }
             ScanRequest::Aggregate(aggregate) => {
@@ -663,7 +666,7 @@ impl Shard {
                             && f.time_max_ns >= aggregate.time_min_ns
                             && f.time_min_ns <= aggregate.time_max_ns
                     })
-                    .map(|f| (f.table.clone(), f.path.clone(), self.load_for(f, &load)))
+                    .map(|f| self.load_for(f, &load))
                     .collect())
             }
             ScanRequest::Schema(schema) => {
@@ -680,20 +683,33 @@ impl Shard {
                             && schema.measurements.matches(&f.table)
                             && f.time_max_ns >= schema.time_min_ns
                     })
-                    .map(|f| (f.table.clone(), f.path.clone(), self.load_for(f, &load)))
+                    .map(|f| self.load_for(f, &load))
                     .collect())
             }
         }
     }
 
     /// What to read of `file`: a file written under another shard count
-    /// holds series other shards own now; only this shard's are kept.
-    fn load_for(&self, file: &FileEntry, load: &LoadRequest) -> LoadRequest {
-        let mut load = load.clone();
+    /// holds series other shards own now; only this shard's are kept. A
+    /// file entirely inside the time range is read whole (the same rows:
+    /// no row group would be left out), which the file cache keeps.
+    fn load_for(&self, file: &FileEntry, load: &LoadRequest) -> FileLoad {
+        let mut request = load.clone();
         if file.shard_count as usize != self.count {
-            load.owner = Some((self.id, self.count));
+            request.owner = Some((self.id, self.count));
         }
-        load
+        let whole_file =
+            file.time_min_ns >= load.time_min_ns && file.time_max_ns <= load.time_max_ns;
+        if whole_file {
+            request.time_min_ns = i64::MIN;
+            request.time_max_ns = i64::MAX;
+        }
+        FileLoad {
+            table: file.table.clone(),
+            path: file.path.clone(),
+            request,
+            whole_file,
+        }
     }
 
     /// Records a snapshot in the manifest: through the owner's lock, the
@@ -855,6 +871,8 @@ impl Shard {
         if files.len() != before {
             self.files_version.set(self.files_version.get() + 1);
         }
+        let paths: Vec<String> = paths.into_iter().map(str::to_string).collect();
+        self.file_cache.forget(&paths);
     }
 
     /// Drops the files whose rows all expired at `now_ns` from this
@@ -1055,6 +1073,7 @@ impl Shard {
 
     pub fn snapshot(&self) -> Snapshot {
         let stats = self.wal.stats();
+        let cache = self.file_cache.stats();
         let files = self.files.borrow();
         // Files another shard count wrote are listed by every shard: each
         // counts them once, by the shard that wrote them.
@@ -1083,6 +1102,9 @@ impl Shard {
                 persist_files_expired: self.persisting.files_expired.get(),
                 persist_compactions: self.persisting.compactions.get(),
                 persist_files_compacted: self.persisting.files_compacted.get(),
+                file_cache_bytes: cache.0 as u64,
+                file_cache_hits: cache.1,
+                file_cache_misses: cache.2,
                 persist_failures: self.persisting.failures.get(),
                 persist_rows: self.persisting.rows.get(),
                 wal_pending_bytes: stats.pending_bytes,
@@ -1304,20 +1326,41 @@ impl crate::query::QueryBackend for QueryService {
     }
 }
 
+/// One file a scan reads, and what of it.
+struct FileLoad {
+    table: String,
+    path: String,
+    request: LoadRequest,
+    /// The request covers the whole file (cacheable).
+    whole_file: bool,
+}
+
+impl FileLoad {
+    /// Reads it (blocking thread), through the shard's file cache.
+    fn read(
+        &self,
+        root: &std::path::Path,
+        cache: &FileCache,
+    ) -> Result<std::sync::Arc<crate::store::Table>, ScanError> {
+        cache
+            .load(root, &self.path, &self.request, self.whole_file)
+            .map_err(|error| ScanError::PersistedFile {
+                path: self.path.clone(),
+                error: error.to_string(),
+            })
+    }
+}
+
 /// Reads the files of one scan (blocking thread): per table, oldest first.
 fn load_files(
     root: &std::path::Path,
-    loads: Vec<(String, String, LoadRequest)>,
+    loads: Vec<FileLoad>,
+    cache: &FileCache,
 ) -> Result<Persisted, ScanError> {
     let mut persisted = Persisted::default();
-    for (table, path, load) in loads {
-        let loaded = parquet_files::load_table(&root.join(&path), &load).map_err(|error| {
-            ScanError::PersistedFile {
-                path: path.clone(),
-                error: error.to_string(),
-            }
-        })?;
-        persisted.tables.entry(table).or_default().push(loaded);
+    for load in loads {
+        let table = load.read(root, cache)?;
+        persisted.tables.entry(load.table).or_default().push(table);
     }
     Ok(persisted)
 }

@@ -107,3 +107,35 @@ fn aggregates_read_files_and_memory_beyond_the_row_limit() {
         response.text()
     );
 }
+
+/// Goal: a repeated query reads persisted files from the decoded-file
+/// cache (no decoding: hits counted) and answers the same; rows persisted
+/// later are in the next answer (the cache holds files, not answers).
+/// Method: real server, 50 ms snapshots; write, wait until persisted,
+/// query twice; write more, persist, query again.
+#[test]
+fn repeated_queries_read_decoded_files_from_the_cache() {
+    let dir = TempDir::new("file-cache");
+    let config = config_file(&dir, "[persist]\ninterval_ms = 50\n");
+    let args = ["--shards", "2", "--config", config.as_str()];
+    let server = Server::start_in(&dir.path.join("data"), &args);
+    let base = now_s() - 600;
+    write(&server, &lines(base, 0, 2_000, |i| i));
+    server.wait_persisted(2);
+    let q = "SELECT count(v), sum(v) FROM m";
+    let first = first_row(&server, q);
+    let hits = server.metric("ringest_query_file_cache_hits_total");
+    assert_eq!(first_row(&server, q), first);
+    assert!(
+        server.metric("ringest_query_file_cache_hits_total") > hits,
+        "the second query decoded its files again"
+    );
+    assert!(server.metric("ringest_query_file_cache_bytes") > 0);
+    let snapshots = server.metric("ringest_persist_snapshots_total");
+    write(&server, &lines(base, 2_000, 3_000, |i| i));
+    server.wait_persisted(snapshots + 1);
+    assert_eq!(
+        first_row(&server, q)[1..],
+        ["3000".to_string(), (3_000 * 2_999 / 2).to_string()]
+    );
+}

@@ -147,6 +147,7 @@
 //! data). A file the manifest names that is missing is logged at start and
 //! named in the error of any query that needs it; the rest is served.
 
+pub mod cache;
 pub mod compact;
 pub mod layout;
 pub mod manifest;

@@ -556,6 +556,11 @@ impl Table {
         self.sealed.iter().chain(std::iter::once(&self.active))
     }
 
+    /// Estimated bytes in memory (the store's accounting).
+    pub(crate) fn estimated_bytes(&self) -> usize {
+        table_bytes(self)
+    }
+
     /// A read-only table of several read-only tables' chunks, in their
     /// order (for a compaction: the oldest file first, so the newer file's
     /// rows win when written): one series dictionary, ids remapped.
@@ -952,7 +957,7 @@ pub struct Frozen {
 /// file first.
 #[derive(Debug, Default)]
 pub struct Persisted {
-    pub tables: BTreeMap<String, Vec<Table>>,
+    pub tables: BTreeMap<String, Vec<Arc<Table>>>,
 }
 
 /// Recomputed estimate for one table (used after drops).

@@ -24,7 +24,10 @@ impl<'a> Sources<'a> {
     pub(super) fn new(database: &str, persisted: &'a Persisted, store: &'a ShardStore) -> Self {
         let mut tables: BTreeMap<&'a str, Vec<&'a Table>> = BTreeMap::new();
         for (name, loaded) in &persisted.tables {
-            tables.entry(name.as_str()).or_default().extend(loaded);
+            tables
+                .entry(name.as_str())
+                .or_default()
+                .extend(loaded.iter().map(|t| &**t));
         }
         let frozen = store
             .frozen

@@ -512,7 +512,7 @@ fn parquet_round_trip_keeps_series_that_differ_by_an_absent_tag() {
             .tables
             .entry("cpu".into())
             .or_default()
-            .push(loaded);
+            .push(Arc::new(loaded));
     }
     let from_file = store(3)
         .scan_with(&ScanRequest::Rows(rows(&["v"])), &persisted)
@@ -523,4 +523,89 @@ fn parquet_round_trip_keeps_series_that_differ_by_an_absent_tag() {
     };
     assert_eq!(list.len(), series.len(), "one series per tag set");
     assert_eq!(from_file, memory);
+}
+
+/// Goal: the decoded-file cache serves a file's second read without
+/// decoding, keeps under its byte budget by dropping the least recently
+/// used file, never caches a partial (time-pruned) read, and forgets a
+/// file on request. Method: two real Parquet files; stats after each read.
+#[test]
+#[allow(clippy::disallowed_methods)] // a test's temporary directory
+fn file_cache_hits_evicts_and_forgets() {
+    use crate::persist::cache::FileCache;
+    use crate::persist::layout::SnapshotId;
+    use crate::persist::parquet::{write_table, LoadRequest};
+    let root = std::env::temp_dir().join(format!("ringest-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let mut paths = Vec::new();
+    for (sequence, table) in ["a", "b", "c"].into_iter().enumerate() {
+        let mut s = store(1000);
+        let points: Vec<_> = (0..500i64)
+            .map(|t| {
+                point(
+                    table,
+                    &[("host", "x")],
+                    vec![("v", FieldValue::Integer(t))],
+                    t,
+                )
+            })
+            .collect();
+        apply(&mut s, &points);
+        let frozen = s.freeze().expect("rows");
+        let id = SnapshotId {
+            generation: 1,
+            sequence: sequence as u64 + 1,
+            shard: 0,
+            attempt: 0,
+            compaction: 0,
+        };
+        let written = write_table(
+            &root,
+            id,
+            "db",
+            table,
+            &frozen.databases["db"].tables[table],
+            None,
+        )
+        .expect("write");
+        paths.push(written[0].path.to_string_lossy().to_string());
+    }
+    let all = LoadRequest {
+        fields: None,
+        time_min_ns: i64::MIN,
+        time_max_ns: i64::MAX,
+        owner: None,
+    };
+    let one = FileCache::new(usize::MAX)
+        .load(&root, &paths[0], &all, true)
+        .expect("load");
+    // Room for two decoded files (the three are the same size).
+    let budget = one.estimated_bytes() * 2 + 1;
+    let cache = FileCache::new(budget);
+    let first = cache.load(&root, &paths[0], &all, true).expect("load");
+    let again = cache.load(&root, &paths[0], &all, true).expect("load");
+    assert!(
+        Arc::ptr_eq(&first, &again),
+        "the second read is the cached table"
+    );
+    assert_eq!(cache.stats().1, 1, "one hit");
+    cache.load(&root, &paths[1], &all, true).expect("load");
+    cache.load(&root, &paths[2], &all, true).expect("load");
+    cache.load(&root, &paths[0], &all, true).expect("load");
+    let (bytes, hits, misses) = cache.stats();
+    assert_eq!(
+        (hits, misses),
+        (1, 4),
+        "c pushed a out, so a was decoded again"
+    );
+    assert!(bytes <= budget);
+    cache.load(&root, &paths[2], &all, true).expect("load");
+    assert_eq!(cache.stats().1, 2, "c stayed (b was older)");
+    // A time-pruned read is not cached.
+    cache.load(&root, &paths[1], &all, false).expect("load");
+    assert_eq!(cache.stats(), (bytes, 2, 4));
+    cache.forget(&paths[2..]);
+    cache.load(&root, &paths[2], &all, true).expect("load");
+    assert_eq!(cache.stats().2, 5, "forgotten: decoded again");
+    let _ = std::fs::remove_dir_all(&root);
 }
