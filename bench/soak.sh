@@ -42,6 +42,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 LOG_NAME=soak
+# Read before lib.sh is sourced: it declares VERIFY as its own table (the
+# verify mode per system), which would hide this variable.
+VERIFY_AFTER_RESTART=${VERIFY:-1}
 # shellcheck source=bench/lib.sh
 source "$repo/bench/lib.sh"
 
@@ -151,7 +154,7 @@ rss_after=$(awk '/^VmRSS:/ { printf "%.1f MiB", $2 / 1024 }' "/proc/$server_pid/
 
 # --- 4. every acknowledged point read back ------------------------------------------------------
 verify_rc=0
-if [[ "${VERIFY:-1}" == 0 ]]; then
+if [[ "$VERIFY_AFTER_RESTART" == 0 ]]; then
   # Reading back hundreds of millions of points through /query takes hours
   # (issue 19); the crash and persistence tests prove durability instead.
   echo "verify: not run (VERIFY=0)" >"$work/verify.out"

@@ -165,6 +165,9 @@ pub struct PersistConfig {
     pub interval_ms: u64,
     /// ... and as soon as its live rows take this many bytes of memory.
     pub store_bytes_trigger: usize,
+    /// ... and as soon as its WAL grew by this many bytes since its last
+    /// snapshot began: bounds what a restart after a crash replays.
+    pub wal_bytes_trigger: u64,
     /// A shard merges a run of at least this many small Parquet files of one
     /// database, table and day into one (0: never; see `crate::persist`).
     pub compact_files: usize,
@@ -323,6 +326,7 @@ impl Default for PersistConfig {
             enabled: true,
             interval_ms: 10_000,
             store_bytes_trigger: 256 * MIB,
+            wal_bytes_trigger: 256 * MIB as u64,
             compact_files: 8,
             compact_rows_max: 2 * 1024 * 1024,
         }
@@ -644,6 +648,16 @@ impl Config {
                 "must be at least 1 MiB and at most half of store.memory_bytes_max ({}), so \
                  writes go on while a snapshot is persisted",
                 self.store.memory_bytes_max
+            ),
+        );
+        check(
+            self.persist.wal_bytes_trigger >= MIB as u64
+                && self.persist.wal_bytes_trigger <= self.wal.wal_bytes_max / 2,
+            "persist.wal_bytes_trigger",
+            format!(
+                "must be at least 1 MiB and at most half of wal.wal_bytes_max ({}), so \
+                 writes go on while a snapshot is persisted",
+                self.wal.wal_bytes_max
             ),
         );
         check(

@@ -523,6 +523,12 @@ impl<S: Storage> Wal<S> {
         state.stats.wal_bytes = state.wal_bytes;
     }
 
+    /// Record bytes appended so far in this run (`WalStats::record_bytes`,
+    /// without cloning the histograms).
+    pub fn appended_bytes(&self) -> u64 {
+        self.state().borrow().stats.record_bytes
+    }
+
     /// This log's directory and generation.
     pub fn location(&self) -> (PathBuf, u64) {
         let state = self.state().borrow();

@@ -3,9 +3,12 @@
 //! [`crate::persist`]).
 //!
 //! A snapshot is due every `persist.interval_ms` while the shard holds new
-//! rows, as soon as its live rows pass `persist.store_bytes_trigger`, once
-//! after start (to persist what was replayed, so the WAL of earlier runs
-//! can go), and at shutdown. One snapshot runs at a time per shard. The
+//! rows, as soon as its live rows pass `persist.store_bytes_trigger` (a
+//! bound on memory) or its WAL grew by `persist.wal_bytes_trigger` since
+//! the last snapshot began (a bound on what a restart after a crash
+//! replays: the WAL written since the last recorded snapshot, read and
+//! applied before the shard is ready), once after start (to persist what
+//! was replayed, so the WAL of earlier runs can go), and at shutdown. One snapshot runs at a time per shard. The
 //! freeze is synchronous on the shard; encoding and file I/O run on a
 //! blocking thread, so ingest goes on meanwhile; the commit goes to the
 //! catalog owner; only after it returns do rows leave memory and segments
@@ -149,8 +152,10 @@ async fn run(shard: Rc<Shard>) {
             let store = shard.store.borrow();
             let live = store.live_bytes();
             let waited = crate::clock::monotonic() - shard.persisting.last_started.get();
+            let wal_grown = shard.wal.appended_bytes() - shard.persisting.wal_bytes_at_start.get();
             !shard.persisting.replay_persisted.get()
                 || live >= shard.config.persist.store_bytes_trigger
+                || (wal_grown >= shard.config.persist.wal_bytes_trigger && live > 0)
                 || (waited >= interval && (live > 0 || !store.frozen().is_empty()))
         };
         if due {
@@ -256,6 +261,10 @@ pub async fn snapshot(shard: &Rc<Shard>, before_shutdown: bool) -> Result<(), St
         .map_err(|_| "persister closed".to_string())?;
     let started = crate::clock::monotonic();
     shard.persisting.last_started.set(started);
+    shard
+        .persisting
+        .wal_bytes_at_start
+        .set(shard.wal.appended_bytes());
     // Step 1 (synchronous): freeze; the frozen rows hold every record up
     // to `through` of this run, and what was replayed.
     let (frozen, through) = {

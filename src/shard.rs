@@ -148,6 +148,9 @@ pub struct PersistState {
     pub rows: Cell<u64>,
     pub last_duration_us: Cell<u64>,
     pub last_started: Cell<Instant>,
+    /// [`Wal::appended_bytes`] when the last snapshot began: what a crash
+    /// now would replay is at least the WAL appended since.
+    pub wal_bytes_at_start: Cell<u64>,
 }
 
 impl Shard {
@@ -193,6 +196,7 @@ impl Shard {
                 rows: Cell::new(0),
                 last_duration_us: Cell::new(0),
                 last_started: Cell::new(crate::clock::monotonic()),
+                wal_bytes_at_start: Cell::new(0),
             },
             unhealthy: RefCell::new(None),
             started_ns: crate::clock::now_ns(),

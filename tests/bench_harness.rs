@@ -675,6 +675,7 @@ fn soak_script_runs_at_tiny_size() {
         .env("RUST_LOG", "warn")
         .env_remove("QUICK")
         .env_remove("RATE")
+        .env_remove("VERIFY")
         .output()
         .expect("run bench/soak.sh");
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));

@@ -346,6 +346,54 @@ fn wal_is_truncated_behind_persisted_rows() {
     assert_eq!(stored(&server, "w").len() as u64, written + 10);
 }
 
+/// Goal: a shard snapshots once its WAL grew by `persist.wal_bytes_trigger`
+/// since its last snapshot began, though neither the interval nor the
+/// store trigger is due: what a restart after a crash replays stays
+/// bounded by it. Method: interval 10 min, store trigger 256 MiB (far
+/// away), WAL trigger 1 MiB; after each shard's first snapshot, write ~8
+/// MiB of WAL in small requests; poll (bounded) until both shards persisted
+/// rows, and every point reads back.
+#[test]
+fn wal_growth_triggers_a_snapshot() {
+    let dir = TempDir::new("persist-wal-trigger");
+    let data = dir.path.join("data");
+    let config = config_file(
+        &dir,
+        "[persist]\ninterval_ms = 600000\nwal_bytes_trigger = 1048576\n",
+    );
+    let server = Server::start_in(&data, &["--shards", "2", "--config", &config]);
+    // Each shard's first snapshot (of what it replayed: nothing) comes
+    // right after start; rows written before it would ride along.
+    server.wait_persisted(2);
+    assert_eq!(server.metric("ringest_persist_rows_total"), 0);
+    let mut written = 0;
+    while server.metric("ringest_wal_bytes_total") < 8 << 20 {
+        write_ok(&server, "t", &lines(written, 2000, 17));
+        written += 2000;
+        assert!(written < 2_000_000, "the WAL does not grow");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let persisted_by_both = || {
+        let text = server.request("GET", "/metrics", &[], b"").text();
+        let rows: Vec<u64> = text
+            .lines()
+            .filter(|l| l.starts_with("ringest_persist_rows_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        rows.len() == 2 && rows.iter().all(|r| *r > 0)
+    };
+    while !persisted_by_both() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshot after {} WAL bytes",
+            server.metric("ringest_wal_bytes_total")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(server.metric("ringest_store_bytes") < 256 << 20);
+    assert_eq!(stored(&server, "t").len() as u64, written);
+}
+
 /// Goal: database, table and tag names that are not safe path components
 /// never leave the Parquet directory, and their rows read back. Method:
 /// measurements `../../escape`, `a/b=c%`, `.`; SIGTERM; every file is under

@@ -575,7 +575,12 @@ pub fn load_table(path: &Path, request: &LoadRequest) -> Result<Table, ParquetEr
     }
     chunk.time_min_ns = chunk.times.iter().copied().min().unwrap_or(0);
     chunk.time_max_ns = chunk.times.iter().copied().max().unwrap_or(0);
-    Ok(Table::loaded(series, field_types, chunk))
+    Ok(Table::loaded(
+        series,
+        field_types,
+        chunk,
+        request.owner.is_some(),
+    ))
 }
 
 /// The measurement of a file, from its `table=` directory.

@@ -37,6 +37,7 @@ impl ShardStore {
         let mut rows_dropped = 0;
         let mut bytes_freed = 0;
         for table in db.tables.values_mut() {
+            let dropped_before = rows_dropped;
             table.sealed.retain(|chunk| {
                 let expired = chunk.len() > 0 && chunk.time_max_ns < cutoff_ns;
                 if expired {
@@ -50,6 +51,9 @@ impl ShardStore {
                 let before = chunk_bytes(active);
                 rows_dropped += drop_rows_before(active, cutoff_ns);
                 bytes_freed += before - chunk_bytes(active);
+            }
+            if rows_dropped > dropped_before {
+                table.rows_dropped = true;
             }
         }
         db.tables.retain(|_, table| {

@@ -528,15 +528,23 @@ pub struct Table {
     field_slots: Vec<u32>,
     pub(crate) sealed: Vec<Chunk>,
     pub(crate) active: Chunk,
+    /// Rows were dropped (expired, or, loaded from a file, owned by another
+    /// shard): a series of the dictionary may have no row left. While
+    /// false, every series has at least one (a series enters the
+    /// dictionary with its first row), which spares schema scans a pass
+    /// over the rows.
+    pub(crate) rows_dropped: bool,
 }
 
 impl Table {
     /// A read-only table of one chunk (rows loaded from a Parquet file):
-    /// `series` are the chunk's series ids' tags.
+    /// `series` are the chunk's series ids' tags; `rows_dropped` when the
+    /// chunk lost rows of some of them (see the field).
     pub(crate) fn loaded(
         series: Vec<Vec<(String, String)>>,
         field_types: BTreeMap<String, FieldType>,
         chunk: Chunk,
+        rows_dropped: bool,
     ) -> Table {
         let tag_keys = series
             .iter()
@@ -547,6 +555,7 @@ impl Table {
             tag_keys,
             field_types,
             sealed: vec![chunk],
+            rows_dropped,
             ..Table::default()
         }
     }

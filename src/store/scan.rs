@@ -78,7 +78,13 @@ pub(super) fn schema(
                 continue;
             }
             let live = series_with_rows_since(table, request.time_min_ns);
-            for (tags, _) in table.series.iter().zip(&live).filter(|(_, live)| **live) {
+            let series_live = table
+                .series
+                .iter()
+                .enumerate()
+                .filter(|(id, _)| live.as_ref().is_none_or(|live| live[*id]))
+                .map(|(_, tags)| tags);
+            for tags in series_live {
                 if filtered && !request.tag_filter.matches(tags) {
                     continue;
                 }
@@ -122,9 +128,17 @@ fn holds_rows_since(table: &Table, time_min_ns: i64) -> bool {
 
 /// Per series id of `table`: does the series hold a row at or after
 /// `time_min_ns`? The dictionary keeps series whose rows were all dropped
-/// (expired) or are all older, so it alone cannot say. One pass over the
-/// series column of the chunks that reach `time_min_ns`.
-fn series_with_rows_since(table: &Table, time_min_ns: i64) -> Vec<bool> {
+/// (expired) or are all older, so it alone cannot say: one pass over the
+/// series column of the chunks that reach `time_min_ns`. `None` (every
+/// series does) without that pass when no row was dropped and none is
+/// older: the common case while retention has not reached the table.
+fn series_with_rows_since(table: &Table, time_min_ns: i64) -> Option<Vec<bool>> {
+    let all_recent = table
+        .chunks()
+        .all(|chunk| chunk.len() == 0 || chunk.time_min_ns >= time_min_ns);
+    if all_recent && !table.rows_dropped {
+        return None;
+    }
     let mut live = vec![false; table.series.len()];
     for chunk in table.chunks() {
         if chunk.len() == 0 || chunk.time_max_ns < time_min_ns {
@@ -140,7 +154,7 @@ fn series_with_rows_since(table: &Table, time_min_ns: i64) -> Vec<bool> {
             }
         }
     }
-    live
+    Some(live)
 }
 
 pub(super) fn rows(
