@@ -6,10 +6,12 @@
 //! Ownership: [`layout`] names every file (and escapes names so none can
 //! leave its directory), [`parquet`] turns frozen tables into Parquet files
 //! and files back into tables for scans, [`manifest`] is the persisted
-//! catalog (its format, atomic rewrite, the replay rule), [`snapshot`] is
-//! the per-shard loop that freezes, encodes, commits and truncates. The
-//! cross-core messages travel in [`crate::route`]; the catalog owner
-//! (shard 0) writes the manifest.
+//! catalog (its format, atomic rewrite, the replay rule), [`compact`]
+//! chooses and merges runs of small files, [`cache`] keeps decoded files
+//! for later scans. The per-shard loop that freezes, encodes, commits,
+//! truncates, compacts and expires is [`crate::persister`]; the cross-core
+//! messages travel in [`crate::route`]; the catalog owner (shard 0) writes
+//! the manifest.
 //!
 //! # Layout
 //!
@@ -152,4 +154,3 @@ pub mod compact;
 pub mod layout;
 pub mod manifest;
 pub mod parquet;
-pub mod snapshot;
