@@ -142,10 +142,15 @@ enum Command {
     QueryReport {
         #[arg(long)]
         csv: PathBuf,
-        /// Systems the others' times are divided by and whose answers are the
-        /// reference (repeatable; default: every system named ringest*).
+        /// `OTHER:BASELINE`: a ratio column of OTHER's median times ÷
+        /// BASELINE's (repeatable; default: every system not named ringest*
+        /// against every one that is).
+        #[arg(long, value_parser = ratio_pair)]
+        ratio: Vec<(String, String)>,
+        /// The system whose answers the others' are compared with (default:
+        /// the first one named ringest*).
         #[arg(long)]
-        baseline: Vec<String>,
+        reference: Option<String>,
     },
     /// Serve the built-in reference server until killed.
     Discard {
@@ -367,10 +372,14 @@ fn main() -> ExitCode {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => fail(format!("query: {e}")),
         },
-        Command::QueryReport { csv, baseline } => match query::read_csv(&csv) {
+        Command::QueryReport {
+            csv,
+            ratio,
+            reference,
+        } => match query::read_csv(&csv) {
             Ok(records) if records.is_empty() => fail(format!("{}: no query rows", csv.display())),
             Ok(records) => {
-                print!("{}", query::report(&records, &baseline));
+                print!("{}", query::report(&records, &ratio, reference.as_deref()));
                 ExitCode::SUCCESS
             }
             Err(e) => fail(format!("cannot read {}: {e}", csv.display())),
@@ -573,6 +582,16 @@ fn write_head_prefix(
         target.authority,
         if gzip { "Content-Encoding: gzip\r\n" } else { "" }
     )
+}
+
+/// `OTHER:BASELINE` of `query-report --ratio`.
+fn ratio_pair(text: &str) -> Result<(String, String), String> {
+    match text.split_once(':') {
+        Some((other, baseline)) if !other.is_empty() && !baseline.is_empty() => {
+            Ok((other.to_string(), baseline.to_string()))
+        }
+        _ => Err("expected OTHER:BASELINE (two system names)".to_string()),
+    }
 }
 
 /// Sends `CREATE DATABASE "<db>"` (InfluxDB 1.x needs it before writes).

@@ -954,6 +954,19 @@ fn rate(value: f64) -> String {
     format!("{scaled:.digits$}{unit}")
 }
 
+/// A ratio in a few digits; small ones as `1/N×`.
+fn ratio_text(ratio: f64) -> String {
+    if !ratio.is_finite() || ratio <= 0.0 {
+        "–".to_string()
+    } else if ratio < 0.1 {
+        format!("1/{:.0}×", 1.0 / ratio)
+    } else if ratio < 10.0 {
+        format!("{ratio:.2}×")
+    } else {
+        format!("{ratio:.1}×")
+    }
+}
+
 fn milliseconds(value: f64) -> String {
     if value >= 100.0 {
         format!("{value:.0}")
@@ -1016,25 +1029,39 @@ pub fn table(label: &str, records: &[QueryRecord]) -> String {
 }
 
 /// `ringest-bench query-report`: the runs of one CSV side by side.
-/// `baselines` are the systems the others' times are divided by (default:
-/// every system whose name starts with `ringest`); answers are compared
-/// with the first of them.
-pub fn report(records: &[QueryRecord], baselines: &[String]) -> String {
+/// `ratios` are (other, baseline) pairs whose median times are divided
+/// (default: every system not named ringest* by every one that is);
+/// answers are compared with `reference`'s (default: the first ringest*
+/// system, else the first).
+pub fn report(
+    records: &[QueryRecord],
+    ratios: &[(String, String)],
+    reference: Option<&str>,
+) -> String {
     let mut systems: Vec<&str> = Vec::new();
     for r in records {
         if !systems.contains(&r.system.as_str()) {
             systems.push(&r.system);
         }
     }
-    let baselines: Vec<&str> = if baselines.is_empty() {
-        systems
-            .iter()
-            .copied()
-            .filter(|s| s.starts_with("ringest"))
-            .collect()
+    let ours = |s: &str| s.starts_with("ringest");
+    let pairs: Vec<(&str, &str)> = if ratios.is_empty() {
+        let mut pairs = Vec::new();
+        for other in systems.iter().filter(|s| !ours(s)) {
+            for baseline in systems.iter().filter(|s| ours(s)) {
+                pairs.push((*other, *baseline));
+            }
+        }
+        pairs
     } else {
-        baselines.iter().map(String::as_str).collect()
+        ratios
+            .iter()
+            .map(|(o, b)| (o.as_str(), b.as_str()))
+            .collect()
     };
+    let reference = reference
+        .or_else(|| systems.iter().copied().find(|s| ours(s)))
+        .or_else(|| systems.first().copied());
     // The last record of each (system, query).
     let find = |system: &str, query: &str| -> Option<&QueryRecord> {
         records
@@ -1042,24 +1069,13 @@ pub fn report(records: &[QueryRecord], baselines: &[String]) -> String {
             .rev()
             .find(|r| r.system == system && r.query == query)
     };
-    let others: Vec<&str> = systems
-        .iter()
-        .copied()
-        .filter(|s| !baselines.contains(s))
-        .collect();
     let mut out = String::new();
-    let _ = writeln!(out, "Median wall time of each query (ms) and rows scanned/s per core; in brackets the server's CPU seconds per run. A ratio is the other system's median time ÷ the baseline's (above 1: the baseline is faster).\n");
+    let _ = writeln!(out, "Median wall time of each query, rows scanned/s per core, and in brackets the server's CPU seconds per run.\n");
     let mut header = String::from("| query |");
     let mut rule = String::from("|---|");
     for system in &systems {
         let _ = write!(header, " {system} |");
         rule.push_str("---|");
-    }
-    for other in &others {
-        for baseline in &baselines {
-            let _ = write!(header, " {other} ÷ {baseline} |");
-            rule.push_str("---|");
-        }
     }
     let _ = writeln!(out, "{header}\n{rule}");
     for spec in QUERIES.iter() {
@@ -1082,41 +1098,58 @@ pub fn report(records: &[QueryRecord], baselines: &[String]) -> String {
                 None => line.push_str(" – |"),
             }
         }
-        for other in &others {
-            for baseline in &baselines {
+        let _ = writeln!(out, "{line}");
+    }
+    if !pairs.is_empty() {
+        let _ = writeln!(out, "\nRatios: the first system's median wall time ÷ the second's, and in brackets the same for server CPU seconds per run (above 1: the second is faster; below 0.1 written 1/N×: the second is N times slower). CPU n/a: a server used less than its clock tick (10 ms) over the runs.\n");
+        let mut header = String::from("| query |");
+        let mut rule = String::from("|---|");
+        for (other, baseline) in &pairs {
+            let _ = write!(header, " {other} ÷ {baseline} |");
+            rule.push_str("---|");
+        }
+        let _ = writeln!(out, "{header}\n{rule}");
+        for spec in QUERIES.iter() {
+            let mut line = format!("| {} |", spec.id);
+            for (other, baseline) in &pairs {
                 let ratio = match (find(other, spec.id), find(baseline, spec.id)) {
                     (Some(o), Some(b))
                         if o.digest.error.is_none()
                             && b.digest.error.is_none()
                             && b.median_ms > 0.0 =>
                     {
-                        format!("{:.2}×", o.median_ms / b.median_ms)
+                        let cpu = if o.server_cpu_s > 0.0 && b.server_cpu_s > 0.0 {
+                            format!(" ({})", ratio_text(o.server_cpu_s / b.server_cpu_s))
+                        } else {
+                            " (CPU n/a)".to_string()
+                        };
+                        format!("{}{cpu}", ratio_text(o.median_ms / b.median_ms))
                     }
                     _ => "–".to_string(),
                 };
                 let _ = write!(line, " {ratio} |");
             }
+            let _ = writeln!(out, "{line}");
         }
-        let _ = writeln!(out, "{line}");
     }
     let _ = writeln!(
         out,
         "\nAnswers (time column left out), and whether each agrees with {}'s:\n",
-        baselines.first().copied().unwrap_or("–")
+        reference.unwrap_or("–")
     );
     let _ = writeln!(
         out,
         "| query | system | points in range | answer | agrees |\n|---|---|---|---|---|"
     );
     for spec in QUERIES.iter() {
-        let reference = baselines.first().and_then(|b| find(b, spec.id));
+        let expected = reference.and_then(|system| find(system, spec.id));
         for system in &systems {
             let Some(r) = find(system, spec.id) else {
                 continue;
             };
-            let agrees = match reference {
-                Some(reference) if reference.system != r.system => {
-                    agreement(spec, &reference.digest, &r.digest).word()
+            let agrees = match expected {
+                Some(expected) if expected.system != r.system => {
+                    agreement(spec, &expected.digest, &r.digest).word()
                 }
                 Some(_) => "(reference)",
                 None => "–",
