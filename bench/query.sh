@@ -16,11 +16,15 @@
 #      what the last snapshot has not yet persisted is still in memory, and the persister may
 #      be at work); then again after every row is in Parquet (`ringest_store_bytes` 0) and
 #      the server's CPU went quiet ("ringest-persisted"); the server is stopped;
-#   4. InfluxDB 1.6.7 (its defaults; `CREATE DATABASE` first) on a fresh temporary directory:
+#   4. ringest with persistence off ("ringest-memory", `[persist] enabled = false`, otherwise
+#      the same), the same load and queries: every row in memory, which the default profile
+#      never keeps for long (it snapshots at 256 MiB of rows or every 10 s, so most rows are in
+#      Parquet before the fresh runs end); the server is stopped;
+#   5. InfluxDB 1.6.7 (its defaults; `CREATE DATABASE` first) on a fresh temporary directory:
 #      the same load and queries ("influxdb"), then again once its CPU went quiet, i.e.
 #      its compactions are done ("influxdb-settled"); the server is stopped;
-#   5. `ringest-bench query-report`: both side by side, ratios of InfluxDB's median times to
-#      ringest's, and whether each answer agrees with ringest-fresh's (exactly, or in shape
+#   6. `ringest-bench query-report`: all side by side; ratios of InfluxDB's median times (and
+#      CPU seconds) to ringest's: fresh ÷ fresh, settled ÷ persisted, settled ÷ memory; and whether each answer agrees with ringest-fresh's (exactly, or in shape
 #      for the now()-relative queries, whose values move with the time they are asked);
 #      writes bench/results/<machine>/<date>-query.csv and .md (settings, the tables, every
 #      command).
@@ -31,7 +35,7 @@
 # that must agree did not; 1 a server did not start, a load failed or a query failed.
 #
 # Knobs (environment): POINTS (10000000), SERIES (100), STEP_MS (1000), REPEAT (5), LINES
-# (1000), CONNECTIONS (8), SYSTEMS ("ringest influxdb"), MACHINE (hostname-Nc), RESULTS_DIR
+# (1000), CONNECTIONS (8), SYSTEMS ("ringest ringest-memory influxdb"), MACHINE (hostname-Nc), RESULTS_DIR
 # (bench/results/<machine>), RINGEST and BENCH (prebuilt binaries: no build;
 # tests/bench_harness.rs runs this script at tiny size so), QUICK (POINTS=20000 REPEAT=1).
 set -euo pipefail
@@ -48,7 +52,7 @@ STEP_MS=${STEP_MS:-1000}
 REPEAT=${REPEAT:-5}
 LINES=${LINES:-1000}
 CONNECTIONS=${CONNECTIONS:-8}
-SYSTEMS=${SYSTEMS:-"ringest influxdb"}
+SYSTEMS=${SYSTEMS:-"ringest ringest-memory influxdb"}
 MACHINE=${MACHINE:-$(hostname -s 2>/dev/null || echo machine)-$(nproc)c}
 if [[ -n "${QUICK:-}" ]]; then
   POINTS=20000 REPEAT=1
@@ -112,6 +116,15 @@ for system in $SYSTEMS; do
       query ringest-persisted --load-points 0 --wait-persisted --settle
       measured+=(ringest-fresh ringest-persisted)
       ;;
+    ringest-memory)
+      log "ringest-memory: persistence off, load $POINTS points, then the queries"
+      printf '[persist]\nenabled = false\n' >"$dir/memory.toml"
+      start_ringest_with "$dir" --profile default --config "$dir/memory.toml" \
+        --retention-default-period inf || exit 1
+      echo "ringest serve --profile default --config <[persist] enabled = false> --retention-default-period inf --data-dir <fresh>" >>"$commands"
+      query ringest-memory --load-points "$POINTS"
+      measured+=(ringest-memory)
+      ;;
     influxdb)
       log "influxdb: load $POINTS points, then the queries; again once its CPU is quiet"
       start_influxdb "$dir" || { log "influxd did not start; its stderr ends with:"; tail -5 "$dir/stderr" >&2; exit 1; }
@@ -121,7 +134,7 @@ for system in $SYSTEMS; do
       measured+=(influxdb influxdb-settled)
       ;;
     *)
-      log "unknown system $system (known: ringest influxdb)"
+      log "unknown system $system (known: ringest ringest-memory influxdb)"
       exit 1
       ;;
   esac
@@ -132,7 +145,14 @@ done
 # --- report ---------------------------------------------------------------------------------
 influx_version=$(influxd version 2>/dev/null | head -1 || echo "not installed")
 report_rc=0
-"$BENCH" query-report --csv "$csv" >"$work/report.md" 2>&1 || report_rc=$?
+# Each InfluxDB state against the ringest state it resembles (of those measured).
+ratios=()
+for pair in influxdb:ringest-fresh influxdb-settled:ringest-persisted influxdb-settled:ringest-memory; do
+  if [[ " ${measured[*]} " == *" ${pair%%:*} "* && " ${measured[*]} " == *" ${pair##*:} "* ]]; then
+    ratios+=(--ratio "$pair")
+  fi
+done
+"$BENCH" query-report --csv "$csv" "${ratios[@]}" >"$work/report.md" 2>&1 || report_rc=$?
 {
   echo "# ringest query benchmark, $stamp"
   echo
