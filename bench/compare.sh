@@ -73,40 +73,10 @@ vm_version=$(dpkg-query -W -f='${Version}' victoria-metrics 2>/dev/null || echo 
 build_binaries
 start_work
 
-# start_<system> DIR: starts the server in the background, sets server_pid and url; 1 if unavailable.
+# start_<system> DIR: starts the server in the background, sets server_pid and url; 1 if unavailable
+# (start_influxdb is in lib.sh: bench/query.sh starts it too).
 start_ringest() { start_ringest_with "$1" --shards "$(nproc)"; }
 start_ringest-1shard() { start_ringest_with "$1" --shards 1; }
-
-start_influxdb() {
-  local dir=$1 http rpc
-  http=$("$BENCH" free-port); rpc=$("$BENCH" free-port)
-  # Defaults everywhere except paths, loopback ports, and the noise we turn off
-  # (usage reporting, the self-monitoring database, per-request access log).
-  cat >"$dir/influxdb.conf" <<EOF
-reporting-disabled = true
-bind-address = "127.0.0.1:$rpc"
-[meta]
-  dir = "$dir/meta"
-[data]
-  dir = "$dir/data"
-  wal-dir = "$dir/wal"
-  wal-fsync-delay = "0s"
-  query-log-enabled = false
-[http]
-  bind-address = "127.0.0.1:$http"
-  log-enabled = false
-[monitor]
-  store-enabled = false
-[logging]
-  level = "warn"
-[continuous_queries]
-  enabled = false
-EOF
-  influxd -config "$dir/influxdb.conf" >"$dir/stdout" 2>"$dir/stderr" &
-  server_pid=$!
-  url="http://127.0.0.1:$http"
-  "$BENCH" wait --url "$url" --path /ping --timeout 30 >/dev/null || { stop_server; return 1; }
-}
 
 start_victoria-metrics() {
   local dir=$1 port

@@ -9,6 +9,7 @@
 #   build_binaries        sets RINGEST and BENCH (release build unless both are given)
 #   start_work            temporary work dir; everything started is stopped on exit
 #   start_ringest_with DIR ARGS...   `ringest serve` on 127.0.0.1 (sets server_pid, url)
+#   start_influxdb DIR    `influxd` 1.x with its defaults on 127.0.0.1 (sets server_pid, url)
 #   bench SYSTEM ROUND DB ARGS...    one ringest-bench run, appended to $csv
 #   stop_server
 # Counters the caller reads at the end: failures (runs that found acknowledged points
@@ -74,6 +75,39 @@ start_ringest_with() {
   tail -5 "$dir/stderr" | sed 's/^/    /' >&2
   stop_server
   return 1
+}
+
+# start_influxdb DIR: influxd (1.6.7 from Debian) on free loopback ports with every file under
+# DIR; waits until /ping answers. 1 if it did not get there.
+start_influxdb() {
+  local dir=$1 http rpc
+  http=$("$BENCH" free-port); rpc=$("$BENCH" free-port)
+  # Defaults everywhere except paths, loopback ports, and the noise we turn off
+  # (usage reporting, the self-monitoring database, per-request access log).
+  cat >"$dir/influxdb.conf" <<EOF
+reporting-disabled = true
+bind-address = "127.0.0.1:$rpc"
+[meta]
+  dir = "$dir/meta"
+[data]
+  dir = "$dir/data"
+  wal-dir = "$dir/wal"
+  wal-fsync-delay = "0s"
+  query-log-enabled = false
+[http]
+  bind-address = "127.0.0.1:$http"
+  log-enabled = false
+[monitor]
+  store-enabled = false
+[logging]
+  level = "warn"
+[continuous_queries]
+  enabled = false
+EOF
+  influxd -config "$dir/influxdb.conf" >"$dir/stdout" 2>"$dir/stderr" &
+  server_pid=$!
+  url="http://127.0.0.1:$http"
+  "$BENCH" wait --url "$url" --path /ping --timeout 30 >/dev/null || { stop_server; return 1; }
 }
 
 # bench SYSTEM ROUND DB ARGS...: one ringest-bench run against $url, logged to $commands

@@ -4,11 +4,12 @@
 //! reference server: `internal:discard` stores nothing, `internal:count`
 //! counts points per series and answers InfluxQL counts, and can be told to
 //! lose points silently. Against ringest: the real binary via
-//! `tests/common` (including `soak`, which samples that server, and
-//! `verify` of its acked log after a restart); and `bench/profiles.sh` (the
-//! tuning-profile mode) and `bench/soak.sh` run whole at their smallest
-//! size against the real binary (the profiles also against a stand-in that
-//! loses a point).
+//! `tests/common` (including `soak`, which samples that server, `verify`
+//! of its acked log after a restart, and `query`, the dashboard query
+//! benchmark); and `bench/profiles.sh` (the tuning-profile mode),
+//! `bench/soak.sh` and `bench/query.sh` (ringest only: InfluxDB may not be
+//! installed) run whole at their smallest size against the real binary (the
+//! profiles also against a stand-in that loses a point).
 
 // Tests are not shard code: std::fs and std::time are fine here (clippy.toml
 // bans them on the server's executors).
@@ -699,4 +700,167 @@ fn soak_script_runs_at_tiny_size() {
     ] {
         assert!(report.contains(expected), "{expected:?} in\n{report}");
     }
+}
+
+/// The cells of the row of `query` in a `ringest-bench query` table:
+/// query, min, median, max ms, points in range, rows/s/core, CPU s/run,
+/// rows/CPU-s, answer.
+fn query_row<'a>(text: &'a str, query: &str) -> Vec<&'a str> {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("| {query} |")))
+        .unwrap_or_else(|| panic!("no row for {query} in\n{text}"));
+    line.trim_matches('|').split(" | ").map(str::trim).collect()
+}
+
+/// Goal: `ringest-bench query` loads the real server and runs every query of
+/// the fixed set with sane answers: the count is the points loaded, one
+/// series and one value per host where grouped by host, every host's tag
+/// value, the looked-up host's points; the server's CPU time is read; and
+/// after every row went to Parquet the answers agree with those before
+/// (`query-report`).
+/// Method: a server snapshotting every 50 ms (retention inf); 3000 points of
+/// 30 hosts one second apart, --repeat 1, into a CSV; again with
+/// --load-points 0 --wait-persisted --settle; check each table row and the
+/// report's answers table.
+#[test]
+fn query_benchmark_runs_every_query_with_sane_answers() {
+    let dir = common::TempDir::new("bench-query");
+    let config = common::config_file(&dir, "[persist]\ninterval_ms = 50\n");
+    let server = common::Server::start(&["--config", &config, "--retention-default-period", "inf"]);
+    let url = format!("http://{}", server.addr);
+    let pid = server.pid().to_string();
+    let csv = dir.path.join("query.csv");
+    let csv_text = csv.to_str().expect("utf-8 temp path");
+    let common_args = [
+        "query",
+        "--url",
+        &url,
+        "--series",
+        "30",
+        "--lines",
+        "100",
+        "--connections",
+        "2",
+        "--repeat",
+        "1",
+        "--server-pid",
+        &pid,
+        "--csv",
+        csv_text,
+    ];
+    for (label, extra) in [
+        ("ringest-fresh", &["--load-points", "3000"][..]),
+        (
+            "ringest-persisted",
+            &["--load-points", "0", "--wait-persisted", "--settle"][..],
+        ),
+    ] {
+        let mut args = common_args.to_vec();
+        args.extend_from_slice(&["--label", label]);
+        args.extend_from_slice(extra);
+        let output = bench(&args);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{label}: {}",
+            describe(&output)
+        );
+        let text = stdout(&output);
+        if label == "ringest-fresh" {
+            assert!(
+                text.contains("load: 3000 points acknowledged")
+                    && text.contains("load check: count(usage_user) = 3000 = the points loaded"),
+                "{text}"
+            );
+        } else {
+            assert!(text.contains("persisted: no row only in memory"), "{text}");
+        }
+        // (query, points in range, answer), 100 points per host over 100 s.
+        for (query, points, answer) in [
+            ("count", "3000", "1 series, 1 rows, 1 values, sum 3000,"),
+            ("mean_1s_2h", "3000", "1 series, 7201 rows, 100 values,"),
+            ("last_by_host", "3000", "30 series, 30 rows, 30 values,"),
+            ("mean_10s_1h_by_host", "3000", "30 series, "),
+            ("tag_values", "30", "1 series, 30 rows, 0 values,"),
+            ("host_lookup", "100", "1 series, 100 rows, 100 values,"),
+        ] {
+            let row = query_row(&text, query);
+            assert_eq!(row.len(), 9, "{row:?}");
+            assert_eq!(row[4], points, "{label} {query}: {row:?}");
+            assert!(row[8].starts_with(answer), "{label} {query}: {row:?}");
+            let median_ms: f64 = row[2].parse().expect("median ms");
+            assert!(median_ms > 0.0, "{row:?}");
+            assert_ne!(row[6], "n/a", "server CPU read: {row:?}");
+        }
+    }
+    let output = bench(&["query-report", "--csv", csv_text]);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let report = stdout(&output);
+    assert!(
+        report.contains("| ringest-fresh | ringest-persisted |"),
+        "{report}"
+    );
+    let verdicts: Vec<&str> = report
+        .lines()
+        .filter(|l| l.contains("| ringest-persisted |") && !l.starts_with("| query |"))
+        .map(|l| l.trim_end_matches(" |").rsplit(" | ").next().unwrap_or(""))
+        .collect();
+    assert_eq!(verdicts.len(), 6, "{report}");
+    for verdict in verdicts {
+        assert!(
+            verdict == "same answer" || verdict.starts_with("same shape"),
+            "{report}"
+        );
+    }
+}
+
+/// Goal: `bench/query.sh` runs whole: a fresh ringest, the load, the query
+/// set right after it and once every row is in Parquet, the report and its
+/// files.
+/// Method: the script at tiny size (2000 points of 20 hosts, 1 timed run,
+/// ringest only: InfluxDB need not be installed here) against the binaries
+/// cargo built; exit 0, two files, and the report holds both states with
+/// agreeing answers and the commands.
+#[test]
+fn query_script_runs_at_tiny_size() {
+    let dir = common::TempDir::new("bench-query-script");
+    let results = dir.path.join("results");
+    let output = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/query.sh"))
+        .env("RINGEST", common::binary())
+        .env("BENCH", env!("CARGO_BIN_EXE_ringest-bench"))
+        .env("RESULTS_DIR", &results)
+        .env("TMPDIR", &dir.path)
+        .env("MACHINE", "test")
+        .env("SYSTEMS", "ringest")
+        .env("POINTS", "2000")
+        .env("SERIES", "20")
+        .env("LINES", "100")
+        .env("CONNECTIONS", "2")
+        .env("REPEAT", "1")
+        .env("RUST_LOG", "warn")
+        .env_remove("QUICK")
+        .output()
+        .expect("run bench/query.sh");
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let mut files: Vec<String> = std::fs::read_dir(&results)
+        .expect("results directory written")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(files[0].ends_with("-query.csv") && files[1].ends_with("-query.md"));
+    let report = std::fs::read_to_string(results.join(&files[1])).expect("read report");
+    for expected in [
+        "| query | ringest-fresh | ringest-persisted |",
+        "| count | ringest-persisted | 2000 | 1 series, 1 rows, 1 values, sum 2000,",
+        "| host_lookup | ringest-persisted | 100 | 1 series, 100 rows, 100 values,",
+        "load check: count(usage_user) = 2000 = the points loaded",
+        "persisted: no row only in memory",
+        "ringest-bench query --url <ringest-fresh> --label ringest-fresh",
+    ] {
+        assert!(report.contains(expected), "{expected:?} in\n{report}");
+    }
+    assert!(!report.contains("DIFFERENT"), "{report}");
 }

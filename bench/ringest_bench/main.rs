@@ -12,7 +12,9 @@
 //! - `soak`: a long run of unique points, sampling throughput, answers,
 //!   latency, the server's RSS and fds and its data directory's bytes by
 //!   kind every interval (CSV, SVG, summary), and an acked log;
-//! - `verify`: reads back every point an acked log lists (after a restart).
+//! - `verify`: reads back every point an acked log lists (after a restart);
+//! - `query`: the dashboard query benchmark (load, then time a fixed query
+//!   set); `query-report`: its runs side by side.
 //!
 //! Exit codes of `run` and `verify`: 0 all good; 1 bad arguments or set-up failure;
 //! 2 verification found acknowledged points missing (or phantom points);
@@ -22,7 +24,7 @@
 //! set-up failure; its refusals and memory are for the reader to judge.
 //!
 //! This file only wires arguments to the modules; see `load`, `workload`,
-//! `verify`, `report`, `soak`, `discard`, `client`.
+//! `verify`, `report`, `soak`, `query`, `discard`, `client`.
 
 // Benchmark binary, not shard code: std threads, wall-clock timing, blocking
 // files and sleeps are what it is made of (clippy.toml bans them in shard code).
@@ -32,6 +34,7 @@ mod client;
 mod discard;
 mod disk;
 mod load;
+mod query;
 mod report;
 mod soak;
 mod verify;
@@ -94,6 +97,60 @@ enum Command {
         /// Seconds to wait for each query answer.
         #[arg(long, default_value_t = 120.0)]
         timeout: f64,
+    },
+    /// The dashboard query benchmark (issue 19 item 5)
+    ///
+    /// Loads --load-points unique cpu points (--series hosts, one point per
+    /// host every --step-ms, ending one step before now; 0: query what is
+    /// there), then runs each query of the fixed set once to warm up and
+    /// --repeat times timed, on one keep-alive connection, with `epoch=ms`:
+    ///   count                SELECT count(usage_user) FROM cpu
+    ///   mean_1s_2h           SELECT mean(usage_user) FROM cpu WHERE time >= now() - 2h GROUP BY time(1s)
+    ///   last_by_host         SELECT last(usage_user) FROM cpu GROUP BY hostname
+    ///   mean_10s_1h_by_host  SELECT mean(usage_user) FROM cpu WHERE time >= now() - 1h GROUP BY time(10s), hostname
+    ///   tag_values           SHOW TAG VALUES FROM cpu WITH KEY = "hostname"
+    ///   host_lookup          SELECT usage_user FROM cpu WHERE hostname = 'host_1'
+    /// Per query: min/median/max wall ms (request sent to last answer byte),
+    /// the answer's digest (bytes, series, rows, non-null values, their sum,
+    /// a hash of its strings; the time column left out, so two systems'
+    /// answers can be compared: `query-report`), and:
+    ///   points in range = the stored points the query's time range and tag
+    ///     condition select: `SELECT count(usage_user) FROM cpu <its WHERE>`
+    ///     asked of the server right before the timed runs (for tag_values:
+    ///     the values returned, one index entry per series);
+    ///   rows scanned/s per core = points in range ÷ median wall seconds ÷
+    ///     --cores (default: this machine's cores, all of which the server
+    ///     may use);
+    ///   with --server-pid: server CPU s/run = (utime + stime from
+    ///     /proc/PID/stat after the timed runs − before) ÷ --repeat, and
+    ///     rows/CPU-s = points in range ÷ that (10 ms tick resolution).
+    /// Prints a Markdown table; --csv appends one row per query.
+    /// Exit 0; 1 bad arguments, set-up or load failure, or a query answered
+    /// with an error; 2 the count after a load is not the points loaded.
+    ///
+    /// Example (bench/query.sh does it for ringest and InfluxDB 1.6.7):
+    ///   ringest-bench query --url http://127.0.0.1:8086 --load-points 10000000 \
+    ///     --label ringest --server-pid PID --csv query.csv
+    ///   ringest-bench query --url http://127.0.0.1:8086 --load-points 0 --wait-persisted \
+    ///     --label ringest-persisted --server-pid PID --csv query.csv
+    ///   ringest-bench query-report --csv query.csv
+    #[command(verbatim_doc_comment)]
+    Query(Box<query::QueryArgs>),
+    /// The runs of `query --csv` side by side: median times, rows scanned/s
+    /// per core and server CPU per system, ratios against the baselines, and
+    /// whether each answer agrees with the first baseline's.
+    QueryReport {
+        #[arg(long)]
+        csv: PathBuf,
+        /// `OTHER:BASELINE`: a ratio column of OTHER's median times ÷
+        /// BASELINE's (repeatable; default: every system not named ringest*
+        /// against every one that is).
+        #[arg(long, value_parser = ratio_pair)]
+        ratio: Vec<(String, String)>,
+        /// The system whose answers the others' are compared with (default:
+        /// the first one named ringest*).
+        #[arg(long)]
+        reference: Option<String>,
     },
     /// Serve the built-in reference server until killed.
     Discard {
@@ -306,6 +363,27 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run(*args),
         Command::Soak(args) => soak_command(*args),
+        Command::Query(args) => match query::run(&args) {
+            Ok(outcome) if outcome.count_mismatch => ExitCode::from(2),
+            Ok(outcome) if outcome.records.iter().any(|r| r.digest.error.is_some()) => {
+                eprintln!("ringest-bench: a query was answered with an error (see the table)");
+                ExitCode::from(1)
+            }
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => fail(format!("query: {e}")),
+        },
+        Command::QueryReport {
+            csv,
+            ratio,
+            reference,
+        } => match query::read_csv(&csv) {
+            Ok(records) if records.is_empty() => fail(format!("{}: no query rows", csv.display())),
+            Ok(records) => {
+                print!("{}", query::report(&records, &ratio, reference.as_deref()));
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(format!("cannot read {}: {e}", csv.display())),
+        },
         Command::Verify {
             url,
             acked_log,
@@ -504,6 +582,37 @@ fn write_head_prefix(
         target.authority,
         if gzip { "Content-Encoding: gzip\r\n" } else { "" }
     )
+}
+
+/// `OTHER:BASELINE` of `query-report --ratio`.
+fn ratio_pair(text: &str) -> Result<(String, String), String> {
+    match text.split_once(':') {
+        Some((other, baseline)) if !other.is_empty() && !baseline.is_empty() => {
+            Ok((other.to_string(), baseline.to_string()))
+        }
+        _ => Err("expected OTHER:BASELINE (two system names)".to_string()),
+    }
+}
+
+/// Sends `CREATE DATABASE "<db>"` (InfluxDB 1.x needs it before writes).
+fn create_database(
+    target: &client::Target,
+    db: &str,
+    authorization: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let path = format!(
+        "/query?q={}",
+        client::encode(&format!("CREATE DATABASE \"{db}\""))
+    );
+    match client::post(target, &path, authorization, b"", timeout) {
+        Ok((status, _)) if (200..300).contains(&status) => Ok(()),
+        Ok((status, body)) => Err(format!(
+            "answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        )),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// `Authorization: Token <token>` and its line end, or nothing.
@@ -803,19 +912,8 @@ fn run(args: RunArgs) -> ExitCode {
     let timeout = Duration::from_secs_f64(args.timeout);
     let authorization = authorization_header(args.token.as_deref());
     if args.create_db {
-        let path = format!(
-            "/query?q={}",
-            client::encode(&format!("CREATE DATABASE \"{}\"", args.db))
-        );
-        match client::post(&target, &path, &authorization, b"", timeout) {
-            Ok((status, _)) if (200..300).contains(&status) => {}
-            Ok((status, body)) => {
-                return fail(format!(
-                    "CREATE DATABASE answered {status}: {}",
-                    String::from_utf8_lossy(&body)
-                ))
-            }
-            Err(e) => return fail(format!("CREATE DATABASE: {e}")),
+        if let Err(e) = create_database(&target, &args.db, &authorization, timeout) {
+            return fail(format!("CREATE DATABASE: {e}"));
         }
     }
 
