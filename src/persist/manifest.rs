@@ -471,14 +471,22 @@ pub fn load(root: &Path) -> Result<Manifest, ManifestError> {
         }
         Err(error) => return Err(ManifestError::Io { path, error }),
     };
+    parse(&path, &bytes)
+}
+
+/// Reads a manifest from the bytes of `_catalog.json` (`path` only names
+/// the file in errors): the JSON, then the format and version. This is
+/// [`load`] after the file is read; public so that the `manifest` fuzz
+/// target (`tests/fuzz`) can feed it arbitrary bytes without a file.
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<Manifest, ManifestError> {
     let manifest: Manifest =
-        serde_json::from_slice(&bytes).map_err(|error| ManifestError::Parse {
-            path: path.clone(),
+        serde_json::from_slice(bytes).map_err(|error| ManifestError::Parse {
+            path: path.to_path_buf(),
             error: error.to_string(),
         })?;
     if manifest.format != FORMAT || manifest.version != VERSION {
         return Err(ManifestError::Version {
-            path,
+            path: path.to_path_buf(),
             found: format!("{} version {}", manifest.format, manifest.version),
         });
     }
