@@ -107,3 +107,58 @@ fn wal_header_first_sequence_at_the_bound_reads() {
     wal::replay(&dir.path, |r| sequences.push(r.sequence.0)).expect("replay");
     assert_eq!(sequences, [FIRST_SEQUENCE_MAX, FIRST_SEQUENCE_MAX + 1]);
 }
+
+/// Goal: recovery of a damaged newest segment takes time linear in its
+/// size whatever follows the damage, and refuses (rather than truncates)
+/// when the search for a valid record after the damage was cut short.
+/// Found while fuzzing `wal_segment` (2026-12-04): after damage, every
+/// position holding the record magic was checksummed over the length it
+/// claims, so a segment of record headers each claiming the rest of the
+/// file took quadratic time (a 1 MiB one: 16 s in the fuzz build; 64 MiB,
+/// the default segment size: about 18 hours, at every start).
+/// Method: a valid header, a damaged record, then 4 MiB of such record
+/// headers; `recover` must answer within seconds (it took minutes before)
+/// with `DamageBeforeUnsearchedBytes`, leaving the file as it was; with the
+/// skip flag it starts, replaying nothing from that segment.
+#[test]
+#[allow(clippy::disallowed_methods)] // Instant::now: a time bound, test only
+fn wal_damage_search_is_bounded() {
+    let segment_bytes = 4 << 20;
+    let mut bytes = header_with_first_sequence(1, 1);
+    bytes.extend_from_slice(b"XXXX");
+    bytes.resize(SEGMENT_HEADER_BYTES + 24, 0);
+    while bytes.len() + 24 <= segment_bytes {
+        let claimed = (segment_bytes - bytes.len() - 24) as u32;
+        bytes.extend_from_slice(b"RWR1\x01\x03\x00\x00");
+        bytes.extend_from_slice(&claimed.to_le_bytes());
+        bytes.extend_from_slice(&[0; 4]);
+        bytes.extend_from_slice(&5u64.to_le_bytes());
+    }
+    let dir = TempDir::new("fuzz-wal-search");
+    write_segment(&dir.path, 1, &bytes);
+
+    let started = std::time::Instant::now();
+    let result = wal::recover(&dir.path, false);
+    let elapsed = started.elapsed();
+    match result {
+        Err(RecoveryError::Corrupt(corruption)) => {
+            assert_eq!(corruption.offset, SEGMENT_HEADER_BYTES as u64);
+            assert!(
+                matches!(
+                    corruption.kind,
+                    CorruptionKind::DamageBeforeUnsearchedBytes { searched_to }
+                        if searched_to > SEGMENT_HEADER_BYTES as u64
+                ),
+                "{corruption}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(elapsed.as_secs() < 20, "recover took {elapsed:?}");
+    let on_disk = std::fs::read(dir.path.join(segment_file_name(1, 0))).expect("segment");
+    assert_eq!(on_disk, bytes, "the damaged file is left as it was");
+
+    let report = wal::recover(&dir.path, true).expect("skip_corrupt starts");
+    assert_eq!(report.dirs[0].skipped.len(), 1);
+    assert_eq!(wal::replay(&dir.path, |_| {}).expect("replay").records, 0);
+}
