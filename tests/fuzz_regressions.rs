@@ -12,6 +12,7 @@ mod common;
 use std::path::Path;
 
 use common::TempDir;
+use ringest::persist::manifest::{self, InvalidManifest, ManifestError};
 use ringest::wal::record::{encode_into, record_bytes, Sequence};
 use ringest::wal::segment::{
     segment_file_name, SegmentHeader, SegmentHeaderError, FIRST_SEQUENCE_MAX, SEGMENT_HEADER_BYTES,
@@ -161,4 +162,89 @@ fn wal_damage_search_is_bounded() {
     let report = wal::recover(&dir.path, true).expect("skip_corrupt starts");
     assert_eq!(report.dirs[0].skipped.len(), 1);
     assert_eq!(wal::replay(&dir.path, |_| {}).expect("replay").records, 0);
+}
+
+/// A persisted catalog with one file and one run, as JSON text.
+fn catalog_json(file_path: &str, run_shard_count: u32) -> String {
+    format!(
+        r#"{{"format":"ringest-catalog","version":1,"written_ns":0,
+        "databases":[{{"name":"db","retention_ns":null,"tables":[]}}],
+        "files":[{{"path":{file_path:?},"database":"db","table":"cpu","shard":0,
+          "shard_count":1,"generation":7,"sequence":3,"rows":1,"bytes":10,
+          "time_min_ns":0,"time_max_ns":0}}],
+        "wal":{{"floor_generation":7,
+          "runs":[{{"generation":8,"shard_count":{run_shard_count},"persisted":[0]}}],
+          "positions":[]}}}}"#
+    )
+}
+
+/// Goal: a persisted catalog with a run of `shard_count` 0 is refused as
+/// corrupt when read, instead of being accepted and panicking start-up
+/// later (replay asks which of the run's shards owns a row:
+/// `route::owner(hash, 0)` asserts "at least one shard").
+/// Found by `manifest` (2026-12-04): the doc example's run with
+/// `"shard_count":0`, then `WalState::row_persisted`.
+/// Method: `manifest::parse` (what `manifest::load` runs on the file's
+/// bytes) on that catalog, and on the same with `shard_count` 1.
+#[test]
+fn manifest_run_without_shards_is_corrupt() {
+    let path = Path::new("_catalog.json");
+    let good = catalog_json("db=db/table=cpu/date=2026-12-04/a.parquet", 1);
+    let read = manifest::parse(path, good.as_bytes()).expect("valid catalog");
+    assert!(read.wal.row_persisted(7, u64::MAX));
+    let bad = catalog_json("db=db/table=cpu/date=2026-12-04/a.parquet", 0);
+    match manifest::parse(path, bad.as_bytes()) {
+        Err(error @ ManifestError::Invalid { .. }) => {
+            assert!(matches!(
+                &error,
+                ManifestError::Invalid {
+                    rule: InvalidManifest::RunWithoutShards { generation: 8 },
+                    ..
+                }
+            ));
+            let message = error.to_string();
+            assert!(
+                message.contains("_catalog.json") && message.contains("corrupt"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Goal: a persisted catalog naming a file outside the Parquet directory
+/// (absolute, `..`, or not a `.parquet` file) is refused as corrupt: files
+/// the catalog names are opened by queries and deleted by expiry and
+/// `DROP DATABASE` at `parquet/<path>`. Found while writing the `manifest`
+/// target (what start-up does with what it read), not by a crash.
+/// Method: `manifest::parse` on catalogs with such paths; plain relative
+/// paths (what the server writes) still read.
+#[test]
+fn manifest_file_paths_stay_inside_the_parquet_directory() {
+    let path = Path::new("_catalog.json");
+    for bad in [
+        "/etc/passwd.parquet",
+        "../wal/0/x.parquet",
+        "db=db/../../x.parquet",
+        "db=db/table=cpu/a.json",
+        "",
+    ] {
+        let result = manifest::parse(path, catalog_json(bad, 1).as_bytes());
+        assert!(
+            matches!(
+                &result,
+                Err(ManifestError::Invalid {
+                    rule: InvalidManifest::FilePath { path },
+                    ..
+                }) if path == bad
+            ),
+            "{bad:?}: {result:?}"
+        );
+    }
+    for good in [
+        "a.parquet",
+        "db=d%2Fx/table=t/date=2026-12-04/00000000000000000001-00000000000000000002-s000.parquet",
+    ] {
+        manifest::parse(path, catalog_json(good, 1).as_bytes()).expect(good);
+    }
 }
