@@ -11,8 +11,8 @@
 //! - a parse error is HTTP 400 `{"error":"error parsing query: …"}`; every
 //!   other problem is a statement error (HTTP 200, `results[i].error`);
 //! - work is bounded: rows per scan ([`ROWS_MAX`]), series
-//!   ([`SERIES_MAX`]) and time buckets ([`BUCKETS_MAX`]) give an error
-//!   message, never an unbounded allocation;
+//!   ([`SERIES_MAX`]) and time buckets per request ([`BUCKETS_MAX`]) give
+//!   an error message, never an unbounded allocation;
 //! - integers are printed from `i64`/`u64`, never through `f64`.
 //!
 //! Matching InfluxDB 1.6.7 (checked offline against the captured golden
@@ -47,8 +47,9 @@ pub mod time;
 pub const ROWS_MAX: usize = 10_000_000;
 /// Series one statement may read (InfluxDB's `max-select-series`).
 pub const SERIES_MAX: usize = 1_000_000;
-/// Time buckets one statement may produce over all its series
-/// (InfluxDB's `max-select-buckets`).
+/// Time buckets one request may produce over all its statements and series
+/// (InfluxDB's `max-select-buckets`, which counts per statement: here a
+/// query of many statements cannot multiply it).
 pub const BUCKETS_MAX: usize = 1_000_000;
 /// Rows per chunk of a `chunked=true` answer when `chunk_size` is absent.
 pub const CHUNK_SIZE_DEFAULT: usize = 10_000;
