@@ -443,6 +443,11 @@ pub enum ManifestError {
         path: PathBuf,
         found: String,
     },
+    /// Well-formed JSON that breaks a rule readers rely on.
+    Invalid {
+        path: PathBuf,
+        rule: InvalidManifest,
+    },
     /// No manifest, but Parquet files exist: the WAL may be truncated behind
     /// them, so starting empty could lose or duplicate data.
     Missing {
@@ -466,6 +471,11 @@ impl fmt::Display for ManifestError {
                 "{}: persisted catalog format {found}, this build reads {FORMAT} version {VERSION}",
                 path.display()
             ),
+            ManifestError::Invalid { path, rule } => write!(
+                f,
+                "{}: the persisted catalog is corrupt ({rule}); restore it from a backup",
+                path.display()
+            ),
             ManifestError::Missing {
                 path,
                 parquet_files,
@@ -482,6 +492,56 @@ impl fmt::Display for ManifestError {
 }
 
 impl std::error::Error for ManifestError {}
+
+/// A rule of the manifest that [`parse`] checks beyond the JSON schema,
+/// because start-up and the catalog owner rely on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InvalidManifest {
+    /// A run with `shard_count` 0: the replay rule routes rows among the
+    /// run's shards ([`WalState::row_persisted`]), and there are none.
+    RunWithoutShards { generation: u64 },
+    /// A file path that is not a relative path of plain names ending in
+    /// `.parquet`: files are opened, and deleted (expiry, `DROP DATABASE`),
+    /// at `parquet/` + this path, which must not leave that directory.
+    FilePath { path: String },
+}
+
+impl fmt::Display for InvalidManifest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InvalidManifest::RunWithoutShards { generation } => {
+                write!(f, "run of generation {generation} has shard_count 0")
+            }
+            InvalidManifest::FilePath { path } => write!(
+                f,
+                "file path {path:?} is not a relative path of plain names ending in .parquet"
+            ),
+        }
+    }
+}
+
+impl Manifest {
+    /// The first broken rule, if any (see [`InvalidManifest`]).
+    pub fn check(&self) -> Result<(), InvalidManifest> {
+        if let Some(run) = self.wal.runs.iter().find(|run| run.shard_count == 0) {
+            return Err(InvalidManifest::RunWithoutShards {
+                generation: run.generation,
+            });
+        }
+        let plain = |path: &str| {
+            path.ends_with(".parquet")
+                && Path::new(path)
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)))
+        };
+        if let Some(file) = self.files.iter().find(|file| !plain(&file.path)) {
+            return Err(InvalidManifest::FilePath {
+                path: file.path.clone(),
+            });
+        }
+        Ok(())
+    }
+}
 
 /// Reads `<root>/_catalog.json`; a missing file is an empty manifest when
 /// no Parquet file exists under `root`.
@@ -506,17 +566,30 @@ pub fn load(root: &Path) -> Result<Manifest, ManifestError> {
         }
         Err(error) => return Err(ManifestError::Io { path, error }),
     };
+    parse(&path, &bytes)
+}
+
+/// Reads a manifest from the bytes of `_catalog.json` (`path` only names
+/// the file in errors): the JSON, the format and version, then the rules
+/// of [`Manifest::check`]. This is [`load`] after the file is read; public
+/// so that the `manifest` fuzz target (`tests/fuzz`) can feed it arbitrary
+/// bytes without a file.
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<Manifest, ManifestError> {
     let manifest: Manifest =
-        serde_json::from_slice(&bytes).map_err(|error| ManifestError::Parse {
-            path: path.clone(),
+        serde_json::from_slice(bytes).map_err(|error| ManifestError::Parse {
+            path: path.to_path_buf(),
             error: error.to_string(),
         })?;
     if manifest.format != FORMAT || manifest.version != VERSION {
         return Err(ManifestError::Version {
-            path,
+            path: path.to_path_buf(),
             found: format!("{} version {}", manifest.format, manifest.version),
         });
     }
+    manifest.check().map_err(|rule| ManifestError::Invalid {
+        path: path.to_path_buf(),
+        rule,
+    })?;
     Ok(manifest)
 }
 

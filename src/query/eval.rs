@@ -141,8 +141,15 @@ pub async fn execute(params: &QueryParams, backend: &impl QueryBackend) -> Query
     };
     let mut results: Vec<(StatementResult, bool)> = Vec::with_capacity(statements.len());
     let count = statements.len();
+    // One bucket budget for the whole request: per statement, a query of
+    // many statements could hold statements × BUCKETS_MAX rows (45 in a
+    // 3.6 KB query took 42 s and over 2 GB).
+    let mut budget = BucketBudget {
+        used: 0,
+        max: params.limits.buckets_max,
+    };
     for (index, statement) in statements.iter().enumerate() {
-        let result = run_statement(statement, params, backend).await;
+        let result = run_statement(statement, params, backend, &mut budget).await;
         if let Err(StatementError::NotAuthorized(db)) = &result {
             return error_output(
                 403,
@@ -426,10 +433,13 @@ pub fn write_response(results: &[(StatementResult, bool)], params: &QueryParams)
 
 // ---------------------------------------------------------------- statements
 
+/// `budget`: time buckets the request produced so far (all its statements
+/// share [`super::Limits::buckets_max`]).
 async fn run_statement(
     statement: &Statement,
     params: &QueryParams,
     backend: &impl QueryBackend,
+    budget: &mut BucketBudget,
 ) -> StatementResult {
     match statement {
         Statement::ShowDatabases => {
@@ -697,7 +707,7 @@ async fn run_statement(
                 values,
             }])
         }
-        Statement::Select(select) => run_select(select, params, backend).await,
+        Statement::Select(select) => run_select(select, params, backend, budget).await,
     }
 }
 
@@ -1485,6 +1495,7 @@ async fn run_select(
     select: &Select,
     params: &QueryParams,
     backend: &impl QueryBackend,
+    budget: &mut BucketBudget,
 ) -> StatementResult {
     let zone = match &select.timezone {
         Some(name) => qtime::Zone::load(name)
@@ -1528,10 +1539,6 @@ async fn run_select(
     let schema_all =
         fetch_schema(backend, &db, source_filter(&select.sources), None, false).await?;
     let mut out: Vec<OutSeries> = Vec::new();
-    let mut budget = BucketBudget {
-        used: 0,
-        max: params.limits.buckets_max,
-    };
     for (measurement, schema) in &schema_all {
         if !source_matches(&select.sources, measurement) {
             continue;
@@ -1597,8 +1604,7 @@ async fn run_select(
                     fields: &fields,
                     buckets: &group,
                 };
-                let rows =
-                    aggregate_group(select, &zone, &columns, input, time_range, &mut budget)?;
+                let rows = aggregate_group(select, &zone, &columns, input, time_range, budget)?;
                 let key = if show_tags { key } else { Vec::new() };
                 emit_group(select, &zone, measurement, &columns, key, rows, &mut out);
             }
@@ -1655,7 +1661,7 @@ async fn run_select(
                     tag_keys: &schema.tag_keys,
                     condition: rest.as_ref(),
                 };
-                aggregate_group(select, &zone, &columns, input, time_range, &mut budget)?
+                aggregate_group(select, &zone, &columns, input, time_range, budget)?
             } else {
                 raw_group(
                     &columns,

@@ -11,8 +11,8 @@
 //! - a parse error is HTTP 400 `{"error":"error parsing query: …"}`; every
 //!   other problem is a statement error (HTTP 200, `results[i].error`);
 //! - work is bounded: rows a statement holds ([`Limits::rows_max`]),
-//!   series ([`SERIES_MAX`]) and time buckets ([`Limits::buckets_max`])
-//!   give an error message, never an unbounded allocation; aggregates the
+//!   series ([`SERIES_MAX`]) and time buckets per request, over all its
+//!   statements ([`Limits::buckets_max`]) give an error message, never an unbounded allocation; aggregates the
 //!   shards fold while scanning ([`crate::store::aggregate`]) hold groups ×
 //!   buckets, not rows, so they read any number of rows;
 //! - integers are printed from `i64`/`u64`, never through `f64`.
@@ -49,8 +49,9 @@ pub mod time;
 pub const ROWS_MAX: usize = 10_000_000;
 /// Series one statement may read (InfluxDB's `max-select-series`).
 pub const SERIES_MAX: usize = 1_000_000;
-/// Time buckets one statement may produce over all its series, by default
-/// (InfluxDB's `max-select-buckets`).
+/// Time buckets one request may produce over all its statements and
+/// series, by default (InfluxDB's `max-select-buckets`, which counts per
+/// statement: here a query of many statements cannot multiply it).
 pub const BUCKETS_MAX: usize = 1_000_000;
 /// Rows per chunk of a `chunked=true` answer when `chunk_size` is absent.
 pub const CHUNK_SIZE_DEFAULT: usize = 10_000;
@@ -78,7 +79,8 @@ pub struct Limits {
     /// an aggregate reduces on the coordinator. Aggregates the shards
     /// compute while scanning ([`eval`]'s pushdown) read any number of rows.
     pub rows_max: usize,
-    /// Time buckets a statement may produce over all its groups.
+    /// Time buckets a request may produce over all its statements and
+    /// groups.
     pub buckets_max: usize,
 }
 

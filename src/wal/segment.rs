@@ -11,7 +11,8 @@
 //!     12    4 crc32c         over bytes [0, 12) ++ [16, 64)
 //!     16    8 generation     run counter, from `next_generation`
 //!     24    8 index          0, 1, 2, ... within (generation, dir)
-//!     32    8 first_sequence sequence of the first record in this segment
+//!     32    8 first_sequence sequence of the first record in this segment,
+//!                            1..=FIRST_SEQUENCE_MAX
 //!     40    8 segment_bytes  preallocated length of the file
 //!     48   16 reserved       = 0
 //! ```
@@ -27,6 +28,13 @@ pub const SEGMENT_VERSION: u32 = 1;
 pub const SEGMENT_HEADER_BYTES: usize = 64;
 /// Suffix of segment file names.
 pub const SEGMENT_SUFFIX: &str = ".wal";
+/// Largest `first_sequence` a valid header holds. The writer starts every
+/// generation at sequence 1 and cannot append 2^63 records, so a header
+/// outside `1..=FIRST_SEQUENCE_MAX` (CRC intact or not) is damage; the
+/// bound also keeps `sequence + 1` inside `u64` for every record a segment
+/// can hold (at most `segment_bytes / 24`), so readers need no overflow
+/// checks.
+pub const FIRST_SEQUENCE_MAX: u64 = u64::MAX / 2;
 
 const _: () = assert!(SEGMENT_HEADER_BYTES <= WAL_BLOCK_BYTES);
 
@@ -63,6 +71,9 @@ pub enum SegmentHeaderError {
     BadMagic,
     BadChecksum,
     BadVersion(u32),
+    /// `first_sequence` outside `1..=FIRST_SEQUENCE_MAX` (checked after the
+    /// checksum): no writer produced it.
+    BadFirstSequence(u64),
 }
 
 fn header_checksum(bytes: &[u8]) -> u32 {
@@ -82,6 +93,10 @@ impl SegmentHeader {
             out.len(),
             SEGMENT_HEADER_BYTES,
             "invariant: exact header slot"
+        );
+        assert!(
+            (1..=FIRST_SEQUENCE_MAX).contains(&self.first_sequence),
+            "invariant: sequences start at 1 and stay far below u64::MAX"
         );
         out.fill(0);
         out[0..8].copy_from_slice(&SEGMENT_MAGIC);
@@ -109,10 +124,14 @@ impl SegmentHeader {
         if version != SEGMENT_VERSION {
             return Err(SegmentHeaderError::BadVersion(version));
         }
+        let first_sequence = read_u64(bytes, 32);
+        if !(1..=FIRST_SEQUENCE_MAX).contains(&first_sequence) {
+            return Err(SegmentHeaderError::BadFirstSequence(first_sequence));
+        }
         Ok(SegmentHeader {
             generation: read_u64(bytes, 16),
             index: read_u64(bytes, 24),
-            first_sequence: read_u64(bytes, 32),
+            first_sequence,
             segment_bytes: read_u64(bytes, 40),
         })
     }

@@ -1,13 +1,24 @@
-//! Fuzz target: the line-protocol parser never panics, and every line
-//! number it reports lies inside the body.
+//! Fuzz target: the line-protocol parser never panics, every line number
+//! it reports lies inside the body, and it agrees with InfluxDB 3's parser
+//! (the `influxdb-line-protocol` crate) on accept/reject and on every value,
+//! except for the documented differences (`ringest::line_protocol::Difference`).
 //!
-//! Input: first byte picks the precision, the rest is the body (skipped
-//! unless valid UTF-8, as the write path checks UTF-8 before parsing).
+//! The comparison is `tests/common/line_protocol_oracle.rs`, the same code
+//! `tests/line_protocol_differential.rs` runs under proptest. It runs with
+//! default limits and nanosecond precision on bodies without `\r` (the
+//! oracle rejects every CRLF line, `Difference::CrLf`).
+//!
+//! Input: first byte picks the precision (and, with its top bit, small
+//! limits for the no-panic checks), the rest is the body (skipped unless
+//! valid UTF-8, as the write path checks UTF-8 before parsing).
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use ringest::line_protocol::{Lines, ParseOptions, Point, Precision};
+
+#[path = "../../common/line_protocol_oracle.rs"]
+mod line_protocol_oracle;
 
 const PRECISIONS: [Precision; 6] = [
     Precision::Nanoseconds,
@@ -53,5 +64,11 @@ fuzz_target!(|data: &[u8]| {
         assert!(line_number as usize >= 1 && line_number as usize <= physical_lines);
         assert!(line_number > previous);
         previous = line_number;
+    }
+
+    if !body.contains('\r') {
+        if let Err(disagreement) = line_protocol_oracle::compare(body) {
+            panic!("{disagreement}");
+        }
     }
 });
