@@ -193,6 +193,7 @@ fuzz_target!(|data: &[u8]| {
         chunked: options & 0x10 != 0,
         chunk_size: (options & 0x20 != 0).then_some(2),
         now_ns: NOW_NS,
+        limits: Default::default(),
     };
     let lower = q.to_ascii_lowercase();
     let output = if ["create", "drop", "alter"]

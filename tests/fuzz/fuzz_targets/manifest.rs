@@ -76,6 +76,7 @@ fuzz_target!(|data: &[u8]| {
             .take(1)
             .map(|f| f.path.clone())
             .collect(),
+        compaction: false,
         position: position.map(|p| p.sequence),
         covers_replay: true,
         before_shutdown: false,
