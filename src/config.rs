@@ -42,6 +42,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub persist: PersistConfig,
     pub retention: RetentionConfig,
+    pub object_store: ObjectStoreConfig,
 }
 
 /// `server.log_format`: the shape of log lines on stderr.
@@ -174,6 +175,47 @@ pub struct PersistConfig {
     /// Rows of a merged file at most (a file of half as many or more is not
     /// small); the merge holds this many rows in memory.
     pub compact_rows_max: u64,
+}
+
+/// A copy of the Parquet files and the catalog in an object store
+/// (`crate::remote`). No `url`: the local directory only.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObjectStoreConfig {
+    /// `s3://bucket[/prefix]`, `gs://bucket[/prefix]`, `az://container[/prefix]`
+    /// or `file:///mounted/dir`. Credentials never go here (environment).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// S3-compatible stores: the endpoint URL (`http://127.0.0.1:9000`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// S3: the region (else `AWS_REGION`, else `us-east-1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Allow `http://` endpoints (tests, stores on a trusted network).
+    pub allow_http: bool,
+    /// This appliance's directory in the bucket (`node=<node_id>/`);
+    /// default: the hostname. Each appliance needs its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// One request to the store may take this long.
+    pub request_timeout_ms: u64,
+    /// Files larger than this are uploaded in parts of this size.
+    pub part_bytes: usize,
+}
+
+impl Default for ObjectStoreConfig {
+    fn default() -> Self {
+        ObjectStoreConfig {
+            url: None,
+            endpoint: None,
+            region: None,
+            allow_http: false,
+            node_id: None,
+            request_timeout_ms: 30_000,
+            part_bytes: 16 * 1024 * 1024,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -359,6 +401,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             persist: PersistConfig::default(),
             retention: RetentionConfig::default(),
+            object_store: ObjectStoreConfig::default(),
         }
     }
 }
@@ -659,6 +702,34 @@ impl Config {
                  writes go on while a snapshot is persisted",
                 self.wal.wal_bytes_max
             ),
+        );
+        let o = &self.object_store;
+        check(
+            o.part_bytes >= 5 * MIB && o.part_bytes <= 1024 * MIB,
+            "object_store.part_bytes",
+            "must be between 5 MiB (S3's smallest part) and 1 GiB".into(),
+        );
+        check(
+            (1_000..=600_000).contains(&o.request_timeout_ms),
+            "object_store.request_timeout_ms",
+            "must be between 1 s and 10 minutes".into(),
+        );
+        check(
+            o.node_id
+                .as_deref()
+                .is_none_or(crate::remote::valid_node_id),
+            "object_store.node_id",
+            "must be a plain name: letters, digits, '_', '-', '.', at most 128".into(),
+        );
+        check(
+            o.url.is_some() || (o.endpoint.is_none() && o.region.is_none()),
+            "object_store.url",
+            "endpoint or region is set but url is not (no object store is used without url)".into(),
+        );
+        check(
+            o.url.is_none() || self.persist.enabled,
+            "object_store.url",
+            "needs persist.enabled (the object store holds persisted Parquet files)".into(),
         );
         check(
             self.query.rows_max >= 1 && self.query.buckets_max >= 1,

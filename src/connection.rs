@@ -336,8 +336,11 @@ impl Connection {
             Plan::Health => health(&self.shard.snapshots().await),
             Plan::Metrics => {
                 let snapshots = self.shard.snapshots().await;
-                let mut response =
-                    Response::json(200, crate::metrics::render(&snapshots).into_bytes());
+                let mut text = crate::metrics::render(&snapshots);
+                if let Some(remote) = &self.shard.remote {
+                    remote.render_metrics(&mut text);
+                }
+                let mut response = Response::json(200, text.into_bytes());
                 response.content_type = Some("text/plain; version=0.0.4; charset=utf-8");
                 response
             }

@@ -33,6 +33,7 @@
 //! | freeze | [`persister`], [`store`] | every few seconds (or past a size) a shard freezes its live rows; writes go on |
 //! | encode | [`persist::parquet`], [`blocking`] | off the executor: one Parquet file per database, table and UTC day, fsynced |
 //! | record | [`persist::manifest`], [`route`] | the catalog owner rewrites `parquet/_catalog.json` atomically: the files and the WAL position |
+//! | upload | [`remote`] | with an object store: files and catalog copied to the bucket on a thread of its own; the WAL waits for it |
 //! | release | [`store`], [`wal`] | the frozen rows leave memory, the WAL segments behind the position are deleted |
 //! | compact | [`persist::compact`], [`persister`] | runs of small files of one day merge into one; the catalog swaps them atomically |
 //! | expire | [`persister`], [`store`] | files and rows past their database's retention are dropped |
@@ -86,6 +87,7 @@ pub mod notify;
 pub mod persist;
 pub mod persister;
 pub mod query;
+pub mod remote;
 pub mod retention;
 pub mod route;
 pub mod server;

@@ -12,7 +12,9 @@
 //! freeze is synchronous on the shard; encoding and file I/O run on a
 //! blocking thread, so ingest goes on meanwhile; the commit goes to the
 //! catalog owner; only after it returns do rows leave memory and segments
-//! leave the WAL. A failed snapshot leaves its rows frozen in memory (still
+//! leave the WAL (with an object store, segments wait further: until the
+//! bucket holds the manifest version that recorded them, checked every
+//! tick, [`crate::remote`]). A failed snapshot leaves its rows frozen in memory (still
 //! queried, still in the WAL) and the next attempt persists them.
 //!
 //! # Expired files
@@ -58,7 +60,7 @@ use crate::persist::layout::SnapshotId;
 use crate::persist::manifest::{Commit, FileEntry};
 use crate::persist::parquet::{self, ParquetError, WrittenFile};
 use crate::route;
-use crate::shard::Shard;
+use crate::shard::{Shard, WalRelease};
 use crate::store::Frozen;
 
 /// Test only:
@@ -148,6 +150,7 @@ async fn run(shard: Rc<Shard>) {
                 tracing::warn!(%error, "deleting expired Parquet files failed");
             }
         }
+        release_confirmed(&shard).await;
         let due = {
             let store = shard.store.borrow();
             let live = store.live_bytes();
@@ -335,9 +338,60 @@ pub async fn snapshot(shard: &Rc<Shard>, before_shutdown: bool) -> Result<(), St
     shard.forget_expired_files(crate::clock::now_ns());
     shard.store.borrow_mut().release_frozen(&frozen);
     shard.persisting.replay_persisted.set(true);
-    let delete: Vec<PathBuf> = shard.wal.release_through(through);
+    let release = WalRelease {
+        version: outcome.version,
+        through,
+        floor_generation: outcome.floor_generation,
+    };
+    match &shard.remote {
+        // The segments wait for the object store (`release_confirmed`).
+        Some(_) => shard.persisting.wal_waiting.borrow_mut().push_back(release),
+        None => release_wal(shard, release).await,
+    }
+    let persisting = &shard.persisting;
+    persisting.snapshots.set(persisting.snapshots.get() + 1);
+    persisting.through.set(through.0);
+    persisting.rows.set(persisting.rows.get() + rows);
+    persisting
+        .last_duration_us
+        .set(crate::clock::elapsed_us(started));
+    tracing::debug!(
+        shard = shard.id,
+        rows,
+        through = through.0,
+        duration_us = persisting.last_duration_us.get(),
+        "snapshot persisted"
+    );
+    Ok(())
+}
+
+/// With an object store: releases the WAL behind every snapshot whose
+/// manifest version the bucket now holds (oldest first).
+async fn release_confirmed(shard: &Rc<Shard>) {
+    let Some(remote) = &shard.remote else { return };
+    let confirmed = remote.confirmed();
+    loop {
+        let next = {
+            let mut waiting = shard.persisting.wal_waiting.borrow_mut();
+            match waiting.front() {
+                Some(release) if release.version <= confirmed => waiting.pop_front(),
+                _ => None,
+            }
+        };
+        match next {
+            Some(release) => release_wal(shard, release).await,
+            None => return,
+        }
+    }
+}
+
+/// Step 4's second half: the segments of this run through
+/// `release.through` leave the WAL, and, once the floor passed this run's
+/// generation, every segment of earlier runs.
+async fn release_wal(shard: &Rc<Shard>, release: WalRelease) {
+    let delete: Vec<PathBuf> = shard.wal.release_through(release.through);
     let (dir, generation) = shard.wal.location();
-    let old_runs = outcome.floor_generation >= generation && shard.persisting.old_segments.get();
+    let old_runs = release.floor_generation >= generation && shard.persisting.old_segments.get();
     let other_dirs = (shard.id == route::CATALOG_OWNER && old_runs)
         .then(|| shard.config.server.data_dir.join("wal"));
     let count = shard.count;
@@ -365,21 +419,6 @@ pub async fn snapshot(shard: &Rc<Shard>, before_shutdown: bool) -> Result<(), St
             tracing::warn!(shard = shard.id, %error, "removing persisted WAL segments failed");
         }
     }
-    let persisting = &shard.persisting;
-    persisting.snapshots.set(persisting.snapshots.get() + 1);
-    persisting.through.set(through.0);
-    persisting.rows.set(persisting.rows.get() + rows);
-    persisting
-        .last_duration_us
-        .set(crate::clock::elapsed_us(started));
-    tracing::debug!(
-        shard = shard.id,
-        rows,
-        through = through.0,
-        duration_us = persisting.last_duration_us.get(),
-        "snapshot persisted"
-    );
-    Ok(())
 }
 
 /// Catalog owner: deletes the Parquet files of every shard whose rows all

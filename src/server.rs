@@ -83,6 +83,14 @@ pub enum StartError {
         addr: SocketAddr,
         error: std::io::Error,
     },
+    /// `[object_store]`: not usable, refused, or another node's.
+    ObjectStore(crate::remote::RemoteError),
+}
+
+impl From<crate::remote::RemoteError> for StartError {
+    fn from(error: crate::remote::RemoteError) -> Self {
+        StartError::ObjectStore(error)
+    }
 }
 
 impl fmt::Display for StartError {
@@ -106,6 +114,7 @@ impl fmt::Display for StartError {
                 write!(f, "data directory {}: {error}", path.display())
             }
             StartError::Recovery(detail) => write!(f, "recovery failed: {detail}"),
+            StartError::ObjectStore(error) => write!(f, "{error}"),
             StartError::Shard { shard, error } => write!(f, "shard {shard} failed to start: {error}"),
             StartError::Signals(error) => write!(f, "cannot set up signal handling: {error}"),
             StartError::DataDirInUse { path, holder } => write!(
@@ -350,6 +359,7 @@ struct ShardSeed {
     heartbeats: Arc<crate::notify::Heartbeats>,
     /// Test only ([`TEST_FAULTS_ENV`]): armed in this shard's data WAL.
     fault: Option<Fault>,
+    remote: Option<Arc<crate::remote::Remote>>,
 }
 
 /// Keeps freed heap memory of request-sized buffers for reuse instead of
@@ -435,7 +445,9 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
     let catalog = shard::recover_catalog(&catalog_dir, config.wal.skip_corrupt)
         .map_err(StartError::Recovery)?;
     tracing::info!(databases = catalog.databases.len(), "catalog recovered");
-    let manifest = Arc::new(load_manifest(&data_dir)?);
+    let mut manifest = load_manifest(&data_dir)?;
+    let remote = start_remote(&config, &data_dir, &mut manifest)?;
+    let manifest = Arc::new(manifest);
     wal::recover(&wal_root, config.wal.skip_corrupt)
         .map_err(|e| StartError::Recovery(e.to_string()))?;
     let generation = wal::next_generation(&wal_root).map_err(|error| StartError::DataDir {
@@ -467,6 +479,7 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
             ready: ready_tx.clone(),
             heartbeats: heartbeats.clone(),
             fault,
+            remote: remote.as_ref().map(|(remote, _)| remote.clone()),
         };
         let placement = match seed.cpu {
             Some(cpu) => Placement::Fixed(cpu),
@@ -529,11 +542,89 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
     for handle in handles {
         let _ = handle.join();
     }
+    if let Some((remote, uploader)) = remote {
+        // The last snapshots' files, if the store answers within the grace.
+        remote.stop();
+        let _ = uploader.join();
+    }
     if let Some(watchdog) = watchdog {
         let _ = watchdog.join();
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The object store's shared state and the uploader's thread.
+type RemoteRunning = (Arc<crate::remote::Remote>, std::thread::JoinHandle<()>);
+
+/// With `[object_store] url`: binds this data directory to its node (the
+/// manifest's `node`, written before anything is uploaded), checks the
+/// bucket answers and holds no other data directory's files under the
+/// node id, publishes the manifest found at start (its files may not all be
+/// uploaded yet) and starts the uploader ([`crate::remote`]).
+fn start_remote(
+    config: &Config,
+    data_dir: &Path,
+    manifest: &mut crate::persist::manifest::Manifest,
+) -> Result<Option<RemoteRunning>, StartError> {
+    use crate::persist::{layout, manifest::NodeEntry};
+    use crate::remote;
+    let Some(configured) = remote::configure(&config.object_store)? else {
+        return Ok(None);
+    };
+    let root = data_dir.join(layout::PARQUET_DIR);
+    let node_id = configured.target.node_id.clone();
+    match &manifest.node {
+        Some(node) if node.id == node_id => {}
+        Some(node) if !manifest.files.is_empty() => {
+            return Err(remote::RemoteError::Config(format!(
+                "this data directory writes as node_id {:?} ({} files are under that name in \
+                 the bucket); object_store.node_id is {node_id:?}. Set it back, or start a \
+                 new data directory for the new name",
+                node.id,
+                manifest.files.len()
+            ))
+            .into());
+        }
+        _ => {
+            manifest.node = Some(NodeEntry {
+                id: node_id.clone(),
+                token: remote::new_token(),
+            });
+            crate::persist::manifest::store(&root, manifest).map_err(|error| {
+                StartError::DataDir {
+                    path: root.clone(),
+                    error,
+                }
+            })?;
+        }
+    }
+    let token = manifest
+        .node
+        .as_ref()
+        .map(|n| n.token.clone())
+        .unwrap_or_default();
+    let listing = remote::probe(&configured, &token)?;
+    tracing::info!(
+        url = %configured.target.url,
+        node_id = %node_id,
+        reachable = listing.is_some(),
+        objects = listing.as_ref().map_or(0, |l| l.objects.len()),
+        "object store"
+    );
+    let shared = Arc::new(remote::Remote::new(configured.target.clone()));
+    shared.publish(remote::FIRST_VERSION, manifest.clone());
+    let uploader = remote::uploader::spawn(remote::uploader::Uploader {
+        remote: shared.clone(),
+        store: configured.store,
+        parquet_root: root.clone(),
+        part_bytes: config.object_store.part_bytes,
+        token,
+        listing,
+        grace: Duration::from_millis(config.server.shutdown_grace_ms),
+    })
+    .map_err(|error| StartError::DataDir { path: root, error })?;
+    Ok(Some((shared, uploader)))
 }
 
 /// Reads the persisted catalog and cleans what a crash left under the
@@ -653,6 +744,7 @@ async fn start_shard(seed: ShardSeed) -> Result<(Rc<Shard>, (TcpListener, i32)),
             manifest: std::cell::RefCell::new((*seed.manifest).clone()),
             manifest_lock: glommio::sync::Semaphore::new(1),
             final_commits: std::cell::Cell::new(0),
+            version: std::cell::Cell::new(crate::remote::FIRST_VERSION),
         })
     } else {
         None
@@ -698,6 +790,7 @@ async fn start_shard(seed: ShardSeed) -> Result<(Rc<Shard>, (TcpListener, i32)),
             files
         },
         generation,
+        remote: seed.remote,
     });
     replay(&shard, &wal_root, generation, &seed.manifest.wal)?;
     let handler = {

@@ -64,6 +64,9 @@ pub struct CatalogOwner {
     pub manifest_lock: glommio::sync::Semaphore,
     /// Shards whose last snapshot before shutdown was recorded.
     pub final_commits: Cell<usize>,
+    /// The version of the manifest last written (the one found at start
+    /// is 1); published with it to the object store's uploader.
+    pub version: Cell<u64>,
 }
 
 pub struct Shard {
@@ -99,6 +102,9 @@ pub struct Shard {
     pub generation: u64,
     /// Persistence state of this shard (see `crate::persister`).
     pub persisting: PersistState,
+    /// The object store's shared state, when one is configured
+    /// ([`crate::remote`]).
+    pub remote: Option<std::sync::Arc<crate::remote::Remote>>,
     /// Why this shard stopped acknowledging, if it did.
     unhealthy: RefCell<Option<String>>,
     pub started_ns: i64,
@@ -124,6 +130,7 @@ pub struct ShardParts {
     pub shutdown: std::sync::Arc<std::sync::atomic::AtomicBool>,
     pub files: Vec<FileEntry>,
     pub generation: u64,
+    pub remote: Option<std::sync::Arc<crate::remote::Remote>>,
 }
 
 /// Where a shard's persistence stands.
@@ -151,6 +158,19 @@ pub struct PersistState {
     /// [`Wal::appended_bytes`] when the last snapshot began: what a crash
     /// now would replay is at least the WAL appended since.
     pub wal_bytes_at_start: Cell<u64>,
+    /// With an object store: persisted WAL positions whose segments wait
+    /// until the manifest version recording them is in the bucket (oldest
+    /// first; [`crate::persister`]).
+    pub wal_waiting: RefCell<VecDeque<WalRelease>>,
+}
+
+/// Segments that may go once manifest `version` is confirmed: this run's
+/// through `through`, and earlier runs' when the floor passed them.
+#[derive(Clone, Copy, Debug)]
+pub struct WalRelease {
+    pub version: u64,
+    pub through: Sequence,
+    pub floor_generation: u64,
 }
 
 impl Shard {
@@ -197,7 +217,9 @@ impl Shard {
                 last_duration_us: Cell::new(0),
                 last_started: Cell::new(crate::clock::monotonic()),
                 wal_bytes_at_start: Cell::new(0),
+                wal_waiting: RefCell::new(VecDeque::new()),
             },
+            remote: parts.remote,
             unhealthy: RefCell::new(None),
             started_ns: crate::clock::now_ns(),
             started: crate::clock::monotonic(),
@@ -790,8 +812,13 @@ impl Shard {
         .and_then(|stored: std::io::Result<()>| stored);
         match result {
             Ok(()) => {
+                let version = owner.version.get() + 1;
+                owner.version.set(version);
+                if let Some(remote) = &self.remote {
+                    remote.publish(version, next.clone());
+                }
                 *owner.manifest.borrow_mut() = next;
-                Ok(outcome)
+                Ok(CommitOutcome { version, ..outcome })
             }
             Err(error) => {
                 let cause = format!(

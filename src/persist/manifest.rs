@@ -24,7 +24,8 @@
 //!     "floor_generation": 7,               records of older generations are persisted
 //!     "runs": [ { "generation": 8, "shard_count": 2, "persisted": [0] } ],
 //!     "positions": [ { "shard": 0, "generation": 8, "sequence": 1234 } ]
-//!   }
+//!   },
+//!   "node": { "id": "ingest-1", "token": "5f0c…(32 hex)" }   only with an object store
 //! }
 //! ```
 //!
@@ -58,6 +59,20 @@ pub struct Manifest {
     pub databases: Vec<DatabaseEntry>,
     pub files: Vec<FileEntry>,
     pub wal: WalState,
+    /// With an object store: the node this data directory writes as
+    /// ([`crate::remote`]). Absent without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEntry {
+    /// `object_store.node_id`: files go under `node=<id>/` in the bucket.
+    pub id: String,
+    /// Drawn once per data directory: a node manifest in the bucket with
+    /// another token belongs to another data directory.
+    pub token: String,
 }
 
 impl Default for Manifest {
@@ -69,6 +84,7 @@ impl Default for Manifest {
             databases: Vec::new(),
             files: Vec::new(),
             wal: WalState::default(),
+            node: None,
         }
     }
 }
@@ -227,6 +243,9 @@ pub struct CommitOutcome {
     pub floor_raised_to: Option<u64>,
     /// The floor after the commit: segments of older generations may go.
     pub floor_generation: u64,
+    /// The version of the manifest that holds the commit (set by the
+    /// catalog owner; an object store confirms versions, [`crate::remote`]).
+    pub version: u64,
 }
 
 impl Manifest {
@@ -599,13 +618,18 @@ pub fn store(root: &Path, manifest: &Manifest) -> io::Result<()> {
     super::parquet::create_dirs_durably(root)?;
     let path = root.join(MANIFEST_FILE);
     let tmp = root.join(format!("{MANIFEST_FILE}{TMP_SUFFIX}"));
-    let bytes = serde_json::to_vec_pretty(manifest).map_err(io::Error::other)?;
+    let bytes = to_bytes(manifest)?;
     let mut file = File::create(&tmp)?;
     file.write_all(&bytes)?;
     file.sync_all()?;
     drop(file);
     fs::rename(&tmp, &path)?;
     sync_dir(root)
+}
+
+/// The manifest's JSON text (as stored, and as uploaded: [`crate::remote`]).
+pub fn to_bytes(manifest: &Manifest) -> io::Result<Vec<u8>> {
+    serde_json::to_vec_pretty(manifest).map_err(io::Error::other)
 }
 
 /// Every `*.parquet` file under `root`, relative, `/`-separated.

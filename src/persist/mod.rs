@@ -78,7 +78,8 @@
 //!    records the files and the position `(k, G, S)`.
 //! 4. Only then: the frozen rows leave memory (queries read the files), and
 //!    the WAL segments of `k` whose records all have sequence `≤ S` are
-//!    deleted.
+//!    deleted — with an object store (`[object_store]`), only once the
+//!    bucket holds the files and a manifest naming them ([`crate::remote`]).
 //!
 //! **Expired files** (retention; the catalog owner's persister, see
 //! [`crate::persister`]): a file whose newest row (`time_max_ns`) is older

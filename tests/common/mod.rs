@@ -548,8 +548,18 @@ pub fn query_series(server: &Server, db: &str, q: &str) -> Vec<Series> {
 /// of start-up: `Ok` (then stopped) if it printed its ready line, `Err`
 /// with its stderr if it exited first.
 pub fn start_outcome(data_dir: &std::path::Path, extra_args: &[&str]) -> Result<(), String> {
+    start_outcome_with_env(data_dir, extra_args, &[])
+}
+
+/// [`start_outcome`] with extra environment variables.
+pub fn start_outcome_with_env(
+    data_dir: &std::path::Path,
+    extra_args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<(), String> {
     let mut command = Command::new(binary());
     command
+        .envs(env.iter().copied())
         .arg("serve")
         .args(extra_args)
         .args(retention_args(extra_args));

@@ -1,0 +1,377 @@
+//! The uploader: one thread with its own small async runtime (the one
+//! `object_store`'s HTTP client needs), never a shard's. It copies each
+//! manifest the catalog owner publishes, with the files it names, to the
+//! bucket; the protocol and its durability argument are in
+//! [`crate::remote`].
+
+// The uploader's own thread: blocking file reads are fine here.
+#![allow(clippy::disallowed_methods)]
+
+use std::collections::HashSet;
+use std::fmt;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::StreamExt;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, PutPayload, WriteMultipart};
+
+use super::{Listing, Published, Remote, Target, NODE_MANIFEST};
+use crate::persist::manifest;
+
+/// First wait after a failed round; doubles up to [`BACKOFF_MAX`].
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Parts of a multipart upload in flight at once.
+const PARTS_IN_FLIGHT: usize = 2;
+
+/// Why listing the node prefix failed.
+#[derive(Debug)]
+pub enum ListError {
+    Store(object_store::Error),
+    /// The node manifest is there but does not parse.
+    Manifest(String),
+}
+
+impl fmt::Display for ListError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListError::Store(error) => write!(f, "{error}"),
+            ListError::Manifest(detail) => write!(f, "node manifest: {detail}"),
+        }
+    }
+}
+
+/// What the bucket holds under the node prefix: every object (by manifest
+/// path) and the node manifest.
+pub async fn list(store: &dyn ObjectStore, target: &Target) -> Result<Listing, ListError> {
+    let mut listing = Listing::default();
+    let mut objects = store.list(Some(&target.node_prefix));
+    while let Some(meta) = objects.next().await {
+        let meta = meta.map_err(ListError::Store)?;
+        let Some(relative) = target.relative(&meta.location) else {
+            continue;
+        };
+        if relative != NODE_MANIFEST {
+            listing.objects.insert(relative, meta.size);
+        }
+    }
+    let location = target
+        .object(NODE_MANIFEST)
+        .map_err(|e| ListError::Manifest(e.to_string()))?;
+    match store.get(&location).await {
+        Ok(found) => {
+            let bytes = found.bytes().await.map_err(ListError::Store)?;
+            let parsed = manifest::parse(Path::new(location.as_ref()), &bytes)
+                .map_err(|e| ListError::Manifest(e.to_string()))?;
+            listing.manifest = Some(parsed);
+        }
+        Err(object_store::Error::NotFound { .. }) => {}
+        Err(error) => return Err(ListError::Store(error)),
+    }
+    Ok(listing)
+}
+
+/// Why a round did not complete.
+#[derive(Debug)]
+enum RoundError {
+    Store(String),
+    /// A file the manifest names is not on the local disk.
+    LocalMissing(String),
+    Local(String),
+    /// The bucket holds another data directory's node manifest.
+    NodeTaken(String),
+}
+
+impl fmt::Display for RoundError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RoundError::Store(detail) => write!(f, "object store: {detail}"),
+            RoundError::LocalMissing(path) => {
+                write!(f, "{path}: named by the persisted catalog, missing on disk")
+            }
+            RoundError::Local(detail) => write!(f, "reading a local file: {detail}"),
+            RoundError::NodeTaken(detail) => write!(f, "{detail}"),
+        }
+    }
+}
+
+/// What the uploader needs besides the shared [`Remote`].
+pub struct Uploader {
+    pub remote: Arc<Remote>,
+    pub store: Arc<dyn ObjectStore>,
+    /// `<data_dir>/parquet`: manifest paths are relative to it.
+    pub parquet_root: PathBuf,
+    /// Files larger than this go up as a multipart upload in parts of it.
+    pub part_bytes: usize,
+    /// This data directory's token ([`crate::remote`]'s node manifest).
+    pub token: String,
+    /// What start-up listed (`None`: the store did not answer).
+    pub listing: Option<Listing>,
+    /// After [`Remote::stop`], the last round gets this long.
+    pub grace: Duration,
+}
+
+/// Starts the uploader's thread; it returns after [`Remote::stop`].
+pub fn spawn(uploader: Uploader) -> io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("ringest-upload".to_string())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    tracing::error!(%error, "cannot start the uploader's runtime: nothing is uploaded");
+                    return;
+                }
+            };
+            runtime.block_on(uploader.run());
+        })
+}
+
+impl Uploader {
+    async fn run(mut self) {
+        let remote = self.remote.clone();
+        let mut backoff = BACKOFF_MIN;
+        let mut failing = false;
+        loop {
+            let stopping = remote.stopping();
+            let latest = remote.latest();
+            let due = latest
+                .as_ref()
+                .filter(|p| p.version > remote.confirmed())
+                .cloned();
+            let Some(published) = due else {
+                if stopping {
+                    return;
+                }
+                remote.wake.notified().await;
+                continue;
+            };
+            let result = if stopping {
+                match tokio::time::timeout(self.grace, self.round(&published)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(RoundError::Store(format!(
+                        "not finished within the shutdown grace of {:?}",
+                        self.grace
+                    ))),
+                }
+            } else {
+                self.round(&published).await
+            };
+            match result {
+                Ok(()) => {
+                    remote.status.up.store(1, Ordering::Relaxed);
+                    if failing {
+                        tracing::info!(
+                            version = published.version,
+                            "object store reachable again; upload backlog drained"
+                        );
+                    }
+                    failing = false;
+                    backoff = BACKOFF_MIN;
+                }
+                Err(error) => {
+                    remote.status.up.store(0, Ordering::Relaxed);
+                    remote.status.failures.fetch_add(1, Ordering::Relaxed);
+                    if stopping {
+                        tracing::warn!(%error, "last upload before shutdown failed; the next start uploads the rest (the WAL keeps its records meanwhile)");
+                        return;
+                    }
+                    tracing::warn!(%error, retry_in = ?backoff, "upload to the object store failed; WAL segments are kept until it succeeds");
+                    failing = true;
+                    // Woken early only by a stop; a newer manifest waits
+                    // for the backoff.
+                    let _ = tokio::time::timeout(backoff, async {
+                        while !remote.stopping() {
+                            remote.wake.notified().await;
+                        }
+                    })
+                    .await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    /// Steps 1-4 of the protocol for `published`.
+    async fn round(&mut self, published: &Published) -> Result<(), RoundError> {
+        let target = self.remote.target.clone();
+        let store = self.store.clone();
+        if self.listing.is_none() {
+            let listing = list(&*store, &target)
+                .await
+                .map_err(|e| RoundError::Store(e.to_string()))?;
+            if let Some(found) = &listing.manifest {
+                let token = found.node.as_ref().map(|n| n.token.as_str());
+                if token != Some(self.token.as_str()) {
+                    return Err(RoundError::NodeTaken(format!(
+                        "node_id {:?} already holds another data directory's files in {} \
+                         (manifest token {token:?}); nothing is uploaded until this node gets \
+                         its own node_id",
+                        target.node_id, target.url
+                    )));
+                }
+            }
+            self.listing = Some(listing);
+        }
+        let manifest = &published.manifest;
+        // 1. The files the bucket lacks.
+        let missing: Vec<(String, u64)> = {
+            let objects = &self.listing.as_ref().expect("listed above").objects;
+            manifest
+                .files
+                .iter()
+                .filter(|f| objects.get(&f.path) != Some(&f.bytes))
+                .map(|f| (f.path.clone(), f.bytes))
+                .collect()
+        };
+        let status = &self.remote.status;
+        status
+            .files_pending
+            .store(missing.len() as u64, Ordering::Relaxed);
+        for (path, _) in &missing {
+            let location = target
+                .object(path)
+                .map_err(|e| RoundError::Local(format!("{path}: {e}")))?;
+            let local = self.parquet_root.join(path);
+            let bytes = match upload_file(&*store, &local, &location, self.part_bytes).await {
+                Ok(bytes) => bytes,
+                Err(RoundError::LocalMissing(_))
+                    if self
+                        .remote
+                        .latest()
+                        .is_some_and(|l| l.version > published.version) =>
+                {
+                    // Compacted or expired since: the newer manifest does
+                    // not name it; start over with that one.
+                    return Ok(());
+                }
+                Err(error) => return Err(error),
+            };
+            let listing = self.listing.as_mut().expect("listed above");
+            listing.objects.insert(path.clone(), bytes);
+            status.files_uploaded.fetch_add(1, Ordering::Relaxed);
+            status.bytes_uploaded.fetch_add(bytes, Ordering::Relaxed);
+            status.files_pending.fetch_sub(1, Ordering::Relaxed);
+        }
+        // 2. The node manifest.
+        let location = target
+            .object(NODE_MANIFEST)
+            .map_err(|e| RoundError::Local(e.to_string()))?;
+        let bytes = manifest::to_bytes(manifest).map_err(|e| RoundError::Local(e.to_string()))?;
+        store
+            .put(&location, PutPayload::from(bytes))
+            .await
+            .map_err(|e| RoundError::Store(e.to_string()))?;
+        status.manifests_uploaded.fetch_add(1, Ordering::Relaxed);
+        // 3. Confirmed: the shards may release the WAL behind it.
+        self.remote.confirm(published.version);
+        tracing::debug!(
+            version = published.version,
+            uploaded = missing.len(),
+            "object store holds the persisted catalog"
+        );
+        // 4. Objects it no longer names.
+        let named: HashSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
+        let listing = self.listing.as_mut().expect("listed above");
+        let stale: Vec<String> = listing
+            .objects
+            .keys()
+            .filter(|p| !named.contains(p.as_str()))
+            .cloned()
+            .collect();
+        for path in stale {
+            let location = target
+                .object(&path)
+                .map_err(|e| RoundError::Local(format!("{path}: {e}")))?;
+            match store.delete(&location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(error) => return Err(RoundError::Store(error.to_string())),
+            }
+            listing.objects.remove(&path);
+            status.objects_deleted.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// Uploads the local file at `local` as `location`: one PUT, or a
+/// multipart upload in `part_bytes` parts (at most [`PARTS_IN_FLIGHT`]
+/// buffered). Either way the object appears whole or not at all. Returns
+/// its size.
+async fn upload_file(
+    store: &dyn ObjectStore,
+    local: &Path,
+    location: &StorePath,
+    part_bytes: usize,
+) -> Result<u64, RoundError> {
+    let local_error = |error: io::Error| {
+        if error.kind() == io::ErrorKind::NotFound {
+            RoundError::LocalMissing(local.display().to_string())
+        } else {
+            RoundError::Local(format!("{}: {error}", local.display()))
+        }
+    };
+    let mut file = std::fs::File::open(local).map_err(local_error)?;
+    let size = file.metadata().map_err(local_error)?.len();
+    if size <= part_bytes as u64 {
+        let mut bytes = Vec::with_capacity(size as usize);
+        file.read_to_end(&mut bytes).map_err(local_error)?;
+        let size = bytes.len() as u64;
+        store
+            .put(location, PutPayload::from(bytes))
+            .await
+            .map_err(|e| RoundError::Store(e.to_string()))?;
+        return Ok(size);
+    }
+    let upload = store
+        .put_multipart(location)
+        .await
+        .map_err(|e| RoundError::Store(e.to_string()))?;
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, part_bytes);
+    let mut buffer = vec![0u8; part_bytes];
+    let mut sent = 0u64;
+    let failed = loop {
+        let n = match read_full(&mut file, &mut buffer) {
+            Ok(n) => n,
+            Err(error) => break Some(local_error(error)),
+        };
+        if n == 0 {
+            break None;
+        }
+        if let Err(error) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
+            break Some(RoundError::Store(error.to_string()));
+        }
+        writer.write(&buffer[..n]);
+        sent += n as u64;
+    };
+    if let Some(error) = failed {
+        let _ = writer.abort().await;
+        return Err(error);
+    }
+    writer
+        .finish()
+        .await
+        .map_err(|e| RoundError::Store(e.to_string()))?;
+    Ok(sent)
+}
+
+/// Fills `buffer` unless the file ends first; the bytes read.
+fn read_full(file: &mut std::fs::File, buffer: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match file.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(filled)
+}
