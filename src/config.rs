@@ -202,6 +202,10 @@ pub struct ObjectStoreConfig {
     pub request_timeout_ms: u64,
     /// Files larger than this are uploaded in parts of this size.
     pub part_bytes: usize,
+    /// Parquet bytes kept on the local disk: past it, the local copies of
+    /// the oldest files already in the bucket are deleted (fetched back
+    /// when read). 0: keep every file locally.
+    pub local_bytes_max: u64,
 }
 
 impl Default for ObjectStoreConfig {
@@ -214,6 +218,7 @@ impl Default for ObjectStoreConfig {
             node_id: None,
             request_timeout_ms: 30_000,
             part_bytes: 16 * 1024 * 1024,
+            local_bytes_max: 0,
         }
     }
 }

@@ -192,10 +192,10 @@ async fn compact(shard: &Rc<Shard>) -> Result<(), String> {
     let database = inputs[0].database.clone();
     let cutoff = cutoffs(shard).get(&database).copied().flatten();
     // Step 1 (blocking thread): the merged file, durably.
-    let root = shard.parquet_root.clone();
+    let source = shard.files_source.clone();
     let to_merge = inputs.clone();
     let added: Vec<FileEntry> =
-        crate::blocking::run(move || compact::merge(&root, &to_merge, id, cutoff))
+        crate::blocking::run(move || compact::merge(&source, &to_merge, id, cutoff))
             .await
             .map_err(|error| error.to_string())
             .and_then(|merged| merged.map_err(|error| error.to_string()))

@@ -445,7 +445,7 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
     let catalog = shard::recover_catalog(&catalog_dir, config.wal.skip_corrupt)
         .map_err(StartError::Recovery)?;
     tracing::info!(databases = catalog.databases.len(), "catalog recovered");
-    let mut manifest = load_manifest(&data_dir)?;
+    let mut manifest = load_manifest(&data_dir, config.object_store.url.is_some())?;
     let remote = start_remote(&config, &data_dir, &mut manifest)?;
     let manifest = Arc::new(manifest);
     wal::recover(&wal_root, config.wal.skip_corrupt)
@@ -479,7 +479,7 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
             ready: ready_tx.clone(),
             heartbeats: heartbeats.clone(),
             fault,
-            remote: remote.as_ref().map(|(remote, _)| remote.clone()),
+            remote: remote.as_ref().map(|(remote, ..)| remote.clone()),
         };
         let placement = match seed.cpu {
             Some(cpu) => Placement::Fixed(cpu),
@@ -542,10 +542,11 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
     for handle in handles {
         let _ = handle.join();
     }
-    if let Some((remote, uploader)) = remote {
+    if let Some((remote, runtime, uploader)) = remote {
         // The last snapshots' files, if the store answers within the grace.
         remote.stop();
-        let _ = uploader.join();
+        let _ = runtime.block_on(uploader);
+        runtime.shutdown_timeout(Duration::from_secs(1));
     }
     if let Some(watchdog) = watchdog {
         let _ = watchdog.join();
@@ -554,8 +555,12 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
     Ok(())
 }
 
-/// The object store's shared state and the uploader's thread.
-type RemoteRunning = (Arc<crate::remote::Remote>, std::thread::JoinHandle<()>);
+/// The object store's shared state, its runtime and the uploader's task.
+type RemoteRunning = (
+    Arc<crate::remote::Remote>,
+    tokio::runtime::Runtime,
+    tokio::task::JoinHandle<()>,
+);
 
 /// With `[object_store] url`: binds this data directory to its node (the
 /// manifest's `node`, written before anything is uploaded), checks the
@@ -604,7 +609,8 @@ fn start_remote(
         .as_ref()
         .map(|n| n.token.clone())
         .unwrap_or_default();
-    let listing = remote::probe(&configured, &token)?;
+    let runtime = remote::runtime()?;
+    let listing = remote::probe(&runtime, &configured, &token)?;
     tracing::info!(
         url = %configured.target.url,
         node_id = %node_id,
@@ -612,26 +618,35 @@ fn start_remote(
         objects = listing.as_ref().map_or(0, |l| l.objects.len()),
         "object store"
     );
-    let shared = Arc::new(remote::Remote::new(configured.target.clone()));
+    let shared = Arc::new(remote::Remote::new(
+        configured.target.clone(),
+        configured.store,
+        runtime.handle().clone(),
+    ));
     shared.publish(remote::FIRST_VERSION, manifest.clone());
-    let uploader = remote::uploader::spawn(remote::uploader::Uploader {
-        remote: shared.clone(),
-        store: configured.store,
-        parquet_root: root.clone(),
-        part_bytes: config.object_store.part_bytes,
-        token,
-        listing,
-        grace: Duration::from_millis(config.server.shutdown_grace_ms),
-    })
-    .map_err(|error| StartError::DataDir { path: root, error })?;
-    Ok(Some((shared, uploader)))
+    let uploader = remote::uploader::start(
+        &runtime,
+        remote::uploader::Uploader {
+            remote: shared.clone(),
+            parquet_root: root,
+            part_bytes: config.object_store.part_bytes,
+            token,
+            listing,
+            grace: Duration::from_millis(config.server.shutdown_grace_ms),
+            local_bytes_max: config.object_store.local_bytes_max,
+        },
+    );
+    Ok(Some((shared, runtime, uploader)))
 }
 
 /// Reads the persisted catalog and cleans what a crash left under the
 /// Parquet directory (the crash table in [`crate::persist`]).
 // Start-up on the main thread, before any executor runs.
 #[allow(clippy::disallowed_methods)]
-fn load_manifest(data_dir: &Path) -> Result<crate::persist::manifest::Manifest, StartError> {
+fn load_manifest(
+    data_dir: &Path,
+    remote_configured: bool,
+) -> Result<crate::persist::manifest::Manifest, StartError> {
     use crate::persist::{layout, manifest};
     let root = data_dir.join(layout::PARQUET_DIR);
     let loaded = manifest::load(&root).map_err(|e| StartError::Recovery(e.to_string()))?;
@@ -655,7 +670,13 @@ fn load_manifest(data_dir: &Path) -> Result<crate::persist::manifest::Manifest, 
             "removed Parquet files of snapshots that did not complete (their rows are in the WAL)"
         );
     }
-    for missing in &report.missing {
+    if remote_configured && !report.missing.is_empty() {
+        tracing::info!(
+            files = report.missing.len(),
+            "Parquet files only in the object store (object_store.local_bytes_max): fetched when read"
+        );
+    }
+    for missing in report.missing.iter().filter(|_| !remote_configured) {
         tracing::error!(
             file = %root.join(missing).display(),
             "a Parquet file the persisted catalog names is missing: queries that need it fail"

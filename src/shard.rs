@@ -32,6 +32,7 @@ use crate::metrics::{Gauges, ShardMetrics, Snapshot};
 use crate::persist::cache::FileCache;
 use crate::persist::manifest::{self, Commit, CommitOutcome, FileEntry, Manifest, WalState};
 use crate::persist::parquet::LoadRequest;
+use crate::persist::source::Source;
 use crate::retention::{self, Period};
 use crate::route::{self, Message, Peers, RemoteError, CATALOG_OWNER};
 use crate::store::{
@@ -96,6 +97,9 @@ pub struct Shard {
     pub files_version: Cell<u64>,
     /// `<data_dir>/parquet`.
     pub parquet_root: std::path::PathBuf,
+    /// Opens the files of scans and compactions: `parquet_root`, and the
+    /// object store behind it ([`Source`]).
+    pub files_source: Source,
     /// Decoded Parquet files kept for the next scans (`query.file_cache_bytes`).
     pub file_cache: FileCache,
     /// This run's WAL generation.
@@ -200,6 +204,16 @@ impl Shard {
                 .server
                 .data_dir
                 .join(crate::persist::layout::PARQUET_DIR),
+            files_source: Source::new(
+                config
+                    .server
+                    .data_dir
+                    .join(crate::persist::layout::PARQUET_DIR),
+                parts
+                    .remote
+                    .clone()
+                    .map(|remote| remote as std::sync::Arc<dyn crate::persist::source::Fetch>),
+            ),
             file_cache: FileCache::new(config.query.file_cache_bytes),
             generation: parts.generation,
             persisting: PersistState {
@@ -573,9 +587,9 @@ impl Shard {
                     .borrow()
                     .scan_with(request, &Persisted::default());
             }
-            let root = self.parquet_root.clone();
+            let source = self.files_source.clone();
             let cache = self.file_cache.clone();
-            let loaded = crate::blocking::run(move || load_files(&root, loads, &cache))
+            let loaded = crate::blocking::run(move || load_files(&source, loads, &cache))
                 .await
                 .map_err(|error| ScanError::PersistedFile {
                     path: root_display(&self.parquet_root),
@@ -605,11 +619,11 @@ impl Shard {
             let loads = self.files_to_load(request)?;
             let mut aggregator = aggregate::Aggregator::new(aggregate.clone(), held.clone());
             if !loads.is_empty() {
-                let root = self.parquet_root.clone();
+                let source = self.files_source.clone();
                 let cache = self.file_cache.clone();
                 let fed = crate::blocking::run(move || -> Result<_, ScanError> {
                     for load in loads {
-                        aggregator.feed(&*load.read(&root, &cache)?)?;
+                        aggregator.feed(&*load.read(&source, &cache)?)?;
                     }
                     Ok(aggregator)
                 })
@@ -1370,11 +1384,11 @@ impl FileLoad {
     /// Reads it (blocking thread), through the shard's file cache.
     fn read(
         &self,
-        root: &std::path::Path,
+        source: &Source,
         cache: &FileCache,
     ) -> Result<std::sync::Arc<crate::store::Table>, ScanError> {
         cache
-            .load(root, &self.path, &self.request, self.whole_file)
+            .load(source, &self.path, &self.request, self.whole_file)
             .map_err(|error| ScanError::PersistedFile {
                 path: self.path.clone(),
                 error: error.to_string(),
@@ -1384,13 +1398,13 @@ impl FileLoad {
 
 /// Reads the files of one scan (blocking thread): per table, oldest first.
 fn load_files(
-    root: &std::path::Path,
+    source: &Source,
     loads: Vec<FileLoad>,
     cache: &FileCache,
 ) -> Result<Persisted, ScanError> {
     let mut persisted = Persisted::default();
     for load in loads {
-        let table = load.read(root, cache)?;
+        let table = load.read(source, cache)?;
         persisted.tables.entry(load.table).or_default().push(table);
     }
     Ok(persisted)

@@ -188,11 +188,11 @@ impl Relay {
 }
 
 /// A config file for a node writing to `endpoint` as `node_id`.
-fn node_config(dir: &TempDir, endpoint: &str, node_id: &str, extra: &str) -> String {
+fn node_config(dir: &TempDir, endpoint: &str, node_id: &str, extra: &str, persist: &str) -> String {
     config_file(
         dir,
         &format!(
-            "[persist]\ninterval_ms = 300\n\n[wal]\nsegment_bytes = 131072\nbatch_bytes_max = 65536\n\n\
+            "[persist]\ninterval_ms = 300\n{persist}\n[wal]\nsegment_bytes = 131072\nbatch_bytes_max = 65536\n\n\
              [object_store]\nurl = \"s3://{BUCKET}/fleet\"\nendpoint = \"{endpoint}\"\n\
              region = \"us-east-1\"\nallow_http = true\nnode_id = \"{node_id}\"\n\
              request_timeout_ms = 2000\n{extra}"
@@ -301,7 +301,7 @@ fn files_and_manifest_reach_the_bucket_and_readers_count_every_row() {
     let moto = Moto::start(&[]);
     moto.create_bucket();
     let dir = TempDir::new("s3-basic");
-    let config = node_config(&dir, &moto.endpoint(), "node-a", "");
+    let config = node_config(&dir, &moto.endpoint(), "node-a", "", "");
     let data = dir.path.join("data");
     let server = Server::start_in_with_env(
         &data,
@@ -340,7 +340,7 @@ fn store_away_keeps_the_wal_and_the_backlog_drains_when_it_returns() {
     moto.create_bucket();
     let relay = Relay::start(moto.port);
     let dir = TempDir::new("s3-away");
-    let config = node_config(&dir, &relay.endpoint(), "node-a", "");
+    let config = node_config(&dir, &relay.endpoint(), "node-a", "", "");
     let data = dir.path.join("data");
     let mut server = Server::start_in_with_env(
         &data,
@@ -406,8 +406,8 @@ fn two_nodes_share_one_bucket_and_a_restart_duplicates_nothing() {
     let moto = Moto::start(&[]);
     moto.create_bucket();
     let (dir_a, dir_b) = (TempDir::new("s3-node-a"), TempDir::new("s3-node-b"));
-    let config_a = node_config(&dir_a, &moto.endpoint(), "node-a", "");
-    let config_b = node_config(&dir_b, &moto.endpoint(), "node-b", "");
+    let config_a = node_config(&dir_a, &moto.endpoint(), "node-a", "", "");
+    let config_b = node_config(&dir_b, &moto.endpoint(), "node-b", "", "");
     let start = |dir: &TempDir, config: &str| {
         Server::start_in_with_env(
             &dir.path.join("data"),
@@ -466,7 +466,7 @@ print(key["AccessKeyId"], key["SecretAccessKey"])
     );
     let (key, secret) = keys.trim().split_once(' ').expect("key and secret");
     let dir = TempDir::new("s3-auth");
-    let config = node_config(&dir, &moto.endpoint(), "node-a", "");
+    let config = node_config(&dir, &moto.endpoint(), "node-a", "", "");
     let attempt = |env: &[(&str, &str)], config: &str| {
         common::start_outcome_with_env(&dir.path.join("data"), &["--config", config], env)
     };
@@ -521,7 +521,7 @@ fn a_node_id_taken_by_another_data_directory_is_refused() {
     let moto = Moto::start(&[]);
     moto.create_bucket();
     let dir = TempDir::new("s3-taken");
-    let config = node_config(&dir, &moto.endpoint(), "same", "");
+    let config = node_config(&dir, &moto.endpoint(), "same", "", "");
     let first = Server::start_in_with_env(
         &dir.path.join("first"),
         &["--shards", "1", "--config", &config],
@@ -542,5 +542,60 @@ fn a_node_id_taken_by_another_data_directory_is_refused() {
     assert_eq!(
         read_bucket(&moto.endpoint()).matches("manifest ").count(),
         1
+    );
+}
+
+/// Goal: with `local_bytes_max`, the local copies of files already in the
+/// bucket are deleted, and queries and compactions that need them fetch
+/// them back: every answer stays exact. Method: a budget of one byte (every
+/// uploaded file's local copy goes), eight snapshots that compaction merges
+/// (its inputs fetched), counts and sums before and after a restart.
+#[test]
+fn local_copies_past_the_budget_are_fetched_back_for_queries_and_compaction() {
+    let moto = Moto::start(&[]);
+    moto.create_bucket();
+    let dir = TempDir::new("s3-evict");
+    let config = node_config(
+        &dir,
+        &moto.endpoint(),
+        "node-a",
+        "local_bytes_max = 1\n",
+        "compact_files = 4\n",
+    );
+    let data = dir.path.join("data");
+    let mut server = Server::start_in_with_env(
+        &data,
+        &["--shards", "1", "--config", &config],
+        &credentials(),
+    );
+    for batch in 0..8 {
+        write_ok(&server, &lines(batch * 500, 500));
+        wait_uploaded(&server);
+    }
+    wait_for(Duration::from_secs(60), "local copies evicted", || {
+        server.metric("ringest_object_store_files_evicted_total") >= 4
+    });
+    let count = |server: &Server| {
+        let answer = server.query("db=fleet&q=SELECT+count(v),sum(v)+FROM+m");
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        answer.text()
+    };
+    let sum: usize = (0..4000).sum();
+    let expected = format!(",4000,{sum}]");
+    assert!(count(&server).contains(&expected), "{}", count(&server));
+    assert!(server.metric("ringest_object_store_files_fetched_total") >= 1);
+    wait_for(
+        Duration::from_secs(60),
+        "a compaction of evicted files",
+        || server.metric("ringest_persist_compactions_total") >= 1,
+    );
+    assert!(count(&server).contains(&expected), "{}", count(&server));
+    server.restart();
+    assert!(count(&server).contains(&expected), "{}", count(&server));
+    wait_uploaded(&server);
+    let read = read_bucket(&moto.endpoint());
+    assert!(
+        read.contains(&format!("rows 4000 distinct 4000 sum {sum}")),
+        "{read}"
     );
 }

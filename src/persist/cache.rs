@@ -11,7 +11,6 @@
 //! never while decoding).
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use super::parquet::{self, LoadRequest, ParquetError};
@@ -63,7 +62,7 @@ impl FileCache {
     /// request's time range covers the file, so no row group is left out).
     pub fn load(
         &self,
-        root: &Path,
+        source: &super::source::Source,
         path: &str,
         request: &LoadRequest,
         whole_file: bool,
@@ -91,7 +90,7 @@ impl FileCache {
             }
             state.misses += 1;
         }
-        let table = Arc::new(parquet::load_table(&root.join(path), request)?);
+        let table = Arc::new(parquet::load_table(source, path, request)?);
         if cacheable {
             let bytes = table.estimated_bytes();
             if bytes <= self.budget / 2 {

@@ -3,7 +3,6 @@
 //! the merge itself (blocking: runs on a thread of its own).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use super::layout::SnapshotId;
 use super::manifest::FileEntry;
@@ -92,7 +91,7 @@ pub fn merged_id(inputs: &[FileEntry]) -> Option<SnapshotId> {
 /// file under `root`, durably, leaving out rows older than `cutoff_ns`.
 /// `None` when no row is left (every input expired).
 pub fn merge(
-    root: &Path,
+    source: &super::source::Source,
     inputs: &[FileEntry],
     id: SnapshotId,
     cutoff_ns: Option<i64>,
@@ -108,11 +107,17 @@ pub fn merge(
     };
     let tables = inputs
         .iter()
-        .map(|f| parquet::load_table(&root.join(&f.path), &everything))
+        .map(|f| parquet::load_table(source, &f.path, &everything))
         .collect::<Result<Vec<Table>, _>>()?;
     let merged = Table::merged(tables);
-    let mut written =
-        parquet::write_table(root, id, &first.database, &first.table, &merged, cutoff_ns)?;
+    let mut written = parquet::write_table(
+        source.root(),
+        id,
+        &first.database,
+        &first.table,
+        &merged,
+        cutoff_ns,
+    )?;
     // One partition in, one file out (a day's rows stay in their day).
     debug_assert!(written.len() <= 1, "one partition makes one file");
     Ok(written.pop())

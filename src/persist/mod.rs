@@ -155,3 +155,4 @@ pub mod compact;
 pub mod layout;
 pub mod manifest;
 pub mod parquet;
+pub mod source;

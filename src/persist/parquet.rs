@@ -389,9 +389,15 @@ pub struct LoadRequest {
     pub owner: Option<(usize, usize)>,
 }
 
-/// Reads one file into a table of one chunk (read-only, for a scan).
-pub fn load_table(path: &Path, request: &LoadRequest) -> Result<Table, ParquetError> {
-    let file = File::open(path).map_err(io_error(path))?;
+/// Reads one file (`relative` in `source`) into a table of one chunk
+/// (read-only, for a scan).
+pub fn load_table(
+    source: &super::source::Source,
+    relative: &str,
+    request: &LoadRequest,
+) -> Result<Table, ParquetError> {
+    let path = &source.root().join(relative);
+    let file = source.open(relative)?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(format_error(path))?;
     let schema = builder.schema().clone();
     let mut wanted = Vec::new();

@@ -339,6 +339,10 @@ pub struct Listing {
 /// Shared by the shards (publish, confirmed) and the uploader thread.
 pub struct Remote {
     pub target: Target,
+    store: Arc<dyn ObjectStore>,
+    /// The object store runtime's (its one worker thread drives the
+    /// connections; blocking threads wait on fetches through it).
+    handle: tokio::runtime::Handle,
     latest: Mutex<Option<Arc<Published>>>,
     wake: tokio::sync::Notify,
     confirmed: AtomicU64,
@@ -360,12 +364,24 @@ pub struct Status {
     pub files_pending: AtomicU64,
     /// Published manifest version minus confirmed version.
     pub versions_behind: AtomicU64,
+    /// Local copies deleted to keep within `local_bytes_max`, and files
+    /// fetched back for a query or a compaction.
+    pub files_evicted: AtomicU64,
+    pub files_fetched: AtomicU64,
+    /// Bytes of Parquet files on the local disk (after the last round).
+    pub local_bytes: AtomicU64,
 }
 
 impl Remote {
-    pub fn new(target: Target) -> Remote {
+    pub fn new(
+        target: Target,
+        store: Arc<dyn ObjectStore>,
+        handle: tokio::runtime::Handle,
+    ) -> Remote {
         Remote {
             target,
+            store,
+            handle,
             latest: Mutex::new(None),
             wake: tokio::sync::Notify::new(),
             confirmed: AtomicU64::new(0),
@@ -422,7 +438,7 @@ impl Remote {
         use std::fmt::Write;
         let s = &self.status;
         let node = &self.target.node_id;
-        let families: [(&str, &str, &AtomicU64); 8] = [
+        let families: [(&str, &str, &AtomicU64); 11] = [
             ("ringest_object_store_up", "1 while the last request to the object store succeeded.", &s.up),
             ("ringest_object_store_files_uploaded_total", "Parquet files uploaded.", &s.files_uploaded),
             ("ringest_object_store_bytes_uploaded_total", "Bytes of Parquet files uploaded.", &s.bytes_uploaded),
@@ -430,6 +446,21 @@ impl Remote {
             ("ringest_object_store_objects_deleted_total", "Objects deleted (compacted, expired or dropped files).", &s.objects_deleted),
             ("ringest_object_store_failures_total", "Upload rounds that failed (retried with backoff).", &s.failures),
             ("ringest_object_store_files_pending", "Files the newest catalog names that are not in the object store yet.", &s.files_pending),
+            (
+                "ringest_object_store_local_bytes",
+                "Bytes of Parquet files on the local disk (object_store.local_bytes_max bounds it).",
+                &s.local_bytes,
+            ),
+            (
+                "ringest_object_store_files_evicted_total",
+                "Local copies of uploaded files deleted to keep the disk within object_store.local_bytes_max.",
+                &s.files_evicted,
+            ),
+            (
+                "ringest_object_store_files_fetched_total",
+                "Files fetched back from the object store for a query or a compaction.",
+                &s.files_fetched,
+            ),
             ("ringest_object_store_versions_behind", "Catalog versions written locally and not yet confirmed in the object store (WAL segments wait for them).", &s.versions_behind),
         ];
         for (name, help, value) in families {
@@ -448,14 +479,81 @@ impl Remote {
     }
 }
 
+/// The runtime `object_store`'s HTTP client runs on: one worker thread of
+/// its own (`ringest-objstore`), never a shard's.
+pub fn runtime() -> Result<tokio::runtime::Runtime, RemoteError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(2)
+        .thread_name("ringest-objstore")
+        .enable_all()
+        .build()
+        .map_err(|e| RemoteError::Config(format!("cannot start the object store's runtime: {e}")))
+}
+
+impl crate::persist::source::Fetch for Remote {
+    /// Downloads into `<to>.<thread>.fetch.tmp` (removed at start if a
+    /// crash leaves it), opens it, then renames it to `to`: the handle
+    /// stays valid whatever happens to the name. Not synced: a copy of
+    /// what the bucket holds.
+    fn fetch(&self, relative: &str, to: &std::path::Path) -> std::io::Result<std::fs::File> {
+        use std::io::Write;
+        let location = self
+            .target
+            .object(relative)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        let store = self.store.clone();
+        let bytes = self
+            .handle
+            .block_on(async move { store.get(&location).await?.bytes().await })
+            .map_err(|e| {
+                std::io::Error::other(format!(
+                    "not on the local disk, and fetching it from {} failed: {e}",
+                    self.target.url
+                ))
+            })?;
+        let thread: String = format!("{:?}", std::thread::current().id())
+            .chars()
+            .filter(char::is_ascii_digit)
+            .collect();
+        let tmp = to.with_extension(format!(
+            "parquet.{thread}.fetch{}",
+            crate::persist::layout::TMP_SUFFIX
+        ));
+        // A blocking thread (scan or compaction): std::fs is the right tool.
+        #[allow(clippy::disallowed_methods)]
+        let file = (|| {
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(&bytes)?;
+            drop(file);
+            let file = std::fs::File::open(&tmp)?;
+            std::fs::rename(&tmp, to)?;
+            Ok(file)
+        })();
+        match &file {
+            Ok(_) => {
+                self.status.files_fetched.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                #[allow(clippy::disallowed_methods)]
+                let _ = std::fs::remove_file(&tmp);
+            }
+        }
+        file
+    }
+}
+
 /// Start-up check (main thread, before the shards): lists the node prefix
 /// and reads the node manifest. A refusal is an error; an unreachable
 /// store is `Ok(None)` after a warning (the uploader lists again later).
-pub fn probe(configured: &Configured, token: &str) -> Result<Option<Listing>, RemoteError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| RemoteError::Config(format!("cannot start the I/O runtime: {e}")))?;
+pub fn probe(
+    runtime: &tokio::runtime::Runtime,
+    configured: &Configured,
+    token: &str,
+) -> Result<Option<Listing>, RemoteError> {
     let listed = runtime.block_on(uploader::list(&*configured.store, &configured.target));
     match listed {
         Ok(listing) => {

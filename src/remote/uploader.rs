@@ -102,7 +102,6 @@ impl fmt::Display for RoundError {
 /// What the uploader needs besides the shared [`Remote`].
 pub struct Uploader {
     pub remote: Arc<Remote>,
-    pub store: Arc<dyn ObjectStore>,
     /// `<data_dir>/parquet`: manifest paths are relative to it.
     pub parquet_root: PathBuf,
     /// Files larger than this go up as a multipart upload in parts of it.
@@ -113,25 +112,16 @@ pub struct Uploader {
     pub listing: Option<Listing>,
     /// After [`Remote::stop`], the last round gets this long.
     pub grace: Duration,
+    /// Keep at most this many bytes of Parquet files on the local disk:
+    /// past it, the local copies of the oldest files already in the bucket
+    /// are deleted (0: keep every file).
+    pub local_bytes_max: u64,
 }
 
-/// Starts the uploader's thread; it returns after [`Remote::stop`].
-pub fn spawn(uploader: Uploader) -> io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("ringest-upload".to_string())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    tracing::error!(%error, "cannot start the uploader's runtime: nothing is uploaded");
-                    return;
-                }
-            };
-            runtime.block_on(uploader.run());
-        })
+/// Starts the uploader on the object store's runtime; the task ends
+/// after [`Remote::stop`].
+pub fn start(runtime: &tokio::runtime::Runtime, uploader: Uploader) -> tokio::task::JoinHandle<()> {
+    runtime.spawn(uploader.run())
 }
 
 impl Uploader {
@@ -202,7 +192,7 @@ impl Uploader {
     /// Steps 1-4 of the protocol for `published`.
     async fn round(&mut self, published: &Published) -> Result<(), RoundError> {
         let target = self.remote.target.clone();
-        let store = self.store.clone();
+        let store = self.remote.store.clone();
         if self.listing.is_none() {
             let listing = list(&*store, &target)
                 .await
@@ -297,7 +287,48 @@ impl Uploader {
             listing.objects.remove(&path);
             status.objects_deleted.fetch_add(1, Ordering::Relaxed);
         }
+        // 5. The local disk within its budget.
+        self.evict(manifest);
         Ok(())
+    }
+
+    /// Deletes the local copies of the files with the oldest rows that the
+    /// bucket holds until the local Parquet bytes fit `local_bytes_max`
+    /// (queries and compactions fetch them back: [`crate::persist::source`]).
+    /// Files not yet uploaded are never deleted.
+    fn evict(&self, manifest: &manifest::Manifest) {
+        let mut local: Vec<(&manifest::FileEntry, u64)> = manifest
+            .files
+            .iter()
+            .filter_map(|f| {
+                let meta = std::fs::metadata(self.parquet_root.join(&f.path)).ok()?;
+                Some((f, meta.len()))
+            })
+            .collect();
+        let mut total: u64 = local.iter().map(|(_, bytes)| bytes).sum();
+        let status = &self.remote.status;
+        if self.local_bytes_max > 0 && total > self.local_bytes_max {
+            let uploaded = &self.listing.as_ref().expect("listed").objects;
+            local.retain(|(f, _)| uploaded.get(&f.path) == Some(&f.bytes));
+            local.sort_by_key(|(f, _)| (f.time_max_ns, f.age()));
+            for (file, bytes) in local {
+                if total <= self.local_bytes_max {
+                    break;
+                }
+                match std::fs::remove_file(self.parquet_root.join(&file.path)) {
+                    Ok(()) => {
+                        total -= bytes;
+                        status.files_evicted.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => total -= bytes,
+                    Err(error) => {
+                        tracing::warn!(path = %file.path, %error, "deleting a local copy failed");
+                        break;
+                    }
+                }
+            }
+        }
+        status.local_bytes.store(total, Ordering::Relaxed);
     }
 }
 

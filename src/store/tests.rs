@@ -507,7 +507,8 @@ fn parquet_round_trip_keeps_series_that_differ_by_an_absent_tag() {
     };
     let mut persisted = Persisted::default();
     for file in &written {
-        let loaded = load_table(&root.join(&file.path), &load).expect("load");
+        let source = crate::persist::source::Source::new(root.clone(), None);
+        let loaded = load_table(&source, &file.path.to_string_lossy(), &load).expect("load");
         persisted
             .tables
             .entry("cpu".into())
@@ -576,6 +577,7 @@ fn file_cache_hits_evicts_and_forgets() {
         time_max_ns: i64::MAX,
         owner: None,
     };
+    let root = crate::persist::source::Source::new(root.clone(), None);
     let one = FileCache::new(usize::MAX)
         .load(&root, &paths[0], &all, true)
         .expect("load");
@@ -607,5 +609,5 @@ fn file_cache_hits_evicts_and_forgets() {
     cache.forget(&paths[2..]);
     cache.load(&root, &paths[2], &all, true).expect("load");
     assert_eq!(cache.stats().2, 5, "forgotten: decoded again");
-    let _ = std::fs::remove_dir_all(&root);
+    let _ = std::fs::remove_dir_all(root.root());
 }
