@@ -7,7 +7,8 @@
 //! `tests/common` (including `soak`, which samples that server, `verify`
 //! of its acked log after a restart, and `query`, the dashboard query
 //! benchmark); and `bench/profiles.sh` (the tuning-profile mode),
-//! `bench/soak.sh` and `bench/query.sh` (ringest only: InfluxDB may not be
+//! `bench/soak.sh`, `bench/query.sh` and `bench/object_store.sh` (ringest
+//! only: InfluxDB may not be; the last with moto from the venv)
 //! installed) run whole at their smallest size against the real binary (the
 //! profiles also against a stand-in that loses a point).
 
@@ -863,4 +864,65 @@ fn query_script_runs_at_tiny_size() {
         assert!(report.contains(expected), "{expected:?} in\n{report}");
     }
     assert!(!report.contains("DIFFERENT"), "{report}");
+}
+
+/// Goal: `bench/object_store.sh` runs whole: moto started, a local and an
+/// object-store run side by side with their ratio, the outage run with the
+/// store stopped, and the bucket's rows equal to the acknowledged points.
+/// Method: the script at tiny size against the binaries cargo built and
+/// the venv's Python (moto, pyarrow); exit 0 and the report's lines.
+#[test]
+fn object_store_script_runs_at_tiny_size() {
+    let python = std::env::var_os("RINGEST_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    assert!(
+        python.exists(),
+        "no Python with moto and pyarrow: set RINGEST_PYTHON or run .ci/run"
+    );
+    let dir = common::TempDir::new("bench-object-store-script");
+    let results = dir.path.join("results");
+    let output = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/object_store.sh"))
+        .env("RINGEST", common::binary())
+        .env("BENCH", env!("CARGO_BIN_EXE_ringest-bench"))
+        .env("PYTHON", &python)
+        .env("RESULTS_DIR", &results)
+        .env("TMPDIR", &dir.path)
+        .env("MACHINE", "test")
+        .env("ROUNDS", "1")
+        .env("DURATION", "1")
+        .env("OUTAGE_TOTAL", "4")
+        .env("OUTAGE_AT", "1")
+        .env("OUTAGE", "2")
+        .env("SAMPLE_INTERVAL", "1")
+        .env("LINES", "100")
+        .env("SERIES", "20")
+        .env("CONNECTIONS", "2")
+        .env("OPEN_CONNECTIONS", "2")
+        .env("RUST_LOG", "warn")
+        .env_remove("QUICK")
+        .output()
+        .expect("run bench/object_store.sh");
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let report = std::fs::read_dir(&results)
+        .expect("results directory written")
+        .filter_map(|e| e.ok())
+        .find(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .ends_with("-object-store.md")
+        })
+        .map(|e| std::fs::read_to_string(e.path()).expect("read report"))
+        .expect("a report");
+    for expected in [
+        "| local only | ",
+        "| object store (S3, moto) | ",
+        "Ratio object store / local: **",
+        "refusals 0 (429: 0, 503: 0)",
+        "(pyarrow over the Parquet files): equal",
+        "kill -STOP <moto>",
+    ] {
+        assert!(report.contains(expected), "{expected:?} in\n{report}");
+    }
 }
