@@ -8,9 +8,9 @@
 //! of its acked log after a restart, and `query`, the dashboard query
 //! benchmark); and `bench/profiles.sh` (the tuning-profile mode),
 //! `bench/soak.sh`, `bench/query.sh` and `bench/object_store.sh` (ringest
-//! only: InfluxDB may not be; the last with moto from the venv)
-//! installed) run whole at their smallest size against the real binary (the
-//! profiles also against a stand-in that loses a point).
+//! only: InfluxDB may not be installed; the last with moto from the venv)
+//! run whole at their smallest size against the real binary (the profiles
+//! also against a stand-in that loses a point).
 
 // Tests are not shard code: std::fs and std::time are fine here (clippy.toml
 // bans them on the server's executors).
