@@ -629,3 +629,61 @@ pub fn new_token() -> String {
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(url: &str, node_id: &str) -> ObjectStoreConfig {
+        ObjectStoreConfig {
+            url: Some(url.to_string()),
+            node_id: Some(node_id.to_string()),
+            region: Some("us-east-1".to_string()),
+            ..ObjectStoreConfig::default()
+        }
+    }
+
+    /// Goal: the bucket layout is `<prefix>/node=<id>/<local path>`, local
+    /// names (escapes included) unchanged, and only objects under the node
+    /// prefix map back to manifest paths. Method: configure from URLs.
+    #[test]
+    fn objects_sit_under_the_prefix_and_the_node() {
+        let configured = configure(&config("s3://bucket/fleet/eu/", "ingest-1"))
+            .expect("valid")
+            .expect("configured");
+        let target = configured.target;
+        assert_eq!(target.node_prefix.as_ref(), "fleet/eu/node=ingest-1");
+        let path = "db=my%2Fdb/table=cpu/date=2026-12-04/1-2-s000.parquet";
+        let object = target.object(path).expect("valid path");
+        assert_eq!(
+            object.as_ref(),
+            "fleet/eu/node=ingest-1/db=my%2Fdb/table=cpu/date=2026-12-04/1-2-s000.parquet"
+        );
+        assert_eq!(target.relative(&object).as_deref(), Some(path));
+        let other = StorePath::from("fleet/eu/node=ingest-10/x.parquet");
+        assert_eq!(target.relative(&other), None, "another node's object");
+        let bare = configure(&config("s3://bucket", "n"))
+            .expect("valid")
+            .expect("configured");
+        assert_eq!(bare.target.node_prefix.as_ref(), "node=n");
+    }
+
+    /// Goal: unusable settings are refused with the reason, before anything
+    /// is uploaded. Method: bad schemes and node ids.
+    #[test]
+    fn unusable_urls_and_node_ids_are_refused() {
+        for (url, node, needle) in [
+            ("bucket/prefix", "n", "no scheme"),
+            ("ftp://bucket", "n", "not one of s3, gs, az, file"),
+            ("s3://bucket", "a/b", "not a plain name"),
+            ("s3://bucket", "..", "not a plain name"),
+            ("s3://bucket", "", "not a plain name"),
+        ] {
+            let error = configure(&config(url, node)).err().expect("refused");
+            assert!(error.to_string().contains(needle), "{url} {node}: {error}");
+        }
+        assert!(configure(&ObjectStoreConfig::default())
+            .expect("no url is fine")
+            .is_none());
+    }
+}
