@@ -62,6 +62,20 @@
 //! is never uploaded twice and what is left over (a crash between 1 and 4)
 //! is deleted by the first round.
 //!
+//! # Local copies (`object_store.local_bytes_max`)
+//!
+//! After each confirmed round, if the Parquet files on the local disk take
+//! more than `local_bytes_max` bytes (0: no limit), the uploader deletes the
+//! local copies of the files with the oldest rows among those the bucket
+//! holds, until they fit; a file not yet uploaded is never deleted. Every
+//! read of a file by a query or a compaction goes through
+//! [`crate::persist::source::Source`]: a file missing locally is fetched
+//! from the bucket into `<name>.<thread>.fetch.tmp`, opened, and renamed
+//! into place (the open handle survives a later deletion), so it counts
+//! against the budget again until the next round evicts it. Files are
+//! immutable, so a local copy is always the bucket's bytes. Start-up does
+//! not treat a named file that is only in the bucket as missing.
+//!
 //! # Durability argument
 //!
 //! **Promise** (issue 16): a WAL segment is deleted only after the Parquet

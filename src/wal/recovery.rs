@@ -58,7 +58,7 @@ pub enum CorruptionKind {
     DamageBeforeValidRecord { next_valid: u64 },
     /// In the newest segment: damage, and the bytes after it could not all
     /// be searched for a valid record within the work bound
-    /// ([`SEARCH_CHECKSUM_BYTES_MAX_PER_BYTE`]; only a pattern of many record
+    /// (`SEARCH_CHECKSUM_BYTES_MAX_PER_BYTE`; only a pattern of many record
     /// headers claiming long payloads gets there). The search stopped at
     /// `searched_to`; a valid record may follow, so, as for
     /// `DamageBeforeValidRecord`, possibly acknowledged data.
