@@ -611,6 +611,7 @@ fn start_remote(
         .unwrap_or_default();
     let runtime = remote::runtime()?;
     let listing = remote::probe(&runtime, &configured, &token)?;
+    warn_if_wal_budget_exceeds_disk(config, data_dir);
     tracing::info!(
         url = %configured.target.url,
         node_id = %node_id,
@@ -637,6 +638,38 @@ fn start_remote(
         },
     );
     Ok(Some((shared, runtime, uploader)))
+}
+
+/// While the object store is away the WAL is kept (the module doc of
+/// [`crate::remote`]): writes are refused with 503 once it reaches
+/// `wal.wal_bytes_max` per shard. If the disk is smaller than that, it
+/// fills first, and a full disk fails the WAL for good (until a restart).
+fn warn_if_wal_budget_exceeds_disk(config: &Config, data_dir: &Path) {
+    let Ok(path) = std::ffi::CString::new(data_dir.as_os_str().as_encoded_bytes()) else {
+        return;
+    };
+    // SAFETY: statvfs fills the zeroed struct from a NUL-terminated path.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return;
+    }
+    let available = stat.f_bavail as u64 * stat.f_frsize as u64;
+    let shards = match config.server.shards {
+        0 => cpus().len().max(1),
+        n => n,
+    } as u64;
+    let budget = config.wal.wal_bytes_max.saturating_mul(shards);
+    if budget > available {
+        tracing::warn!(
+            wal_bytes_max = config.wal.wal_bytes_max,
+            shards,
+            available,
+            "the WAL may grow to wal.wal_bytes_max per shard while the object store is \
+             unreachable, more than the free space of the data directory: a long outage \
+             would fill the disk (writes then fail until a restart) before writes are \
+             refused with 503; set wal.wal_bytes_max below the free space divided by the shards"
+        );
+    }
 }
 
 /// Reads the persisted catalog and cleans what a crash left under the
