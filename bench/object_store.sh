@@ -23,10 +23,13 @@
 #      size, then the time until the backlog drained, and the rows in the bucket (the node
 #      manifest's count and pyarrow's over the Parquet files) against the points
 #      acknowledged;
-#   4. writes bench/results/<machine>/<date>-object-store.csv (the runs of 2), -outage.csv
+#   4. two appliances (node_id node1, node2) on the bucket: a closed-loop run against each,
+#      kill -9 and restart of node1, one more run against it; DuckDB over the bucket counts
+#      the rows and the distinct (hostname, time) pairs against the points acknowledged;
+#   5. writes bench/results/<machine>/<date>-object-store.csv (the runs of 2), -outage.csv
 #      (the soak's samples) and .md (settings, figures, commands).
-# Exit code: 0 all good; 2 acknowledged points missing (a run's verification, or the bucket
-# short of the acknowledged points after the outage); 1 anything else failed.
+# Exit code: 0 all good; 2 acknowledged points missing or duplicated (a run's verification,
+# the bucket after the outage or of the two nodes); 1 anything else failed.
 #
 # Knobs (environment): ROUNDS (3), DURATION (30 s), LINES (1000), SERIES (10000),
 # CONNECTIONS (8), FRACTION (0.5), OUTAGE_TOTAL (150 s), OUTAGE_AT (30 s), OUTAGE (60 s),
@@ -209,7 +212,65 @@ stop_server
 outage_ok=1
 [[ "$acked" == "$manifest_rows" && "$acked" == "$parquet_rows" ]] || outage_ok=0
 
-# --- 4. the report ------------------------------------------------------------------------------
+# --- 4. two appliances, one bucket ---------------------------------------------------------------
+# A load run against each (every point read back; a database per run, so each run verifies
+# its own points), a kill -9 and restart of the first, one more run against it, then DuckDB
+# over the bucket: rows and distinct (hostname, time) pairs.
+two_acked=0
+two_run() { # NODE ROUND: one closed-loop run against the node at $url; its acked points added
+  local out="$work/two-$1-$2.out" start_ns
+  # Distinct times per run (points are 1 ms apart per series: a run spans seconds).
+  start_ns=$(( ($(date +%s) - 3600 + $1 * 100 + $2 * 10) * 1000000000 ))
+  "$BENCH" run --url "$url" --db "fleet_$1_$2" --label "node$1" --workload cpu --lines "$LINES" --series "$SERIES" \
+    --connections "$CONNECTIONS" --duration "$DURATION" --start-ns "$start_ns" --verify influxql \
+    >"$out" 2>&1 || { sed 's/^/    /' "$out" >&2; log "node $1: run failed"; exit 1; }
+  sed 's/^/    /' "$out" >&2
+  echo "ringest-bench run --url <node$1> --db fleet_$1_$2 --workload cpu --lines $LINES --series $SERIES --connections $CONNECTIONS --duration $DURATION --start-ns <now - 1 h + node × 100 s + round × 10 s> --verify influxql" >>"$commands"
+  two_acked=$(( two_acked + $(awk '/^result: / { for (i = 1; i <= NF; i++) if ($i == "acknowledged") { print $(i - 2); exit } }' "$out") ))
+}
+declare -A node_pid=() node_url=()
+for node in 1 2; do
+  mkdir -p "$work/node$node"
+  start_ringest_with "$work/node$node" --profile "$PROFILE" --config "$(object_store_config "$work/node$node" "node$node")" || exit 1
+  node_pid[$node]=$server_pid node_url[$node]=$url
+  echo "ringest serve --profile $PROFILE --config <object store, node_id node$node>" >>"$commands"
+  two_run "$node" 1
+done
+log "kill -9 node 1, restart it on the same data directory"
+kill -KILL "${node_pid[1]}"
+wait "${node_pid[1]}" 2>/dev/null || true
+start_ringest_with "$work/node1" --profile "$PROFILE" --config "$work/node1/ringest.toml" || exit 1
+node_pid[1]=$server_pid node_url[1]=$url
+echo "kill -KILL <node1>; ringest serve (node1 again, same data directory)" >>"$commands"
+two_run 1 2
+two_drain=""
+for node in 1 2; do
+  url=${node_url[$node]}
+  two_drain+="$(drained || echo never) "
+done
+two_counted=$("$PYTHON" - "$endpoint" "$BUCKET" <<'PY'
+import sys, duckdb, pyarrow.dataset as ds, pyarrow.fs as pafs
+endpoint, bucket = sys.argv[1], sys.argv[2]
+fs = pafs.S3FileSystem(endpoint_override=endpoint, scheme="http", region="us-east-1",
+                       access_key="bench", secret_key="bench")
+files = [i.path for i in fs.get_file_info(pafs.FileSelector(f"{bucket}/bench", recursive=True))
+         if i.path.endswith(".parquet") and "/db=fleet_" in i.path and "/table=cpu/" in i.path]
+d = ds.dataset(files, filesystem=fs, format="parquet", partitioning="hive", partition_base_dir=f"{bucket}/bench")
+rows, distinct = duckdb.sql("SELECT count(*), count(DISTINCT (hostname, time)) FROM d").fetchall()[0]
+print(rows, distinct)
+PY
+)
+read -r two_rows two_distinct <<<"$two_counted"
+log "two nodes: $two_acked points acknowledged; the bucket holds $two_rows rows, $two_distinct distinct (hostname, time)"
+server_pid=${node_pid[1]}
+stop_server
+server_pid=${node_pid[2]}
+stop_server
+two_ok=1
+[[ "$two_acked" == "$two_rows" && "$two_rows" == "$two_distinct" ]] || two_ok=0
+echo "DuckDB over pyarrow's S3 dataset of <bucket>/bench/*/db=fleet_*/table=cpu: count(*), count(DISTINCT (hostname, time))" >>"$commands"
+
+# --- 5. the report ------------------------------------------------------------------------------
 {
   echo "# ringest: object-store persistence vs local, and a store outage under load ($stamp)"
   echo
@@ -239,8 +300,16 @@ outage_ok=1
   echo "- every acknowledged point persisted and in the bucket $drain_after s after the soak ended"
   echo "- acknowledged points: $acked; rows in the bucket: $manifest_rows (node manifest), $parquet_rows (pyarrow over the Parquet files): $([[ $outage_ok == 1 ]] && echo "equal" || echo "NOT EQUAL")"
   echo
+  echo "## Two appliances, one bucket"
+  echo
+  echo "node1 and node2 (node_id), one closed-loop run each ($DURATION s, every point read back),"
+  echo "then kill -9 of node1, a restart on its data directory and one more run against it."
+  echo "Every acknowledged point persisted and in the bucket after (node1, node2): $two_drain s."
+  echo
+  echo "- acknowledged points: $two_acked; rows in the bucket (DuckDB): $two_rows; distinct (hostname, time): $two_distinct: $([[ $two_ok == 1 ]] && echo "equal, no duplicates" || echo "NOT EQUAL")"
+  echo
   commands_block
 } >"$md"
 log "wrote $md"
-if [[ $failures -gt 0 || $outage_ok == 0 ]]; then exit 2; fi
+if [[ $failures -gt 0 || $outage_ok == 0 || $two_ok == 0 ]]; then exit 2; fi
 [[ $run_errors -eq 0 ]] || exit 1

@@ -868,7 +868,8 @@ fn query_script_runs_at_tiny_size() {
 
 /// Goal: `bench/object_store.sh` runs whole: moto started, a local and an
 /// object-store run side by side with their ratio, the outage run with the
-/// store stopped, and the bucket's rows equal to the acknowledged points.
+/// store stopped, the two-node run with a kill -9, and the bucket's rows
+/// equal to the acknowledged points, without duplicates.
 /// Method: the script at tiny size against the binaries cargo built and
 /// the venv's Python (moto, pyarrow); exit 0 and the report's lines.
 #[test]
@@ -922,6 +923,8 @@ fn object_store_script_runs_at_tiny_size() {
         "refusals 0 (429: 0, 503: 0)",
         "(pyarrow over the Parquet files): equal",
         "kill -STOP <moto>",
+        "(hostname, time): ",
+        ": equal, no duplicates",
     ] {
         assert!(report.contains(expected), "{expected:?} in\n{report}");
     }
