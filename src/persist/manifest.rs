@@ -425,6 +425,13 @@ pub fn describe(manifest: &Manifest, out: &mut impl Write) -> io::Result<()> {
             writeln!(out, "\n    columns {}", columns.join(" "))?;
         }
     }
+    if let Some(node) = &manifest.node {
+        writeln!(
+            out,
+            "object store: this data directory writes as node {:?} (node=<id>/ in the bucket)",
+            node.id
+        )?;
+    }
     writeln!(
         out,
         "WAL: generations below {} persisted",
