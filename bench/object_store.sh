@@ -87,7 +87,15 @@ stop_moto() {
   fi
   moto_pid=""
 }
-trap 'stop_moto; cleanup' EXIT
+declare -A node_pid=() node_url=()
+# Everything started is stopped on exit, whatever the exit: moto, the servers of step 4.
+stop_all() {
+  local pid
+  for pid in "${node_pid[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  stop_moto
+  cleanup
+}
+trap stop_all EXIT
 moto_port=$("$BENCH" free-port)
 "$PYTHON" -m moto.server -H 127.0.0.1 -p "$moto_port" >"$work/moto.log" 2>&1 &
 moto_pid=$!
@@ -228,7 +236,6 @@ two_run() { # NODE ROUND: one closed-loop run against the node at $url; its acke
   echo "ringest-bench run --url <node$1> --db fleet_$1_$2 --workload cpu --lines $LINES --series $SERIES --connections $CONNECTIONS --duration $DURATION --start-ns <now - 1 h + node × 100 s + round × 10 s> --verify influxql" >>"$commands"
   two_acked=$(( two_acked + $(awk '/^result: / { for (i = 1; i <= NF; i++) if ($i == "acknowledged") { print $(i - 2); exit } }' "$out") ))
 }
-declare -A node_pid=() node_url=()
 for node in 1 2; do
   mkdir -p "$work/node$node"
   start_ringest_with "$work/node$node" --profile "$PROFILE" --config "$(object_store_config "$work/node$node" "node$node")" || exit 1
