@@ -610,7 +610,7 @@ fn start_remote(
         .map(|n| n.token.clone())
         .unwrap_or_default();
     let runtime = remote::runtime()?;
-    let listing = remote::probe(&runtime, &configured, &token)?;
+    let listing = remote::probe(&runtime, &configured, &token, manifest)?;
     warn_if_wal_budget_exceeds_disk(config, data_dir);
     tracing::info!(
         url = %configured.target.url,
@@ -633,6 +633,7 @@ fn start_remote(
             part_bytes: config.object_store.part_bytes,
             token,
             listing,
+            owned: Default::default(),
             grace: Duration::from_millis(config.server.shutdown_grace_ms),
             local_bytes_max: config.object_store.local_bytes_max,
         },

@@ -599,3 +599,75 @@ fn local_copies_past_the_budget_are_fetched_back_for_queries_and_compaction() {
         "{read}"
     );
 }
+
+/// Goal: a data directory never writes next to files another one wrote
+/// under its `node_id` (file names repeat between data directories: it
+/// would overwrite them), even when that node's manifest was removed by
+/// hand; the earlier files stay readable. Method: node A writes and stops,
+/// its bucket manifest is deleted, a fresh data directory configured as A
+/// is refused at start, the bucket still holds A's rows; the first data
+/// directory itself starts again (its upload journal proves the files are
+/// its own) and writes on.
+#[test]
+fn a_node_id_whose_files_another_data_directory_wrote_is_refused_without_a_manifest() {
+    let moto = Moto::start(&[]);
+    moto.create_bucket();
+    let dir = TempDir::new("s3-foreign");
+    let config = node_config(&dir, &moto.endpoint(), "node-a", "", "");
+    let mut first = Server::start_in_with_env(
+        &dir.path.join("first"),
+        &["--shards", "1", "--config", &config],
+        &credentials(),
+    );
+    write_ok(&first, &lines(0, 1000));
+    wait_uploaded(&first);
+    assert!(first.terminate().success());
+    run_python(
+        &format!(
+            "import boto3\nboto3.client('s3', endpoint_url='{}', region_name='us-east-1', \
+             aws_access_key_id='{KEY}', aws_secret_access_key='{SECRET}')\
+             .delete_object(Bucket='{BUCKET}', Key='fleet/node=node-a/_catalog.json')\n",
+            moto.endpoint()
+        ),
+        &[],
+    );
+    let refused = common::start_outcome_with_env(
+        &dir.path.join("second"),
+        &["--config", &config],
+        &credentials(),
+    )
+    .expect_err("files of another data directory under the node id");
+    assert!(
+        refused.contains("files this data directory did not write"),
+        "{refused}"
+    );
+    let files = run_python(
+        &format!(
+            r#"
+import pyarrow.dataset as ds, pyarrow.fs as pafs
+fs = pafs.S3FileSystem(endpoint_override="{endpoint}", scheme="http", region="us-east-1",
+                       access_key="{KEY}", secret_key="{SECRET}")
+sel = pafs.FileSelector("{BUCKET}/fleet/node=node-a/db=fleet", recursive=True)
+files = [i.path for i in fs.get_file_info(sel) if i.path.endswith(".parquet")]
+print("rows", ds.dataset(files, filesystem=fs, format="parquet").count_rows())
+"#,
+            endpoint = moto.endpoint()
+        ),
+        &[],
+    );
+    assert!(files.contains("rows 1000"), "{files}");
+    // The data directory that wrote them may go on (they are its own).
+    let first = Server::start_in_with_env(
+        &dir.path.join("first"),
+        &["--shards", "1", "--config", &config],
+        &credentials(),
+    );
+    write_ok(&first, &lines(1000, 1000));
+    wait_uploaded(&first);
+    let read = read_bucket(&moto.endpoint());
+    let sum: usize = (0..2000).sum();
+    assert!(
+        read.contains(&format!("rows 2000 distinct 2000 sum {sum}")),
+        "{read}"
+    );
+}

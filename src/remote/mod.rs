@@ -55,6 +55,14 @@
 //! 4. deletes the objects under its node prefix that `M` does not name
 //!    (compacted, expired or dropped files).
 //!
+//! Before step 1 uploads anything, the round PUTs the upload journal
+//! (`node=<node_id>/_uploading.json`: the token and the paths it is about
+//! to upload). Step 4 deletes only objects this data directory wrote: those
+//! its previous node manifest or its journal named (same token), or that
+//! it uploaded since start. Any other object under the prefix (left by a
+//! data directory that had this `node_id` before, whose manifest was
+//! removed by hand) is left alone and logged.
+//!
 //! A failure anywhere restarts the round from the newest manifest after a
 //! backoff (1 s doubling to 30 s); a file gone from the local disk meanwhile
 //! (compacted, expired) is not an error, the newer manifest no longer
@@ -90,7 +98,7 @@
 //! | crash | in the bucket | at the next start |
 //! |---|---|---|
 //! | during an upload | nothing, or an unfinished multipart upload (invisible; abort it with a bucket lifecycle rule) | the file is uploaded again |
-//! | files uploaded, manifest not | objects the node manifest does not name | kept if the local catalog names them, else deleted by the first round |
+//! | files uploaded, manifest not | objects the node manifest does not name (the journal does) | kept if the local catalog names them, else deleted by the first round |
 //! | manifest uploaded, WAL not released | everything | the segments are replayed as persisted (skipped) and deleted once the first round confirms |
 //! | objects of removed files not yet deleted | objects the manifest does not name | deleted by the first round |
 //!
@@ -124,6 +132,20 @@ pub const FIRST_VERSION: u64 = 1;
 
 /// The node manifest's object name, below `node=<node_id>/`.
 pub const NODE_MANIFEST: &str = "_catalog.json";
+/// The upload journal's object name, below `node=<node_id>/`.
+pub const UPLOAD_JOURNAL: &str = "_uploading.json";
+
+/// The upload journal: the files a round is about to upload, written
+/// before them, so that the objects a data directory wrote are always
+/// known (its manifest names the rest): only those are ever deleted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Journal {
+    /// The data directory's token (the manifest's `node.token`).
+    pub token: String,
+    /// Manifest paths.
+    pub files: Vec<String>,
+}
 
 /// Where this node writes in the bucket.
 #[derive(Clone, Debug)]
@@ -188,9 +210,9 @@ impl fmt::Display for RemoteError {
             } => write!(
                 f,
                 "object store {url}: node_id {node_id:?} already holds the files of another data \
-                 directory (its manifest's token is {found}, this data directory's differs). \
-                 Give this appliance its own object_store.node_id; to take over a lost node's \
-                 place, see the README's scale-out guide"
+                 directory (its manifest's token: {found}; this data directory's differs). \
+                 Give this appliance its own object_store.node_id (a lost node's files stay \
+                 readable under its old one: systemd/scale-out/README.md)"
             ),
             RemoteError::Manifest { url, detail } => write!(
                 f,
@@ -348,6 +370,8 @@ pub struct Listing {
     pub objects: HashMap<String, u64>,
     /// The node manifest, if there is one.
     pub manifest: Option<Manifest>,
+    /// The upload journal, if there is one.
+    pub journal: Option<Journal>,
 }
 
 /// Shared by the shards (publish, confirmed) and the uploader thread.
@@ -567,11 +591,12 @@ pub fn probe(
     runtime: &tokio::runtime::Runtime,
     configured: &Configured,
     token: &str,
+    local: &Manifest,
 ) -> Result<Option<Listing>, RemoteError> {
     let listed = runtime.block_on(uploader::list(&*configured.store, &configured.target));
     match listed {
         Ok(listing) => {
-            check_owner(&configured.target, listing.manifest.as_ref(), token)?;
+            check_owner(&configured.target, &listing, token, local)?;
             Ok(Some(listing))
         }
         Err(error) if refused(&error) => Err(RemoteError::Refused {
@@ -593,10 +618,41 @@ pub fn probe(
     }
 }
 
-/// The node manifest found in the bucket belongs to this data directory
-/// (or there is none).
-fn check_owner(target: &Target, found: Option<&Manifest>, token: &str) -> Result<(), RemoteError> {
-    let Some(found) = found else { return Ok(()) };
+/// The node prefix belongs to this data directory: its manifest has this
+/// data directory's token, or there is none and every object there is one
+/// this data directory's upload journal or its local catalog (`local`)
+/// names (file names repeat between data directories, so writing next to
+/// another's files would overwrite them).
+pub fn check_owner(
+    target: &Target,
+    listing: &Listing,
+    token: &str,
+    local: &Manifest,
+) -> Result<(), RemoteError> {
+    let Some(found) = &listing.manifest else {
+        let known: std::collections::HashSet<&str> = listing
+            .journal
+            .iter()
+            .filter(|j| j.token == token)
+            .flat_map(|j| j.files.iter().map(String::as_str))
+            .chain(local.files.iter().map(|f| f.path.as_str()))
+            .collect();
+        let unknown = listing
+            .objects
+            .keys()
+            .filter(|p| !known.contains(p.as_str()))
+            .count();
+        if unknown > 0 {
+            return Err(RemoteError::NodeTaken {
+                url: target.url.clone(),
+                node_id: target.node_id.clone(),
+                found: format!(
+                    "no manifest, but {unknown} files this data directory did not write"
+                ),
+            });
+        }
+        return Ok(());
+    };
     match &found.node {
         Some(node) if node.token == token => Ok(()),
         Some(node) => Err(RemoteError::NodeTaken {

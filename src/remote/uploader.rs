@@ -19,7 +19,7 @@ use futures_lite::StreamExt;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, PutPayload, WriteMultipart};
 
-use super::{Listing, Published, Remote, Target, NODE_MANIFEST};
+use super::{Journal, Listing, Published, Remote, Target, NODE_MANIFEST, UPLOAD_JOURNAL};
 use crate::persist::manifest;
 
 /// First wait after a failed round; doubles up to [`BACKOFF_MAX`].
@@ -55,9 +55,22 @@ pub async fn list(store: &dyn ObjectStore, target: &Target) -> Result<Listing, L
         let Some(relative) = target.relative(&meta.location) else {
             continue;
         };
-        if relative != NODE_MANIFEST {
+        if relative != NODE_MANIFEST && relative != UPLOAD_JOURNAL {
             listing.objects.insert(relative, meta.size);
         }
+    }
+    let location = target
+        .object(UPLOAD_JOURNAL)
+        .map_err(|e| ListError::Manifest(e.to_string()))?;
+    match store.get(&location).await {
+        Ok(found) => {
+            let bytes = found.bytes().await.map_err(ListError::Store)?;
+            // A journal that does not parse names nothing this node may
+            // delete: ignored (the manifest still does).
+            listing.journal = serde_json::from_slice(&bytes).ok();
+        }
+        Err(object_store::Error::NotFound { .. }) => {}
+        Err(error) => return Err(ListError::Store(error)),
     }
     let location = target
         .object(NODE_MANIFEST)
@@ -112,6 +125,9 @@ pub struct Uploader {
     pub listing: Option<Listing>,
     /// After [`Remote::stop`], the last round gets this long.
     pub grace: Duration,
+    /// The objects this data directory wrote (manifest paths): the only
+    /// ones step 4 deletes. Filled from the first listing.
+    pub owned: HashSet<String>,
     /// Keep at most this many bytes of Parquet files on the local disk:
     /// past it, the local copies of the oldest files already in the bucket
     /// are deleted (0: keep every file).
@@ -126,6 +142,10 @@ pub fn start(runtime: &tokio::runtime::Runtime, uploader: Uploader) -> tokio::ta
 
 impl Uploader {
     async fn run(mut self) {
+        if let Some(listing) = self.listing.take() {
+            self.own(&listing);
+            self.listing = Some(listing);
+        }
         let remote = self.remote.clone();
         let mut backoff = BACKOFF_MIN;
         let mut failing = false;
@@ -197,17 +217,15 @@ impl Uploader {
             let listing = list(&*store, &target)
                 .await
                 .map_err(|e| RoundError::Store(e.to_string()))?;
-            if let Some(found) = &listing.manifest {
-                let token = found.node.as_ref().map(|n| n.token.as_str());
-                if token != Some(self.token.as_str()) {
-                    return Err(RoundError::NodeTaken(format!(
-                        "node_id {:?} already holds another data directory's files in {} \
-                         (manifest token {token:?}); nothing is uploaded until this node gets \
-                         its own node_id",
-                        target.node_id, target.url
-                    )));
-                }
-            }
+            let local = self
+                .remote
+                .latest()
+                .map(|p| p.manifest.clone())
+                .unwrap_or_default();
+            super::check_owner(&target, &listing, &self.token, &local).map_err(|error| {
+                RoundError::NodeTaken(format!("{error}; nothing is uploaded until then"))
+            })?;
+            self.own(&listing);
             self.listing = Some(listing);
         }
         let manifest = &published.manifest;
@@ -225,6 +243,22 @@ impl Uploader {
         status
             .files_pending
             .store(missing.len() as u64, Ordering::Relaxed);
+        if !missing.is_empty() {
+            let journal = Journal {
+                token: self.token.clone(),
+                files: missing.iter().map(|(path, _)| path.clone()).collect(),
+            };
+            let location = target
+                .object(UPLOAD_JOURNAL)
+                .map_err(|e| RoundError::Local(e.to_string()))?;
+            let bytes =
+                serde_json::to_vec(&journal).map_err(|e| RoundError::Local(e.to_string()))?;
+            store
+                .put(&location, PutPayload::from(bytes))
+                .await
+                .map_err(|e| RoundError::Store(e.to_string()))?;
+            self.owned.extend(journal.files);
+        }
         for (path, _) in &missing {
             let location = target
                 .object(path)
@@ -267,13 +301,13 @@ impl Uploader {
             uploaded = missing.len(),
             "object store holds the persisted catalog"
         );
-        // 4. Objects it no longer names.
+        // 4. Objects it wrote and no longer names.
         let named: HashSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
         let listing = self.listing.as_mut().expect("listed above");
         let stale: Vec<String> = listing
             .objects
             .keys()
-            .filter(|p| !named.contains(p.as_str()))
+            .filter(|p| !named.contains(p.as_str()) && self.owned.contains(p.as_str()))
             .cloned()
             .collect();
         for path in stale {
@@ -285,11 +319,56 @@ impl Uploader {
                 Err(error) => return Err(RoundError::Store(error.to_string())),
             }
             listing.objects.remove(&path);
+            self.owned.remove(&path);
             status.objects_deleted.fetch_add(1, Ordering::Relaxed);
         }
         // 5. The local disk within its budget.
         self.evict(manifest);
         Ok(())
+    }
+
+    /// Takes the objects the first listing shows this data directory wrote
+    /// (its manifest's and journal's, same token, and those its local
+    /// catalog names); logs the others.
+    fn own(&mut self, listing: &Listing) {
+        if let Some(local) = self.remote.latest() {
+            self.owned.extend(
+                local
+                    .manifest
+                    .files
+                    .iter()
+                    .filter(|f| listing.objects.contains_key(&f.path))
+                    .map(|f| f.path.clone()),
+            );
+        }
+        if let Some(manifest) = &listing.manifest {
+            if manifest
+                .node
+                .as_ref()
+                .is_some_and(|n| n.token == self.token)
+            {
+                self.owned
+                    .extend(manifest.files.iter().map(|f| f.path.clone()));
+            }
+        }
+        if let Some(journal) = &listing.journal {
+            if journal.token == self.token {
+                self.owned.extend(journal.files.iter().cloned());
+            }
+        }
+        let foreign = listing
+            .objects
+            .keys()
+            .filter(|p| !self.owned.contains(p.as_str()))
+            .count();
+        if foreign > 0 {
+            tracing::warn!(
+                objects = foreign,
+                prefix = %self.remote.target.node_prefix,
+                "objects under this node's prefix were not written by this data directory \
+                 (an earlier data directory with this node_id?); they are left alone"
+            );
+        }
     }
 
     /// Deletes the local copies of the files with the oldest rows that the
