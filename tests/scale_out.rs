@@ -103,7 +103,21 @@ impl Proxy {
 }
 
 impl Drop for Proxy {
+    /// SIGTERM, so that nginx's master stops its workers (after a SIGKILL
+    /// they would live on, orphaned, still listening); SIGKILL if it has
+    /// not exited within 10 s.
     fn drop(&mut self) {
+        // SAFETY: plain kill(2) on our own child's pid, not yet waited for.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
