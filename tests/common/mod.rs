@@ -213,17 +213,7 @@ impl Server {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Response {
-        let mut stream = self.connect();
-        let mut head = format!("{method} {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
-        for (name, value) in headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-        stream.write_all(head.as_bytes()).expect("send head");
-        stream.write_all(body).expect("send body");
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).expect("read response");
-        Response::parse(&raw).expect("one complete response")
+        request_at(self.addr, method, target, headers, body)
     }
 
     pub fn write_v1(&self, query: &str, body: &str) -> Response {
@@ -243,6 +233,32 @@ impl Server {
     pub fn query(&self, query: &str) -> Response {
         self.request("GET", &format!("/query?{query}"), &[], b"")
     }
+}
+
+/// One request to `addr` on a new connection (`Connection: close`); the
+/// whole response. For servers and for proxies in front of them.
+pub fn request_at(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    let mut stream = TcpStream::connect(addr).expect("connect to server");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("set timeout");
+    stream.set_nodelay(true).expect("nodelay");
+    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    stream.write_all(head.as_bytes()).expect("send head");
+    stream.write_all(body).expect("send body");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read response");
+    Response::parse(&raw).expect("one complete response")
 }
 
 impl Drop for Server {
