@@ -365,23 +365,23 @@ pub async fn snapshot(shard: &Rc<Shard>, before_shutdown: bool) -> Result<(), St
     Ok(())
 }
 
-/// With an object store: releases the WAL behind every snapshot whose
-/// manifest version the bucket now holds (oldest first).
+/// With an object store: releases the WAL behind the oldest snapshot whose
+/// manifest version the bucket now holds. One snapshot's segments per tick:
+/// after an outage the backlog is gigabytes of segments, and unlinking
+/// them all at once stalled the disk's `fdatasync`s (measured: ack p99
+/// 550 ms in the 5 s after a 60-s outage at 340 k points/s).
 async fn release_confirmed(shard: &Rc<Shard>) {
     let Some(remote) = &shard.remote else { return };
     let confirmed = remote.confirmed();
-    loop {
-        let next = {
-            let mut waiting = shard.persisting.wal_waiting.borrow_mut();
-            match waiting.front() {
-                Some(release) if release.version <= confirmed => waiting.pop_front(),
-                _ => None,
-            }
-        };
-        match next {
-            Some(release) => release_wal(shard, release).await,
-            None => return,
+    let next = {
+        let mut waiting = shard.persisting.wal_waiting.borrow_mut();
+        match waiting.front() {
+            Some(release) if release.version <= confirmed => waiting.pop_front(),
+            _ => None,
         }
+    };
+    if let Some(release) = next {
+        release_wal(shard, release).await;
     }
 }
 
