@@ -679,7 +679,9 @@ fn remote_refusal(shard: &Shard, error: RemoteError, bytes: usize) -> Refusal {
             limit: payload_bytes_max,
         },
         RemoteError::NoSpace => Refusal::NoSpace,
-        RemoteError::Failed { cause } => Refusal::Internal { cause },
+        RemoteError::Failed { cause } | RemoteError::CatalogNotWritten { cause, .. } => {
+            Refusal::Internal { cause }
+        }
         RemoteError::Unhealthy { cause } => Refusal::Unhealthy { cause },
         RemoteError::Gone => Refusal::ShuttingDown,
     }

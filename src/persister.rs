@@ -218,12 +218,15 @@ async fn compact(shard: &Rc<Shard>) -> Result<(), String> {
         before_shutdown: false,
     };
     if let Err(error) = shard.commit_persisted(commit).await {
-        let root = shard.parquet_root.clone();
-        let merged: Vec<String> = added.iter().map(|f| f.path.clone()).collect();
-        // Not named anywhere: removed now, or as an orphan at start.
-        let _ =
-            crate::blocking::run(move || crate::persist::manifest::remove_files(&root, &merged))
-                .await;
+        if surely_unnamed(&error) {
+            // Not named anywhere: removed now (else as an orphan at start).
+            let root = shard.parquet_root.clone();
+            let merged: Vec<String> = added.iter().map(|f| f.path.clone()).collect();
+            let _ = crate::blocking::run(move || {
+                crate::persist::manifest::remove_files(&root, &merged)
+            })
+            .await;
+        }
         return Err(format!("recording the merged file: {error:?}"));
     }
     crash_here(CrashAt::CompactionRecorded, &removed);
@@ -322,13 +325,26 @@ pub async fn snapshot(shard: &Rc<Shard>, before_shutdown: bool) -> Result<(), St
         covers_replay,
         before_shutdown,
     };
-    let outcome = shard.commit_persisted(commit).await.map_err(|error| {
-        shard
-            .persisting
-            .failures
-            .set(shard.persisting.failures.get() + 1);
-        format!("recording the snapshot: {error:?}")
-    })?;
+    let outcome = match shard.commit_persisted(commit).await {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            shard
+                .persisting
+                .failures
+                .set(shard.persisting.failures.get() + 1);
+            if surely_unnamed(&error) {
+                // The retry writes other names: these go now, not at the
+                // next start (a full disk gets its space back).
+                let root = shard.parquet_root.clone();
+                let paths: Vec<String> = added.iter().map(|f| f.path.clone()).collect();
+                let _ = crate::blocking::run(move || {
+                    crate::persist::manifest::remove_files(&root, &paths)
+                })
+                .await;
+            }
+            return Err(format!("recording the snapshot: {error:?}"));
+        }
+    };
     crash_here(CrashAt::ManifestWritten, &added);
     // Step 4: the rows leave memory, the segments leave the WAL.
     shard.files.borrow_mut().extend(added);
@@ -363,6 +379,22 @@ pub async fn snapshot(shard: &Rc<Shard>, before_shutdown: bool) -> Result<(), St
         "snapshot persisted"
     );
     Ok(())
+}
+
+/// Whether a failed commit certainly left the commit's files unnamed by the
+/// catalog on disk (refused before any write, or the old catalog put
+/// back). Otherwise (the owner gone mid-commit, or a rewrite that failed
+/// after its rename and could not be undone) they stay: start-up removes
+/// them if the catalog it finds does not name them.
+fn surely_unnamed(error: &route::RemoteError) -> bool {
+    matches!(
+        error,
+        route::RemoteError::Failed { .. }
+            | route::RemoteError::CatalogNotWritten {
+                may_name_files: false,
+                ..
+            }
+    )
 }
 
 /// With an object store: releases the WAL behind the oldest snapshot whose
@@ -486,20 +518,31 @@ fn write_frozen(
     cutoffs: &BTreeMap<String, Option<i64>>,
 ) -> Result<Vec<FileEntry>, ParquetError> {
     let mut files = Vec::new();
-    for (offset, generation) in frozen.iter().enumerate() {
-        let id = SnapshotId {
-            attempt: id.attempt + offset as u32,
-            ..id
-        };
-        for (database, tables) in &generation.databases {
-            let cutoff = cutoffs.get(database).copied().flatten();
-            for (table_name, table) in &tables.tables {
-                for written in parquet::write_table(root, id, database, table_name, table, cutoff)?
-                {
-                    files.push(file_entry(database, id, shard_count, written));
+    let mut write = || -> Result<(), ParquetError> {
+        for (offset, generation) in frozen.iter().enumerate() {
+            let id = SnapshotId {
+                attempt: id.attempt + offset as u32,
+                ..id
+            };
+            for (database, tables) in &generation.databases {
+                let cutoff = cutoffs.get(database).copied().flatten();
+                for (table_name, table) in &tables.tables {
+                    for written in
+                        parquet::write_table(root, id, database, table_name, table, cutoff)?
+                    {
+                        files.push(file_entry(database, id, shard_count, written));
+                    }
                 }
             }
         }
+        Ok(())
+    };
+    if let Err(error) = write() {
+        // No catalog names them: removed now rather than at the next start
+        // (a disk that filled up gets its space back for the retry).
+        let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+        let _ = crate::persist::manifest::remove_files(root, &paths);
+        return Err(error);
     }
     Ok(files)
 }

@@ -47,6 +47,11 @@ pub enum RemoteError {
     Failed { cause: String },
     /// The shard is unhealthy from an earlier failure.
     Unhealthy { cause: String },
+    /// The persisted catalog was not rewritten; `may_name_files`: the one
+    /// on disk may name the commit's files anyway (its rewrite failed after
+    /// the rename and the old one could not be put back), so they must
+    /// stay (start-up decides, from the catalog it finds).
+    CatalogNotWritten { cause: String, may_name_files: bool },
     /// The shard is gone (shutting down).
     Gone,
 }

@@ -543,9 +543,13 @@ pub fn run(mut config: Config) -> Result<(), StartError> {
         let _ = handle.join();
     }
     if let Some((remote, runtime, uploader)) = remote {
-        // The last snapshots' files, if the store answers within the grace.
+        // The last snapshots' files, if the store answers within the grace
+        // (a round already waiting on an unreachable store is not waited
+        // for past it: the WAL keeps what is not uploaded, the next start
+        // uploads it).
         remote.stop();
-        let _ = runtime.block_on(uploader);
+        let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+        let _ = runtime.block_on(async { tokio::time::timeout(grace, uploader).await });
         runtime.shutdown_timeout(Duration::from_secs(1));
     }
     if let Some(watchdog) = watchdog {

@@ -813,8 +813,17 @@ impl Shard {
         next.written_ns = crate::clock::now_ns();
         let root = self.parquet_root.clone();
         let stored = next.clone();
+        let previous = owner.manifest.borrow().clone();
         let result = crate::blocking::run(move || {
-            manifest::store(&root, &stored)?;
+            if let Err(error) = manifest::store(&root, &stored) {
+                // A failure after the rename (the directory's fsync) may
+                // leave the new catalog on disk, or not after a power loss:
+                // the old one is written back, so that the disk says what
+                // memory says; if that fails too, the commit's files may be
+                // named on disk and must stay.
+                let restored = manifest::store(&root, &previous).is_ok();
+                return Err((error, restored));
+            }
             // The manifest no longer names them: a file left behind is an
             // orphan, removed at the next start, never a failed commit.
             if let Err(error) = manifest::remove_files(&root, &delete) {
@@ -823,7 +832,8 @@ impl Shard {
             Ok(())
         })
         .await
-        .and_then(|stored: std::io::Result<()>| stored);
+        .map_err(|error| (error, false))
+        .and_then(|stored| stored);
         match result {
             Ok(()) => {
                 let version = owner.version.get() + 1;
@@ -834,13 +844,16 @@ impl Shard {
                 *owner.manifest.borrow_mut() = next;
                 Ok(CommitOutcome { version, ..outcome })
             }
-            Err(error) => {
+            Err((error, restored)) => {
                 let cause = format!(
                     "writing the persisted catalog {}: {error}",
                     self.parquet_root.display()
                 );
-                tracing::error!(%cause, "persisted catalog not rewritten; it names what it named before");
-                Err(RemoteError::Failed { cause })
+                tracing::error!(%cause, restored, "persisted catalog not rewritten; it names what it named before");
+                Err(RemoteError::CatalogNotWritten {
+                    cause,
+                    may_name_files: !restored,
+                })
             }
         }
     }

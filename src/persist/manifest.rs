@@ -44,6 +44,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::faults::Step;
 use super::layout::{MANIFEST_FILE, TMP_SUFFIX};
 use super::parquet::sync_dir;
 
@@ -627,10 +628,14 @@ pub fn store(root: &Path, manifest: &Manifest) -> io::Result<()> {
     let tmp = root.join(format!("{MANIFEST_FILE}{TMP_SUFFIX}"));
     let bytes = to_bytes(manifest)?;
     let mut file = File::create(&tmp)?;
+    super::faults::check(Step::ManifestWrite)?;
     file.write_all(&bytes)?;
+    super::faults::check(Step::ManifestSync)?;
     file.sync_all()?;
     drop(file);
+    super::faults::check(Step::ManifestRename)?;
     fs::rename(&tmp, &path)?;
+    super::faults::check(Step::ManifestDirSync)?;
     sync_dir(root)
 }
 

@@ -144,6 +144,19 @@
 //! | compaction: manifest rewritten, inputs not (all) unlinked | inputs the manifest does not name | removed as orphans; the new file holds their rows |
 //! | between shards' first snapshots of a run | some shards' replayed rows persisted | per-row rule above |
 //!
+//! **What a failed write does** (no crash; `tests/persist_faults.rs` injects
+//! each through [`faults`]): a Parquet file whose write, `fsync`, rename or
+//! directory `fsync` fails is deleted and never trusted again (a failed
+//! `fsync` may have dropped its pages), and so are the files this snapshot
+//! already wrote; the rows stay frozen in memory and in the WAL and the
+//! next attempt writes new names. A catalog rewrite that fails at any step
+//! is answered as not written; the owner writes the previous catalog back
+//! (after a failed directory `fsync` the new one may be on disk, or may
+//! vanish at a power loss), and the snapshot's files are deleted; if the
+//! previous one cannot be written back either, the files stay, because the
+//! catalog on disk may name them, and start-up decides by the catalog it
+//! finds. A commit refused or failed never releases the WAL.
+//!
 //! **What start-up refuses** (with the path and the fix): a manifest that
 //! does not parse, or is missing while Parquet files exist (the WAL may
 //! already be truncated behind them: guessing could lose or duplicate
@@ -152,6 +165,7 @@
 
 pub mod cache;
 pub mod compact;
+pub mod faults;
 pub mod layout;
 pub mod manifest;
 pub mod parquet;

@@ -28,6 +28,7 @@ use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::statistics::Statistics;
 
+use super::faults::{self, Step};
 use super::layout::{self, SnapshotId, TMP_SUFFIX};
 use crate::store::{Chunk, Column, ColumnData, FieldType, Table};
 
@@ -319,7 +320,34 @@ fn write_durably(path: &Path, batch: &RecordBatch, tag_count: usize) -> Result<u
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(TMP_SUFFIX);
     let tmp = PathBuf::from(tmp);
-    let file = File::create(&tmp).map_err(io_error(&tmp))?;
+    let written = write_tmp(&tmp, batch, tag_count);
+    let bytes = match written {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            // Never trusted again (a failed fsync may have dropped its
+            // pages): a retry writes a file of another name.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(error);
+        }
+    };
+    let renamed = faults::check(Step::ParquetRename).and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(error) = renamed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_error(path)(error));
+    }
+    let synced = faults::check(Step::ParquetDirSync).and_then(|()| sync_dir(dir));
+    if let Err(error) = synced {
+        // Its name may not survive a power loss: not trusted, and named by
+        // no catalog yet, so removed (a retry writes another name).
+        let _ = std::fs::remove_file(path);
+        return Err(io_error(dir)(error));
+    }
+    Ok(bytes)
+}
+
+/// Writes and `fsync`s `batch` as the Parquet file `tmp`; its size.
+fn write_tmp(tmp: &Path, batch: &RecordBatch, tag_count: usize) -> Result<u64, ParquetError> {
+    let file = File::create(tmp).map_err(io_error(tmp))?;
     // Sorted by the tag columns, then time (the last column).
     let sorting: Vec<SortingColumn> = (0..=tag_count)
         .map(|i| SortingColumn {
@@ -339,16 +367,14 @@ fn write_durably(path: &Path, batch: &RecordBatch, tag_count: usize) -> Result<u
         .set_sorting_columns(Some(sorting))
         .set_created_by(format!("ringest {}", env!("CARGO_PKG_VERSION")))
         .build();
+    faults::check(Step::ParquetWrite).map_err(io_error(tmp))?;
     let mut writer =
-        ArrowWriter::try_new(file, batch.schema(), Some(properties)).map_err(format_error(&tmp))?;
-    writer.write(batch).map_err(format_error(&tmp))?;
-    let file = writer.into_inner().map_err(format_error(&tmp))?;
-    file.sync_all().map_err(io_error(&tmp))?;
-    let bytes = file.metadata().map_err(io_error(&tmp))?.len();
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(io_error(path))?;
-    sync_dir(dir).map_err(io_error(dir))?;
-    Ok(bytes)
+        ArrowWriter::try_new(file, batch.schema(), Some(properties)).map_err(format_error(tmp))?;
+    writer.write(batch).map_err(format_error(tmp))?;
+    let file = writer.into_inner().map_err(format_error(tmp))?;
+    faults::check(Step::ParquetSync).map_err(io_error(tmp))?;
+    file.sync_all().map_err(io_error(tmp))?;
+    Ok(file.metadata().map_err(io_error(tmp))?.len())
 }
 
 /// `create_dir_all` that also `fsync`s the parent of every directory it
