@@ -71,22 +71,6 @@ fn parquet_rows(path: &Path) -> u64 {
     reader.metadata().file_metadata().num_rows() as u64
 }
 
-/// A write that may meet a dying server: its status, or `None` when the
-/// connection failed.
-fn try_write(server: &Server, db: &str, body: &str) -> Option<u16> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(server.addr).ok()?;
-    let head = format!(
-        "POST /write?db={db} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).ok()?;
-    stream.write_all(body.as_bytes()).ok()?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).ok()?;
-    common::Response::parse(&raw).map(|r| r.status)
-}
-
 fn write_ok(server: &Server, db: &str, body: &str) {
     let response = server.write_v1(&format!("db={db}"), body);
     assert_eq!(response.status, 204, "{}", response.text());
@@ -112,7 +96,7 @@ fn crash_at_each_snapshot_step_loses_and_duplicates_nothing() {
         // Write until the hook fires (the process exits by itself).
         let status = loop {
             let body = lines(written, 500, 7);
-            if try_write(&server, "p", &body) == Some(204) {
+            if common::try_write(&server, "p", &body) == Some(204) {
                 written += 500;
             }
             if let Some(status) = server.wait_exit(Duration::from_millis(30)) {

@@ -16,6 +16,7 @@
 //! | `manifest-dir-sync` ×2, EIO | the same: the new catalog may or may not survive a power loss, so it is treated as not written and the old one is written back (which meets the second failure here: then the commit's files stay, as the catalog on disk may name them, and the next start decides) | same, and after the restart every Parquet file on disk is one the catalog names |
 //!
 //! | `manifest-write` ENOSPC on a fresh data directory's first start | start-up refuses, naming the directory and the error (exit 1) | `start_refuses_when_the_first_catalog_cannot_be_written` |
+//! | the catalog's rename lost at a power loss (abort after the rewrite, old catalog put back) | — (after the restart) every acknowledged point read back once: the WAL was not released before the rename's directory was synced | `a_catalog_rename_lost_at_power_loss_loses_nothing` |
 //!
 //! In every case: the WAL is untouched (a persistence failure never costs
 //! an acknowledgement), rows wait in memory until a snapshot succeeds
@@ -219,4 +220,56 @@ fn start_refuses_when_the_first_catalog_cannot_be_written() {
     .expect_err("refused");
     assert!(error.contains("No space left on device"), "{error}");
     assert!(error.contains("parquet"), "{error}");
+}
+
+/// Goal: a catalog rename that did not reach the disk (a power loss after
+/// `rename`, before the directory's `fsync` made it durable: the old
+/// catalog comes back) loses no acknowledged point: the WAL was not
+/// released before the rename was synced. Method: the process aborts right
+/// after a snapshot's catalog rewrite (`RINGEST_TEST_PERSIST_CRASH=
+/// manifest-written`), the test puts the previous catalog back as the
+/// power loss would, and a start without hooks reads every acknowledged
+/// point once; the snapshot's files, named by no catalog now, are removed.
+#[test]
+fn a_catalog_rename_lost_at_power_loss_loses_nothing() {
+    let dir = TempDir::new("persist-fault-rename-lost");
+    let config = config_file(&dir, "[persist]\ninterval_ms = 50\n");
+    let data = dir.path.join("data");
+    let args = ["--shards", "2", "--config", config.as_str()];
+    let mut fresh = Server::start_in(&data, &args);
+    assert!(fresh.terminate().success());
+    let catalog = data.join("parquet/_catalog.json");
+    let before = std::fs::read(&catalog).expect("the first catalog");
+    let mut server = Server::start_in_with_env(
+        &data,
+        &args,
+        &[("RINGEST_TEST_PERSIST_CRASH", "manifest-written")],
+    );
+    let base = now_ns() - 3_600_000_000_000;
+    let mut written = 0;
+    let status = loop {
+        if common::try_write(&server, "faults", &lines(written, 500, base)) == Some(204) {
+            written += 500;
+        }
+        if let Some(status) = server.wait_exit(Duration::from_millis(30)) {
+            break status;
+        }
+        assert!(written < 500_000, "the crash hook never fired");
+    };
+    assert!(!status.success(), "the process aborted at the hook");
+    assert_ne!(
+        std::fs::read(&catalog).expect("catalog"),
+        before,
+        "rewritten"
+    );
+    std::fs::write(&catalog, &before).expect("put the old catalog back");
+    let server = Server::start_in(&data, &args);
+    let sum: usize = (0..written).sum();
+    assert!(
+        count_and_sum(&server).contains(&format!(",{written},{sum}]")),
+        "{written} acknowledged: {}",
+        count_and_sum(&server)
+    );
+    let (on_disk, named) = files_on_disk_and_named(&data);
+    assert_eq!(on_disk, named, "files of the lost catalog removed at start");
 }

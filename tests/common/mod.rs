@@ -632,6 +632,21 @@ pub fn server_with_budget_held() -> (Server, TempDir, TcpStream) {
     (server, dir, holder)
 }
 
+/// A `/write?db=` of `body` on a fresh connection: its status, or `None`
+/// when the connection failed (the server died meanwhile: crash tests).
+pub fn try_write(server: &Server, db: &str, body: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(server.addr).ok()?;
+    let head = format!(
+        "POST /write?db={db} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).ok()?;
+    stream.write_all(body.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).ok()?;
+    Response::parse(&raw).map(|r| r.status)
+}
+
 /// Runs the `ringest` binary with `args` (e.g. `["wal", "verify", dir]`)
 /// to completion.
 pub fn run_cli(args: &[&str]) -> std::process::Output {
