@@ -8,7 +8,9 @@
 //! the last snapshot began (a bound on what a restart after a crash
 //! replays: the WAL written since the last recorded snapshot, read and
 //! applied before the shard is ready), once after start (to persist what
-//! was replayed, so the WAL of earlier runs can go), and at shutdown. One snapshot runs at a time per shard. The
+//! was replayed, so the WAL of earlier runs can go; an idle shard then
+//! commits an empty snapshot once per interval until it hears the floor
+//! passed its generation and deletes those segments), and at shutdown. One snapshot runs at a time per shard. The
 //! freeze is synchronous on the shard; encoding and file I/O run on a
 //! blocking thread, so ingest goes on meanwhile; the commit goes to the
 //! catalog owner; only after it returns do rows leave memory and segments
@@ -160,6 +162,10 @@ async fn run(shard: Rc<Shard>) {
                 || live >= shard.config.persist.store_bytes_trigger
                 || (wal_grown >= shard.config.persist.wal_bytes_trigger && live > 0)
                 || (waited >= interval && (live > 0 || !store.frozen().is_empty()))
+                // Earlier runs' segments go once this shard hears that the
+                // floor passed its generation (a commit's answer): an idle
+                // shard asks with an empty snapshot, once per interval.
+                || (waited >= interval && shard.persisting.old_segments.get())
         };
         if due {
             if let Err(error) = snapshot(&shard, false).await {
@@ -279,7 +285,11 @@ pub async fn snapshot(shard: &Rc<Shard>, before_shutdown: bool) -> Result<(), St
         (store.frozen().to_vec(), shard.applied())
     };
     let covers_replay = !shard.persisting.replay_persisted.get();
-    if frozen.is_empty() && !covers_replay && !before_shutdown {
+    if frozen.is_empty()
+        && !covers_replay
+        && !before_shutdown
+        && !shard.persisting.old_segments.get()
+    {
         return Ok(());
     }
     // Step 2 (blocking thread): the files, durably.

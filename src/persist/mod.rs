@@ -128,7 +128,9 @@
 //! recorded that the row's owner under `R`'s shard count persisted
 //! everything it replayed (so a crash between shards' first snapshots
 //! neither loses nor duplicates a row). Old generations' segments are
-//! deleted once the floor passes them.
+//! deleted once the floor passes them: a shard learns the floor from a
+//! commit's answer, so one that has no rows to persist commits an empty
+//! snapshot once per `persist.interval_ms` until it has deleted them.
 //!
 //! **What a crash can leave**, and what start-up does:
 //!
