@@ -374,6 +374,33 @@ pub struct Listing {
     pub journal: Option<Journal>,
 }
 
+impl Listing {
+    /// The objects (manifest paths) this data directory wrote, as far as
+    /// the bucket and the local catalog `local` tell: its node manifest's
+    /// files and its upload journal's (both with `token`), and the files
+    /// `local` names.
+    pub fn written_by<'a>(
+        &'a self,
+        token: &str,
+        local: &'a Manifest,
+    ) -> std::collections::HashSet<&'a str> {
+        let manifest = self
+            .manifest
+            .iter()
+            .filter(|m| m.node.as_ref().is_some_and(|n| n.token == token))
+            .flat_map(|m| m.files.iter().map(|f| f.path.as_str()));
+        let journal = self
+            .journal
+            .iter()
+            .filter(|j| j.token == token)
+            .flat_map(|j| j.files.iter().map(String::as_str));
+        manifest
+            .chain(journal)
+            .chain(local.files.iter().map(|f| f.path.as_str()))
+            .collect()
+    }
+}
+
 /// Shared by the shards (publish, confirmed) and the uploader thread.
 pub struct Remote {
     pub target: Target,
@@ -630,13 +657,7 @@ pub fn check_owner(
     local: &Manifest,
 ) -> Result<(), RemoteError> {
     let Some(found) = &listing.manifest else {
-        let known: std::collections::HashSet<&str> = listing
-            .journal
-            .iter()
-            .filter(|j| j.token == token)
-            .flat_map(|j| j.files.iter().map(String::as_str))
-            .chain(local.files.iter().map(|f| f.path.as_str()))
-            .collect();
+        let known = listing.written_by(token, local);
         let unknown = listing
             .objects
             .keys()

@@ -217,12 +217,10 @@ impl Uploader {
             let listing = list(&*store, &target)
                 .await
                 .map_err(|e| RoundError::Store(e.to_string()))?;
-            let local = self
-                .remote
-                .latest()
-                .map(|p| p.manifest.clone())
-                .unwrap_or_default();
-            super::check_owner(&target, &listing, &self.token, &local).map_err(|error| {
+            let latest = self.remote.latest();
+            let empty = manifest::Manifest::default();
+            let local = latest.as_ref().map_or(&empty, |p| &p.manifest);
+            super::check_owner(&target, &listing, &self.token, local).map_err(|error| {
                 RoundError::NodeTaken(format!("{error}; nothing is uploaded until then"))
             })?;
             self.own(&listing);
@@ -331,31 +329,15 @@ impl Uploader {
     /// (its manifest's and journal's, same token, and those its local
     /// catalog names); logs the others.
     fn own(&mut self, listing: &Listing) {
-        if let Some(local) = self.remote.latest() {
-            self.owned.extend(
-                local
-                    .manifest
-                    .files
-                    .iter()
-                    .filter(|f| listing.objects.contains_key(&f.path))
-                    .map(|f| f.path.clone()),
-            );
-        }
-        if let Some(manifest) = &listing.manifest {
-            if manifest
-                .node
-                .as_ref()
-                .is_some_and(|n| n.token == self.token)
-            {
-                self.owned
-                    .extend(manifest.files.iter().map(|f| f.path.clone()));
-            }
-        }
-        if let Some(journal) = &listing.journal {
-            if journal.token == self.token {
-                self.owned.extend(journal.files.iter().cloned());
-            }
-        }
+        let latest = self.remote.latest();
+        let empty = manifest::Manifest::default();
+        let local = latest.as_ref().map_or(&empty, |p| &p.manifest);
+        self.owned.extend(
+            listing
+                .written_by(&self.token, local)
+                .into_iter()
+                .map(str::to_string),
+        );
         let foreign = listing
             .objects
             .keys()
