@@ -224,15 +224,7 @@ async fn compact(shard: &Rc<Shard>) -> Result<(), String> {
         before_shutdown: false,
     };
     if let Err(error) = shard.commit_persisted(commit).await {
-        if surely_unnamed(&error) {
-            // Not named anywhere: removed now (else as an orphan at start).
-            let root = shard.parquet_root.clone();
-            let merged: Vec<String> = added.iter().map(|f| f.path.clone()).collect();
-            let _ = crate::blocking::run(move || {
-                crate::persist::manifest::remove_files(&root, &merged)
-            })
-            .await;
-        }
+        remove_unrecorded(shard, &error, &added).await;
         return Err(format!("recording the merged file: {error:?}"));
     }
     crash_here(CrashAt::CompactionRecorded, &removed);
@@ -342,16 +334,7 @@ pub async fn snapshot(shard: &Rc<Shard>, before_shutdown: bool) -> Result<(), St
                 .persisting
                 .failures
                 .set(shard.persisting.failures.get() + 1);
-            if surely_unnamed(&error) {
-                // The retry writes other names: these go now, not at the
-                // next start (a full disk gets its space back).
-                let root = shard.parquet_root.clone();
-                let paths: Vec<String> = added.iter().map(|f| f.path.clone()).collect();
-                let _ = crate::blocking::run(move || {
-                    crate::persist::manifest::remove_files(&root, &paths)
-                })
-                .await;
-            }
+            remove_unrecorded(shard, &error, &added).await;
             return Err(format!("recording the snapshot: {error:?}"));
         }
     };
@@ -391,20 +374,30 @@ pub async fn snapshot(shard: &Rc<Shard>, before_shutdown: bool) -> Result<(), St
     Ok(())
 }
 
-/// Whether a failed commit certainly left the commit's files unnamed by the
-/// catalog on disk (refused before any write, or the old catalog put
-/// back). Otherwise (the owner gone mid-commit, or a rewrite that failed
-/// after its rename and could not be undone) they stay: start-up removes
-/// them if the catalog it finds does not name them.
-fn surely_unnamed(error: &route::RemoteError) -> bool {
-    matches!(
+/// After a failed commit of `files` (a snapshot's or a compaction's):
+/// removes them now when the catalog on disk certainly does not name them
+/// (the commit was refused before any write, or the old catalog was put
+/// back), so a retry under other names does not leave them to the next
+/// start (a full disk gets its space back). Otherwise (the owner gone
+/// mid-commit, or a rewrite that failed after its rename and could not be
+/// undone) they stay: start-up removes them if the catalog it finds does
+/// not name them.
+async fn remove_unrecorded(shard: &Shard, error: &route::RemoteError, files: &[FileEntry]) {
+    let surely_unnamed = matches!(
         error,
         route::RemoteError::Failed { .. }
             | route::RemoteError::CatalogNotWritten {
                 may_name_files: false,
                 ..
             }
-    )
+    );
+    if !surely_unnamed {
+        return;
+    }
+    let root = shard.parquet_root.clone();
+    let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+    let _ =
+        crate::blocking::run(move || crate::persist::manifest::remove_files(&root, &paths)).await;
 }
 
 /// With an object store: releases the WAL behind the oldest snapshot whose

@@ -180,6 +180,10 @@ pub struct WalRelease {
 impl Shard {
     pub fn new(parts: ShardParts) -> Rc<Shard> {
         let config = parts.config;
+        let parquet_root = config
+            .server
+            .data_dir
+            .join(crate::persist::layout::PARQUET_DIR);
         Rc::new(Shard {
             id: parts.id,
             count: parts.count,
@@ -200,15 +204,9 @@ impl Shard {
             applied: Cell::new(0),
             files: RefCell::new(parts.files),
             files_version: Cell::new(0),
-            parquet_root: config
-                .server
-                .data_dir
-                .join(crate::persist::layout::PARQUET_DIR),
+            parquet_root: parquet_root.clone(),
             files_source: Source::new(
-                config
-                    .server
-                    .data_dir
-                    .join(crate::persist::layout::PARQUET_DIR),
+                parquet_root.clone(),
                 parts
                     .remote
                     .clone()
@@ -813,17 +811,8 @@ impl Shard {
         next.written_ns = crate::clock::now_ns();
         let root = self.parquet_root.clone();
         let stored = next.clone();
-        let previous = owner.manifest.borrow().clone();
         let result = crate::blocking::run(move || {
-            if let Err(error) = manifest::store(&root, &stored) {
-                // A failure after the rename (the directory's fsync) may
-                // leave the new catalog on disk, or not after a power loss:
-                // the old one is written back, so that the disk says what
-                // memory says; if that fails too, the commit's files may be
-                // named on disk and must stay.
-                let restored = manifest::store(&root, &previous).is_ok();
-                return Err((error, restored));
-            }
+            manifest::store(&root, &stored)?;
             // The manifest no longer names them: a file left behind is an
             // orphan, removed at the next start, never a failed commit.
             if let Err(error) = manifest::remove_files(&root, &delete) {
@@ -832,8 +821,24 @@ impl Shard {
             Ok(())
         })
         .await
-        .map_err(|error| (error, false))
-        .and_then(|stored| stored);
+        .and_then(|stored: std::io::Result<()>| stored);
+        let result = match result {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                // A failure after the rename (the directory's fsync) may
+                // leave the new catalog on disk, or not after a power loss:
+                // the old one is written back, so that the disk says what
+                // memory says; if that fails too, the commit's files may be
+                // named on disk and must stay. (Still under the manifest
+                // lock: no other rewrite comes in between.)
+                let root = self.parquet_root.clone();
+                let previous = owner.manifest.borrow().clone();
+                let restored = crate::blocking::run(move || manifest::store(&root, &previous))
+                    .await
+                    .is_ok_and(|stored| stored.is_ok());
+                Err((error, restored))
+            }
+        };
         match result {
             Ok(()) => {
                 let version = owner.version.get() + 1;
