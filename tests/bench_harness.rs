@@ -874,13 +874,7 @@ fn query_script_runs_at_tiny_size() {
 /// the venv's Python (moto, pyarrow); exit 0 and the report's lines.
 #[test]
 fn object_store_script_runs_at_tiny_size() {
-    let python = std::env::var_os("RINGEST_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
-    assert!(
-        python.exists(),
-        "no Python with moto and pyarrow: set RINGEST_PYTHON or run .ci/run"
-    );
+    let python = common::python("moto[server] and pyarrow");
     let dir = common::TempDir::new("bench-object-store-script");
     let results = dir.path.join("results");
     let output = Command::new("bash")

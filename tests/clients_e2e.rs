@@ -35,22 +35,7 @@ fn repo_root() -> PathBuf {
 }
 
 fn python() -> PathBuf {
-    if let Some(path) = std::env::var_os("RINGEST_PYTHON") {
-        let path = PathBuf::from(path);
-        assert!(
-            path.exists(),
-            "RINGEST_PYTHON={} does not exist",
-            path.display()
-        );
-        return path;
-    }
-    let venv = repo_root().join(".venv/bin/python");
-    assert!(
-        venv.exists(),
-        "no Python for the real-client tests: set RINGEST_PYTHON, or run .ci/run, or create the venv at the \
-         repo root: python3 -m venv .venv && .venv/bin/pip install influxdb-client influxdb"
-    );
-    venv
+    common::python("influxdb-client and influxdb")
 }
 
 /// The server under test: a fresh ringest, or `RINGEST_E2E_ADDR`. The

@@ -23,13 +23,7 @@ use common::{config_file, free_port, Server, TempDir};
 
 /// The venv's Python (`RINGEST_PYTHON`, else `.venv/bin/python`).
 fn python() -> PathBuf {
-    std::env::var_os("RINGEST_PYTHON")
-        .map(PathBuf::from)
-        .or_else(|| {
-            let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-            venv.exists().then_some(venv)
-        })
-        .expect("no Python: set RINGEST_PYTHON or run .ci/run (it installs moto[server], pyarrow, duckdb)")
+    common::python("moto[server], pyarrow and duckdb")
 }
 
 /// Runs `script` with the venv's Python and `env`; its stdout (panics with

@@ -238,15 +238,7 @@ fn parquet_files_follow_the_documented_schema() {
 /// (`RINGEST_PYTHON`, set up by `.ci/run`) runs both readers.
 #[test]
 fn pyarrow_and_duckdb_count_every_row() {
-    let Some(python) = std::env::var_os("RINGEST_PYTHON")
-        .map(PathBuf::from)
-        .or_else(|| {
-            let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-            venv.exists().then_some(venv)
-        })
-    else {
-        panic!("no Python: set RINGEST_PYTHON or run .ci/run (it installs pyarrow and duckdb)");
-    };
+    let python = common::python("pyarrow and duckdb");
     let dir = TempDir::new("persist-readers");
     let data = dir.path.join("data");
     let mut server = Server::start_in(&data, &["--shards", "2"]);

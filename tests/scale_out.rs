@@ -184,6 +184,23 @@ impl Writer {
         batches as u64 * BATCH_POINTS
     }
 
+    /// 20 writes one per connection, 20 on one keep-alive connection and
+    /// a large batch through `proxy` to nodes `a` and `b` (fresh): they
+    /// hold exactly the points acknowledged, and both got some. The points
+    /// written.
+    fn write_balanced(&mut self, proxy: SocketAddr, a: &Server, b: &Server, when: &str) -> u64 {
+        let mut written = self.write_each_connection(proxy, 20, when);
+        written += self.write_keep_alive(proxy, 20, when);
+        written += self.write_large(proxy);
+        let (on_a, on_b) = (count(a), count(b));
+        assert_eq!(on_a + on_b, written, "{when}: A {on_a} + B {on_b} points");
+        assert!(
+            on_a > 0 && on_b > 0,
+            "{when}: both nodes get writes: A {on_a}, B {on_b}"
+        );
+        written
+    }
+
     /// One batch of more than 1 MiB (nginx's default body limit, which the
     /// shipped file raises to the node's).
     fn write_large(&mut self, proxy: SocketAddr) -> u64 {
@@ -397,15 +414,8 @@ fn haproxy_config_balances_fails_over_and_loses_no_acknowledged_point() {
     proxy.wait_listening(stats_addr);
 
     let mut writer = Writer { next: 0 };
-    let mut written = writer.write_each_connection(proxy_addr, 20, "all up");
-    written += writer.write_keep_alive(proxy_addr, 20, "all up");
-    written += writer.write_large(proxy_addr);
-    let (on_a, on_b) = (count(&a), count(&b));
-    assert_eq!(on_a + on_b, written, "A {on_a} + B {on_b} points");
-    assert!(
-        on_a > 0 && on_b > 0,
-        "both nodes get writes: A {on_a}, B {on_b}"
-    );
+    let mut written = writer.write_balanced(proxy_addr, &a, &b, "all up");
+    let on_b = count(&b);
 
     // B dies with every write it acknowledged in its WAL.
     kill_and_wait_refused(&mut b);
@@ -531,15 +541,7 @@ fn nginx_config_balances_and_passes_on_refused_connections() {
     proxy.wait_listening(proxy_addr);
 
     let mut writer = Writer { next: 0 };
-    let mut written = writer.write_each_connection(proxy_addr, 20, "nginx");
-    written += writer.write_keep_alive(proxy_addr, 20, "nginx");
-    written += writer.write_large(proxy_addr);
-    let (on_a, on_b) = (count(&a), count(&b));
-    assert_eq!(on_a + on_b, written, "A {on_a} + B {on_b} points");
-    assert!(
-        on_a > 0 && on_b > 0,
-        "both nodes get writes: A {on_a}, B {on_b}"
-    );
+    writer.write_balanced(proxy_addr, &a, &b, "nginx");
 
     kill_and_wait_refused(&mut a);
     kill_and_wait_refused(&mut b);

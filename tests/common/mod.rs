@@ -632,6 +632,29 @@ pub fn server_with_budget_held() -> (Server, TempDir, TcpStream) {
     (server, dir, holder)
 }
 
+/// The Python interpreter of the tests that run real clients, Parquet
+/// readers or the S3 server: `RINGEST_PYTHON`, else the venv `.ci/run`
+/// creates at the repo root. Panics, naming what the test needs
+/// (`needs`), when there is none.
+pub fn python(needs: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os("RINGEST_PYTHON") {
+        let path = PathBuf::from(path);
+        assert!(
+            path.exists(),
+            "RINGEST_PYTHON={} does not exist",
+            path.display()
+        );
+        return path;
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "no Python with {needs}: set RINGEST_PYTHON, or run .ci/run (it creates .venv at the \
+         repo root and installs them)"
+    );
+    venv
+}
+
 /// A `/write?db=` of `body` on a fresh connection: its status, or `None`
 /// when the connection failed (the server died meanwhile: crash tests).
 pub fn try_write(server: &Server, db: &str, body: &str) -> Option<u16> {
