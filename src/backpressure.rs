@@ -33,17 +33,21 @@ pub enum Overload {
     QueuedSubBatches = 4,
     /// The channel to another shard was full (`backpressure.channel_capacity`).
     CrossShardQueue = 5,
+    /// The next WAL segment's file was still being made after waiting for
+    /// it (appends racing for new segments faster than they are made).
+    WalSegment = 6,
 }
 
 impl Overload {
     /// Every variant, in discriminant order (`ALL[o as usize] == o`).
-    pub const ALL: [Overload; 6] = [
+    pub const ALL: [Overload; 7] = [
         Overload::WalPendingBytes,
         Overload::WalBudget,
         Overload::StoreMemory,
         Overload::RequestBytesInFlight,
         Overload::QueuedSubBatches,
         Overload::CrossShardQueue,
+        Overload::WalSegment,
     ];
 
     /// The Prometheus label value.
@@ -55,6 +59,7 @@ impl Overload {
             Overload::RequestBytesInFlight => "request_bytes_in_flight",
             Overload::QueuedSubBatches => "queued_sub_batches",
             Overload::CrossShardQueue => "cross_shard_queue",
+            Overload::WalSegment => "wal_segment",
         }
     }
 }
@@ -71,6 +76,7 @@ impl std::fmt::Display for Overload {
             Overload::RequestBytesInFlight => "request bytes in flight",
             Overload::QueuedSubBatches => "queued sub-batches",
             Overload::CrossShardQueue => "cross-shard queue full",
+            Overload::WalSegment => "next WAL segment not ready",
         })
     }
 }

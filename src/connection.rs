@@ -582,12 +582,17 @@ fn plan(
     }
 }
 
-/// `/health`: pass while every shard acknowledges writes.
+/// `/health`: pass while every shard acknowledges writes and can make its
+/// next WAL segment (a disk too full for one fails the check, so a load
+/// balancer sends writes elsewhere; it passes again once space is freed).
 fn health(snapshots: &[crate::metrics::Snapshot]) -> Response {
     let mut body = Vec::with_capacity(256);
-    let failing = snapshots
-        .iter()
-        .find_map(|s| s.gauges.unhealthy_cause.clone());
+    let failing = snapshots.iter().find_map(|s| {
+        let g = &s.gauges;
+        g.unhealthy_cause
+            .clone()
+            .or_else(|| g.wal_segment_failing.clone())
+    });
     let (status, state, message) = match failing {
         None => (200, "pass", "ready for queries and writes".to_string()),
         Some(cause) => (503, "fail", cause),

@@ -8,9 +8,16 @@
 //! - `synced_sequence` only grows, and only after `fdatasync` returned `Ok`
 //!   for a batch containing every record up to it. Nothing is acknowledged
 //!   before that.
-//! - After any failed I/O the `Wal` is unhealthy forever: the failed batch's
-//!   waiters get [`WalError::Failed`] (or `NoSpace`), everything appended
-//!   later [`WalError::Unhealthy`]; nothing more is written.
+//! - After any failed write or sync the `Wal` is unhealthy forever: the
+//!   failed batch's waiters get [`WalError::Failed`] (or `NoSpace`),
+//!   everything appended later [`WalError::Unhealthy`]; nothing more is
+//!   written.
+//! - A record is given a sequence in a new segment only once that
+//!   segment's file exists (created, preallocated, name synced). Making it
+//!   is the one step that needs new disk space, so a full disk refuses
+//!   appends ([`WalError::NoSegment`]) before any sequence is assigned,
+//!   the log stays healthy, and a background task retries the creation
+//!   every `segment_retry` until it succeeds.
 //! - Bytes awaiting sync never exceed `pending_bytes_max`; segment files never
 //!   exceed `wal_bytes_max` in total.
 //! - A group's buffer holds: the carried-over bytes of the partial block the
@@ -78,6 +85,8 @@ pub struct WalStats {
     pub sync_latency_us: Histogram<u64>,
     /// Records per batch.
     pub records_per_sync: Histogram<u64>,
+    /// Failed attempts to make a segment's file ahead (disk full, most often).
+    pub segment_failures: u64,
 }
 
 struct Group<B> {
@@ -130,6 +139,31 @@ struct State<S: Storage> {
     /// This run's segments not yet released, oldest first: (index, first
     /// sequence). The last one is the segment appends go to.
     segments: VecDeque<(u64, u64)>,
+    /// The file of the segment after the one appends go to.
+    next: NextSegment<S::File>,
+    /// The task making `next` (kept so that the committer can wait for it
+    /// at close).
+    next_task: Option<glommio::Task<()>>,
+    /// Files of new segments that appends laid records out for and the
+    /// committer has not started yet: (index, file), oldest first.
+    claimed: VecDeque<(u64, S::File)>,
+    /// Waiting for `next` to leave `Preparing` ([`Wal::segment_ready`]).
+    segment_waiters: Vec<Waker>,
+}
+
+/// The file of the segment after the open one: what an append that does
+/// not fit the open segment needs before it may take a sequence.
+enum NextSegment<F> {
+    /// Not being made: spares are off, or the budget had no room when the
+    /// previous one was claimed. The append that needs it starts it.
+    Idle,
+    /// Being made by `next_task`.
+    Preparing,
+    /// Made: created, preallocated, its name synced; no header yet.
+    Ready { index: u64, file: F },
+    /// The last attempt failed (disk full, most often); `next_task` tries
+    /// again every `segment_retry`.
+    Failed(Cause),
 }
 
 impl<S: Storage> State<S> {
@@ -185,6 +219,17 @@ impl<S: Storage> State<S> {
         S::buffer_bytes_mut(&mut sealed.buffer)[sealed.fill..end].fill(0);
         S::buffer_trim(&mut sealed.buffer, end);
         self.sealed.push_back(sealed);
+    }
+
+    /// One more segment fits `wal_bytes_max`.
+    fn next_fits(&self) -> bool {
+        self.wal_bytes + self.options.segment_bytes <= self.options.wal_bytes_max
+    }
+
+    fn wake_segment_waiters(&mut self) {
+        for waker in self.segment_waiters.drain(..) {
+            waker.wake();
+        }
     }
 
     fn wake_committer(&mut self) {
@@ -318,8 +363,6 @@ impl<S: Storage> Wal<S> {
         header.encode_into(&mut S::buffer_bytes_mut(&mut open.buffer)[..SEGMENT_HEADER_BYTES]);
         let batch_delay = options.batch_delay;
         let dir = options.dir.clone();
-        let prezero_spare = options.prezero_spare;
-        let spares = options.spare_segment;
         let state = State {
             options,
             storage: Rc::clone(&storage),
@@ -339,6 +382,10 @@ impl<S: Storage> Wal<S> {
             wal_bytes,
             buffer_capacity,
             segments: VecDeque::from([(0, 1)]),
+            next: NextSegment::Idle,
+            next_task: None,
+            claimed: VecDeque::new(),
+            segment_waiters: Vec::new(),
             stats: WalStats {
                 records: 0,
                 record_bytes: 0,
@@ -353,28 +400,27 @@ impl<S: Storage> Wal<S> {
                 last_sync_latency_us: 0,
                 sync_latency_us: histogram(60_000_000),
                 records_per_sync: histogram(1 << 24),
+                segment_failures: 0,
             },
         };
         let shared = Rc::new(Shared {
             state: RefCell::new(state),
         });
-        let mut committer = Committer {
+        let start = {
+            let mut state = shared.state.borrow_mut();
+            (state.options.spare_segment && state.next_fits()).then(|| begin_next(&mut state))
+        };
+        if let Some(index) = start {
+            spawn_next(&shared, index);
+        }
+        let committer = Committer {
             shared: Rc::clone(&shared),
             storage,
-            dir: dir.clone(),
+            dir,
             file: Some(file),
             segment_index: 0,
             batch_delay,
-            spare_spec: SpareSpec {
-                dir,
-                generation: header.generation,
-                segment_bytes: header.segment_bytes,
-                prezero: prezero_spare,
-            },
-            spares,
-            spare: None,
         };
-        committer.prepare_spare();
         glommio::spawn_local(committer.run()).detach();
         Ok(Wal {
             owner: Rc::new(Owner { shared }),
@@ -389,6 +435,22 @@ impl<S: Storage> Wal<S> {
     /// blocks. Errors: `Full`/`BudgetFull` at a bound (retry later),
     /// `TooLarge`, `NoSpace`/`Unhealthy` once unhealthy, `Closed`.
     pub fn append(&self, kind: u8, payload: &[u8]) -> Result<Sequence, WalError> {
+        let mut start = None;
+        let appended = self.append_locked(kind, payload, &mut start);
+        if let Some(index) = start {
+            spawn_next(&self.owner.shared, index);
+        }
+        appended
+    }
+
+    /// [`Wal::append`] under the state borrow; sets `start` to the index
+    /// of a next segment whose making the caller must spawn.
+    fn append_locked(
+        &self,
+        kind: u8,
+        payload: &[u8],
+        start: &mut Option<u64>,
+    ) -> Result<Sequence, WalError> {
         let mut state = self.state().borrow_mut();
         if let Some(failure) = state.failure {
             return Err(state.error_for(u64::MAX, failure));
@@ -413,17 +475,38 @@ impl<S: Storage> Wal<S> {
         let open = &state.open;
         let segment_end = open.file_pos + (open.fill + bytes) as u64;
         if segment_end > state.options.segment_bytes {
-            // The record goes into a new segment.
-            let wal_bytes = state.wal_bytes + state.options.segment_bytes;
-            if wal_bytes > state.options.wal_bytes_max {
+            // The record goes into a new segment, whose file must exist first.
+            if !state.next_fits() {
                 return Err(WalError::BudgetFull {
                     wal_bytes: state.wal_bytes,
                     wal_bytes_max: state.options.wal_bytes_max,
                 });
             }
-            state.wal_bytes = wal_bytes;
-            state.stats.wal_bytes = wal_bytes;
             let index = state.open.segment_index + 1;
+            let file = match std::mem::replace(&mut state.next, NextSegment::Idle) {
+                NextSegment::Ready { index: made, file } => {
+                    assert_eq!(
+                        made, index,
+                        "invariant: the next file is the next segment's"
+                    );
+                    file
+                }
+                NextSegment::Idle => {
+                    *start = Some(begin_next(&mut state));
+                    return Err(WalError::SegmentPending);
+                }
+                NextSegment::Preparing => {
+                    state.next = NextSegment::Preparing;
+                    return Err(WalError::SegmentPending);
+                }
+                NextSegment::Failed(cause) => {
+                    state.next = NextSegment::Failed(cause);
+                    return Err(WalError::NoSegment(cause));
+                }
+            };
+            state.claimed.push_back((index, file));
+            state.wal_bytes += state.options.segment_bytes;
+            state.stats.wal_bytes = state.wal_bytes;
             let first_sequence = state.next_sequence;
             state.segments.push_back((index, first_sequence));
             let next = state.new_segment_group(index);
@@ -433,6 +516,9 @@ impl<S: Storage> Wal<S> {
                 state.open = next;
             } else {
                 state.seal_open(Some(next));
+            }
+            if state.options.spare_segment && state.next_fits() {
+                *start = Some(begin_next(&mut state));
             }
         } else if open.record_bytes + bytes > state.options.batch_bytes_max {
             state.seal_open(None);
@@ -457,6 +543,57 @@ impl<S: Storage> Wal<S> {
         state.stats.appended_sequence = sequence;
         state.wake_committer();
         Ok(Sequence(sequence))
+    }
+
+    /// [`Wal::append`], waiting (not refusing) while the next segment's file
+    /// is still being made: the ordinary case when a segment fills before
+    /// its successor is ready, and always with spares off.
+    pub async fn append_ready(&self, kind: u8, payload: &[u8]) -> Result<Sequence, WalError> {
+        // Each wait ends with the file made; only appends racing for the
+        // same segment can send us round again.
+        for _ in 0..3 {
+            match self.append(kind, payload) {
+                Err(WalError::SegmentPending) => self.segment_ready().await?,
+                other => return other,
+            }
+        }
+        self.append(kind, payload)
+    }
+
+    /// Resolves when the next segment's file is no longer being made: `Ok`
+    /// once made (or when nothing is being made), `NoSegment` when the
+    /// attempt failed.
+    pub async fn segment_ready(&self) -> Result<(), WalError> {
+        poll_fn(|cx| {
+            let mut state = self.state().borrow_mut();
+            if let Some(failure) = state.failure {
+                return Poll::Ready(Err(state.error_for(u64::MAX, failure)));
+            }
+            match state.next {
+                NextSegment::Preparing if !state.closing => {
+                    if !state
+                        .segment_waiters
+                        .iter()
+                        .any(|w| w.will_wake(cx.waker()))
+                    {
+                        state.segment_waiters.push(cx.waker().clone());
+                    }
+                    Poll::Pending
+                }
+                NextSegment::Failed(cause) => Poll::Ready(Err(WalError::NoSegment(cause))),
+                _ => Poll::Ready(Ok(())),
+            }
+        })
+        .await
+    }
+
+    /// Why the next segment's file cannot be made, while it cannot (the
+    /// log is healthy, but refuses appends once the open segment is full).
+    pub fn next_segment_failure(&self) -> Option<Cause> {
+        match self.state().borrow().next {
+            NextSegment::Failed(cause) => Some(cause),
+            _ => None,
+        }
     }
 
     /// Resolves once the `fdatasync` covering `sequence` returned `Ok`, or
@@ -587,12 +724,6 @@ struct Committer<S: Storage> {
     file: Option<S::File>,
     segment_index: u64,
     batch_delay: std::time::Duration,
-    spare_spec: SpareSpec,
-    /// Spares on: a spare is made when the segment it becomes fits
-    /// `wal_bytes_max` (released segments make room again).
-    spares: bool,
-    /// The next segment's file (`segment_index + 1`), being created.
-    spare: Option<glommio::Task<SpareResult<S::File>>>,
 }
 
 /// Result of one batch: Ok, or the failing step and error.
@@ -610,18 +741,101 @@ struct SpareSpec {
     prezero: bool,
 }
 
+impl SpareSpec {
+    fn of(options: &WalOptions) -> SpareSpec {
+        SpareSpec {
+            dir: options.dir.clone(),
+            generation: options.generation,
+            segment_bytes: options.segment_bytes,
+            prezero: options.prezero_spare,
+        }
+    }
+}
+
 /// Bytes per write while pre-zeroing a spare (one write in flight).
 const PREZERO_CHUNK_BYTES: usize = 1 << 20;
+
+/// Marks the file of the segment after the open one as being made and
+/// returns its index (`state.next` must be `Idle`). The caller then calls
+/// [`spawn_next`] once it no longer borrows the state: glommio may poll a
+/// new task inside `spawn_local`.
+fn begin_next<S: Storage>(state: &mut State<S>) -> u64 {
+    assert!(
+        matches!(state.next, NextSegment::Idle),
+        "invariant: one next segment at a time"
+    );
+    state.next = NextSegment::Preparing;
+    state.open.segment_index + 1
+}
+
+/// Makes segment `index`'s file in the background ([`begin_next`]).
+fn spawn_next<S: Storage>(shared: &Rc<Shared<S>>, index: u64) {
+    let task = glommio::spawn_local(prepare_next(Rc::clone(shared), index));
+    shared.state.borrow_mut().next_task = Some(task);
+}
+
+/// Makes segment `index`'s file; after a failure (disk full, most often)
+/// tries again every `segment_retry` until it succeeds or the log closes
+/// or fails. Appends that need the file meanwhile are refused with
+/// `NoSegment` (they never took a sequence), so nothing waits on the disk
+/// being freed and the log stays healthy.
+async fn prepare_next<S: Storage>(shared: Rc<Shared<S>>, index: u64) {
+    let (storage, spec, retry) = {
+        let state = shared.state.borrow();
+        (
+            Rc::clone(&state.storage),
+            SpareSpec::of(&state.options),
+            state.options.segment_retry,
+        )
+    };
+    let mut failures = 0u64;
+    loop {
+        let made = make_spare(Rc::clone(&storage), spec.clone(), index).await;
+        {
+            let mut state = shared.state.borrow_mut();
+            match made {
+                Ok(file) => {
+                    if failures > 0 {
+                        tracing::info!(dir = %spec.dir.display(), failures, "made the next WAL segment after failed attempts; writes are accepted again");
+                    }
+                    state.next = NextSegment::Ready { index, file };
+                    state.wake_segment_waiters();
+                    return;
+                }
+                Err((step, error)) => {
+                    let cause = Cause::new(step, &error);
+                    if failures == 0 {
+                        tracing::error!(dir = %spec.dir.display(), %cause, ?retry, "cannot make the next WAL segment; once the open one is full, writes are refused with 503 until it is made (retrying)");
+                    }
+                    failures += 1;
+                    state.stats.segment_failures += 1;
+                    state.next = NextSegment::Failed(cause);
+                    state.wake_segment_waiters();
+                }
+            }
+        }
+        glommio::timer::sleep(retry).await;
+        let state = shared.state.borrow();
+        if state.closing || state.failure.is_some() {
+            return;
+        }
+    }
+}
 
 /// Creates segment `index`'s file ahead of use: create + `fallocate`
 /// (+ with `prezero`, write its zeros and `fdatasync`), then the directory
 /// `fsync` that makes its name durable. Its header is written (and synced)
-/// only when the committer starts using it.
+/// only when the committer starts using it. On failure the file is closed
+/// and removed (so that the next attempt can create it again).
 async fn make_spare<S: Storage>(
     storage: Rc<S>,
     spec: SpareSpec,
     index: u64,
 ) -> SpareResult<S::File> {
+    let path = spec.dir.join(crate::wal::segment::segment_file_name(
+        spec.generation,
+        index,
+    ));
     let file = create_spare(
         &*storage,
         &spec.dir,
@@ -655,12 +869,22 @@ async fn make_spare<S: Storage>(
             .map_err(|e| (IoStep::SyncDir, e))
     };
     if let Err(error) = prepared.await {
-        if let Err(close) = storage.close(file).await {
-            tracing::warn!(dir = %spec.dir.display(), error = %close, "closing spare WAL segment failed");
-        }
+        discard_file(&*storage, file, &path).await;
         return Err(error);
     }
     Ok(file)
+}
+
+/// Closes and removes a segment file that never held a header (a spare no
+/// longer wanted, or one whose preparation failed). A file left behind is
+/// removed by the next start's recovery.
+async fn discard_file<S: Storage>(storage: &S, file: S::File, path: &std::path::Path) {
+    if let Err(error) = storage.close(file).await {
+        tracing::warn!(file = %path.display(), %error, "closing an unused WAL segment failed");
+    }
+    if let Err(error) = storage.remove_file(path).await {
+        tracing::warn!(file = %path.display(), %error, "removing an unused WAL segment failed; the next start removes it");
+    }
 }
 
 impl<S: Storage> Committer<S> {
@@ -794,13 +1018,14 @@ impl<S: Storage> Committer<S> {
                 tracing::warn!(dir = %self.dir.display(), %error, "closing WAL segment failed");
             }
         }
-        let file = match self.spare.take() {
-            Some(spare) => spare.await?,
-            None => {
-                let storage = Rc::clone(&self.storage);
-                make_spare(storage, self.spare_spec.clone(), header.index).await?
-            }
-        };
+        let (index, file) = self
+            .shared
+            .state
+            .borrow_mut()
+            .claimed
+            .pop_front()
+            .expect("invariant: append claimed the new segment's file");
+        assert_eq!(index, header.index, "invariant: claimed in order");
         write_header(&*self.storage, &file, header)
             .await
             .map_err(|e| (IoStep::CreateSegment, e))?;
@@ -811,48 +1036,35 @@ impl<S: Storage> Committer<S> {
         self.file = Some(file);
         self.segment_index = header.index;
         self.shared.state.borrow_mut().stats.segments_created += 1;
-        self.prepare_spare();
         Ok(())
     }
 
-    /// Starts creating the file of segment `segment_index + 1` in the
-    /// background, if spares are on and that segment fits the WAL budget.
-    fn prepare_spare(&mut self) {
-        let index = self.segment_index + 1;
-        {
-            let state = self.shared.state.borrow();
-            let fits = state.wal_bytes + state.options.segment_bytes <= state.options.wal_bytes_max;
-            if !self.spares || !fits {
-                return;
-            }
-        }
-        let storage = Rc::clone(&self.storage);
-        let spare = make_spare(storage, self.spare_spec.clone(), index);
-        self.spare = Some(glommio::spawn_local(spare));
-    }
-
-    /// At close: an unused spare is removed (if that fails, or after a
-    /// crash, recovery removes it: it never held a header).
+    /// At close (or after a failure): waits for the next segment's
+    /// preparation to stop, then removes every file made ahead and never
+    /// started (the spare, and files claimed for groups never written).
+    /// After a crash, recovery removes them: they never held a header.
     async fn discard_spare(&mut self) {
-        let Some(spare) = self.spare.take() else {
-            return;
-        };
-        let file = match spare.await {
-            Ok(file) => file,
-            Err((step, error)) => {
-                tracing::warn!(dir = %self.dir.display(), ?step, %error, "preparing the next WAL segment had failed (it was not needed); the next start removes what is left of it");
-                return;
-            }
-        };
-        let path = self.dir.join(crate::wal::segment::segment_file_name(
-            self.spare_spec.generation,
-            self.segment_index + 1,
-        ));
-        if let Err(error) = self.storage.close(file).await {
-            tracing::warn!(dir = %self.dir.display(), %error, "closing spare WAL segment failed");
+        let task = self.shared.state.borrow_mut().next_task.take();
+        if let Some(task) = task {
+            task.await;
         }
-        if let Err(error) = self.storage.remove_file(&path).await {
-            tracing::warn!(file = %path.display(), %error, "removing the unused spare WAL segment failed; the next start removes it");
+        let mut files = Vec::new();
+        {
+            let mut state = self.shared.state.borrow_mut();
+            if let NextSegment::Ready { index, file } =
+                std::mem::replace(&mut state.next, NextSegment::Idle)
+            {
+                files.push((index, file));
+            }
+            files.extend(state.claimed.drain(..));
+            state.wake_segment_waiters();
+        }
+        let generation = self.shared.state.borrow().options.generation;
+        for (index, file) in files {
+            let path = self
+                .dir
+                .join(crate::wal::segment::segment_file_name(generation, index));
+            discard_file(&*self.storage, file, &path).await;
         }
     }
 }

@@ -173,6 +173,12 @@ pub struct Gauges {
     pub healthy: bool,
     /// Why the shard is unhealthy, when it is.
     pub unhealthy_cause: Option<String>,
+    /// Failed attempts to make a WAL segment's file ahead (its WAL and the
+    /// catalog's).
+    pub wal_segment_failures: u64,
+    /// Why a WAL of the shard cannot make its next segment, while it
+    /// cannot: healthy, but refusing writes once the open segment is full.
+    pub wal_segment_failing: Option<String>,
 }
 
 /// An owned copy of one shard's metrics.
@@ -314,7 +320,7 @@ pub fn render(snapshots: &[Snapshot]) -> String {
             let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, get(s));
         }
     }
-    let gauges: [Family<Gauges>; 23] = [
+    let gauges: [Family<Gauges>; 25] = [
         ("ringest_open_connections", "Open connections.", |g| {
             g.connections
         }),
@@ -349,6 +355,16 @@ pub fn render(snapshots: &[Snapshot]) -> String {
             "ringest_shard_healthy",
             "1 when the shard acknowledges writes.",
             |g| u64::from(g.healthy),
+        ),
+        (
+            "ringest_wal_segment_failing",
+            "1 while a WAL cannot make its next segment file (disk full); writes resume when it can.",
+            |g| u64::from(g.wal_segment_failing.is_some()),
+        ),
+        (
+            "ringest_wal_segment_failures_total",
+            "Failed attempts to make a WAL segment file ahead (retried every second).",
+            |g| g.wal_segment_failures,
         ),
         (
             "ringest_wal_disk_bytes",

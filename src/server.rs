@@ -205,14 +205,36 @@ fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, StartError
 /// it with `SO_REUSEPORT`, which would quietly split the connections with
 /// that other process. The probe (std's bind: `SO_REUSEADDR` only, so a
 /// previous run's TIME_WAIT connections do not count) is closed at once.
+///
+/// A previous run killed a moment ago (SIGKILL, a crash) still holds its
+/// listeners for a few milliseconds after it was reaped: the kernel tears
+/// its io_uring down asynchronously, and the ring holds the sockets
+/// (measured: 5-10 ms). So the address is tried again for up to
+/// [`LISTEN_RETRY_US`] before it counts as taken: a supervisor restarting
+/// at once must not fail.
 fn probe_listen_address(addr: SocketAddr) -> Result<(), StartError> {
     if addr.port() == 0 {
         return Ok(());
     }
-    std::net::TcpListener::bind(addr)
-        .map(drop)
-        .map_err(|error| StartError::AddressInUse { addr, error })
+    let started = crate::clock::monotonic();
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(_listener) => return Ok(()),
+            Err(error)
+                if error.kind() == std::io::ErrorKind::AddrInUse
+                    && crate::clock::elapsed_us(started) < LISTEN_RETRY_US =>
+            {
+                // Start-up, before any executor runs: sleeping blocks nothing.
+                #[allow(clippy::disallowed_methods)]
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(error) => return Err(StartError::AddressInUse { addr, error }),
+        }
+    }
 }
+
+/// How long a taken listen address is tried again at start, µs ([`probe_listen_address`]).
+const LISTEN_RETRY_US: u64 = 2_000_000;
 
 /// Checks that io_uring can be set up at all.
 fn probe_io_uring() -> Result<(), StartError> {
@@ -775,6 +797,7 @@ async fn start_shard(seed: ShardSeed) -> Result<(Rc<Shard>, (TcpListener, i32)),
         batch_delay: Duration::from_micros(config.wal.batch_delay_us),
         spare_segment: true,
         prezero_spare: config.wal.prezero_segments,
+        segment_retry: Duration::from_secs(1),
     };
     let plan = seed.fault.map(|fault| (FaultPlan::new(), fault));
     let storage = match &plan {

@@ -271,6 +271,21 @@ impl Shard {
             .map_err(|e| format!("WAL of shard {}: {e}", self.id))
     }
 
+    /// Why this shard's WAL (or the catalog's, on the owner) cannot make
+    /// its next segment, while it cannot.
+    fn segment_failure(&self) -> Option<String> {
+        let catalog = self.owner.as_ref().map(|o| ("the catalog WAL", &o.wal));
+        std::iter::once(("the WAL", &self.wal))
+            .chain(catalog)
+            .find_map(|(log, wal)| {
+                let cause = wal.next_segment_failure()?;
+                Some(format!(
+                    "{log} of shard {} cannot make its next segment ({cause}); writes are refused with 503 once the open segment is full, and resume by themselves when it can be made",
+                    self.id
+                ))
+            })
+    }
+
     fn mark_unhealthy(&self, cause: String) {
         let mut unhealthy = self.unhealthy.borrow_mut();
         if unhealthy.is_none() {
@@ -291,7 +306,8 @@ impl Shard {
         }
         let sequence = self
             .wal
-            .append(RECORD_BATCH, payload.as_bytes())
+            .append_ready(RECORD_BATCH, payload.as_bytes())
+            .await
             .map_err(remote_error)?;
         self.apply_queue.borrow_mut().push_back((sequence, payload));
         if let Err(error) = self.wal.synced(sequence).await {
@@ -492,7 +508,8 @@ impl Shard {
         let payload = catalog::encode_entries(entries);
         let sequence = owner
             .wal
-            .append(RECORD_CATALOG, &payload)
+            .append_ready(RECORD_CATALOG, &payload)
+            .await
             .map_err(remote_error)?;
         owner
             .wal
@@ -1173,6 +1190,12 @@ impl Shard {
                 wal_pending_bytes: stats.pending_bytes,
                 healthy: self.health().is_ok(),
                 unhealthy_cause: self.health().err(),
+                wal_segment_failures: stats.segment_failures
+                    + self
+                        .owner
+                        .as_ref()
+                        .map_or(0, |o| o.wal.stats().segment_failures),
+                wal_segment_failing: self.segment_failure(),
             },
         )
     }
@@ -1200,6 +1223,14 @@ fn remote_error(error: WalError) -> RemoteError {
         } => RemoteError::TooLarge {
             payload_bytes,
             payload_bytes_max,
+        },
+        WalError::SegmentPending => RemoteError::Overloaded {
+            cause: Overload::WalSegment,
+        },
+        // Not unhealthy: the segment is retried, writes resume by themselves.
+        WalError::NoSegment(cause) if cause.is_no_space() => RemoteError::NoSpace,
+        WalError::NoSegment(cause) => RemoteError::Unhealthy {
+            cause: WalError::NoSegment(cause).to_string(),
         },
         WalError::NoSpace(_) => RemoteError::NoSpace,
         WalError::Failed(cause) => RemoteError::Failed {

@@ -154,7 +154,7 @@ fn scrape_on(stream: &mut TcpStream) -> HashMap<String, f64> {
 }
 
 /// Every `cause` label of `ringest_refusals_total`, sorted.
-const CAUSES: [&str; 10] = [
+const CAUSES: [&str; 11] = [
     "connections",
     "cross_shard_queue",
     "no_space",
@@ -165,6 +165,7 @@ const CAUSES: [&str; 10] = [
     "unhealthy",
     "wal_budget",
     "wal_pending_bytes",
+    "wal_segment",
 ];
 
 /// Asserts that, between two scrapes, `ringest_refusals_total` moved by

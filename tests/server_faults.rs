@@ -373,25 +373,6 @@ fn enospc_on_write_gives_503_and_keeps_the_wal_readable() {
     });
 }
 
-/// Goal: ENOSPC while creating the next segment (rotation) is 503 too, and
-/// the half-created segment does not make the WAL unreadable: a restart
-/// removes it, reads back everything acknowledged, and `wal verify` exits 0.
-/// Method: 128 KiB segments so that the writers fill one quickly;
-/// `RINGEST_TEST_FAULTS=enospc-preallocate:1` fails the first rotation.
-/// Records of the failed batch written into the old segment may survive
-/// (they were refused, so either outcome is allowed).
-#[test]
-fn enospc_on_new_segment_gives_503_and_keeps_the_wal_readable() {
-    run_case(Case {
-        fault: "enospc-preallocate:1",
-        config: Some("[wal]\nsegment_bytes = 131072\nbatch_bytes_max = 65536\n"),
-        batch_answer: BatchAnswer::Unavailable,
-        cause: "No space left on device",
-        batches_before: 1,
-        exact_after_restart: false,
-    });
-}
-
 /// Goal: a malformed `RINGEST_TEST_FAULTS` stops start-up naming the
 /// variable (a typo must not silently run a test without its fault).
 /// Method: start the binary with `fail-sync:0` and wait for its exit.

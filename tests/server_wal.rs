@@ -300,6 +300,44 @@ fn unknown_wal_record_kind_stops_start_up() {
     );
 }
 
+/// Goal: a supervisor that starts ringest again the moment it died (kill -9
+/// while clients hold keep-alive connections) gets a server on the same
+/// address, not "address in use": the dead process's io_uring holds its
+/// listeners for a few milliseconds after it was reaped (without the retry
+/// in `probe_listen_address` this fails on the first round).
+/// Method: one fixed port, 8 keep-alive connections with a request each,
+/// kill -9, start again at once on the same port and data; five rounds.
+#[test]
+fn immediate_restart_after_kill_9_gets_the_same_address() {
+    let dir = TempDir::new("restart-same-port");
+    let data = dir.path.join("data");
+    let port = common::free_port();
+    let command = || {
+        let mut command = std::process::Command::new(common::binary());
+        command
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(&data)
+            .env("RUST_LOG", "error");
+        command
+    };
+    for round in 0..5 {
+        let mut server = Server::start_command(command(), &data);
+        let clients: Vec<common::Client> = (0..8)
+            .map(|_| {
+                let mut client = common::Client::connect(server.addr);
+                let answer = client.send("GET", "/ping", b"").expect("ping");
+                assert_eq!(answer.status, 204, "round {round}");
+                client
+            })
+            .collect();
+        server.kill9();
+        drop(clients);
+    }
+}
+
 /// Goal: one data directory serves one process, and a listen address one
 /// process: a second ringest on the same data directory (which would write
 /// the same WAL files) or on an address another socket holds (which

@@ -50,17 +50,11 @@ struct Outcome {
 /// Acknowledges one record, arms `fault`, appends 8 records as one batch
 /// (all appended before the committer runs), awaits them all, then tries
 /// one more append. Writes the storage image (no power loss) for recovery.
-/// With `rotate`, the first segment is filled first so that the batch
-/// needs the next one, and `fault` is armed before the WAL opens (the next
-/// segment's file is prepared right after open, in the background).
-fn scenario(fault: Fault, rotate: bool) -> Outcome {
+fn scenario(fault: Fault) -> Outcome {
     let image = TempDir::new("wal-fault");
     let image_root = image.path.clone();
     let (batch, health, later_append, acked_before) = run_async(move || async move {
         let storage = MemStorage::new();
-        if rotate {
-            storage.inject(fault);
-        }
         let wal = Wal::open_with(options(&prefix().join("0")), storage.clone())
             .await
             .expect("open");
@@ -68,29 +62,12 @@ fn scenario(fault: Fault, rotate: bool) -> Outcome {
             .append(1, b"acknowledged before the fault")
             .expect("append");
         wal.synced(first).await.expect("baseline sync");
-        if rotate {
-            // Fill the first segment so the batch below needs a new one.
-            let filler = vec![7u8; 3000];
-            loop {
-                let seq = wal.append(1, &filler).expect("append");
-                wal.synced(seq).await.expect("synced");
-                if wal.stats().record_bytes > 12 << 10 {
-                    break;
-                }
-            }
-        }
         let acked_before = wal.stats().synced_sequence;
-        if !rotate {
-            storage.inject(fault);
-        }
-        let payload = vec![9u8; if rotate { 3000 } else { 100 }];
+        storage.inject(fault);
+        let payload = vec![9u8; 100];
         let mut sequences = Vec::new();
         for _ in 0..8 {
-            match wal.append(2, &payload) {
-                Ok(seq) => sequences.push(seq),
-                Err(WalError::Full { .. }) => break,
-                Err(other) => panic!("unexpected append error {other}"),
-            }
+            sequences.push(wal.append(2, &payload).expect("append"));
         }
         let mut batch = Vec::new();
         for seq in sequences {
@@ -144,7 +121,7 @@ fn assert_unhealthy_after(outcome: &Outcome, step: IoStep, no_space: bool) {
 /// Method: EIO on the next write_at.
 #[test]
 fn failing_write_fails_the_batch_and_the_wal() {
-    let outcome = scenario(Fault::FailWrite(1), false);
+    let outcome = scenario(Fault::FailWrite(1));
     assert_unhealthy_after(&outcome, IoStep::Write, false);
 }
 
@@ -153,7 +130,7 @@ fn failing_write_fails_the_batch_and_the_wal() {
 /// Method: EIO on the next sync_data.
 #[test]
 fn failing_sync_fails_the_batch_and_the_wal() {
-    let outcome = scenario(Fault::FailSync(1), false);
+    let outcome = scenario(Fault::FailSync(1));
     assert_unhealthy_after(&outcome, IoStep::Sync, false);
 }
 
@@ -162,20 +139,96 @@ fn failing_sync_fails_the_batch_and_the_wal() {
 /// Method: ENOSPC on the next write_at.
 #[test]
 fn enospc_on_write_reports_no_space() {
-    let outcome = scenario(Fault::NoSpaceOnWrite(1), false);
+    let outcome = scenario(Fault::NoSpaceOnWrite(1));
     assert_unhealthy_after(&outcome, IoStep::Write, true);
 }
 
-/// Goal: ENOSPC while preallocating the next segment reports NoSpace to
-/// the batch that needs it (the spare is made ahead, the error surfaces at
-/// rotation); the half-created segment is removed by recovery and the
-/// acknowledged data replays.
-/// Method: ENOSPC on the second preallocate (the first is segment 0 at
-/// open, the second its spare), then fill the first segment.
+/// Goal: a disk too full for the next segment refuses appends with
+/// `NoSegment` *before* they take a sequence, keeps the log healthy (what
+/// is acknowledged stays acknowledged, nothing is marked failed), reports
+/// the cause, and resumes by itself once the disk has room: the retried
+/// file is made, appends succeed, and recovery replays one gap-free run of
+/// sequences holding every acknowledged record (and no refused one).
+/// Method: MemStorage whose every `preallocate` fails from just after open
+/// (so the spare for segment 1 fails) until `clear_faults`; fill segment 0
+/// through `append_ready`; 10-ms retry.
 #[test]
-fn enospc_on_rotation_reports_no_space() {
-    let outcome = scenario(Fault::NoSpaceOnPreallocate(2), true);
-    assert_unhealthy_after(&outcome, IoStep::CreateSegment, true);
+fn full_disk_at_rotation_refuses_before_sequencing_and_resumes() {
+    let image = TempDir::new("wal-full-disk");
+    let image_root = image.path.clone();
+    let (acked, refused) = run_async(move || async move {
+        let storage = MemStorage::new();
+        let mut options = options(&prefix().join("0"));
+        options.segment_retry = std::time::Duration::from_millis(10);
+        let wal = Wal::open_with(options, storage.clone())
+            .await
+            .expect("open");
+        // The spare for segment 1 was spawned by open and has not run yet.
+        storage.inject(Fault::NoSpaceOnEveryPreallocate);
+        let payload = vec![5u8; 3000];
+        let mut acked = Vec::new();
+        let cause = loop {
+            match wal.append_ready(1, &payload).await {
+                Ok(seq) => {
+                    wal.synced(seq).await.expect("synced");
+                    acked.push(seq.0);
+                    assert!(acked.len() < 100, "segment 0 never filled");
+                }
+                Err(WalError::NoSegment(cause)) => break cause,
+                Err(other) => panic!("expected NoSegment, got {other:?}"),
+            }
+        };
+        assert_eq!(cause.step, IoStep::CreateSegment);
+        assert!(cause.is_no_space(), "{cause}");
+        assert!(wal.health().is_ok(), "a full disk is not a failed log");
+        assert_eq!(wal.next_segment_failure(), Some(cause));
+        let appended = wal.stats().appended_sequence;
+        assert_eq!(
+            appended,
+            *acked.last().expect("acked"),
+            "the refusal took no sequence"
+        );
+        // While the disk stays full the background retries fail and every
+        // append is refused (polled until three attempts have failed).
+        let mut refused = 0;
+        while wal.stats().segment_failures < 3 {
+            let refusal = wal.append_ready(1, &payload).await;
+            assert!(
+                matches!(refusal, Err(WalError::NoSegment(_))),
+                "{refusal:?}"
+            );
+            refused += 1;
+            glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        storage.clear_faults();
+        // Writes resume without reopening once a retry makes the file
+        // (polled, as a client retrying after `Retry-After` would).
+        let resumed = loop {
+            match wal.append_ready(2, &payload).await {
+                Ok(seq) => break seq,
+                Err(WalError::NoSegment(_)) => {}
+                Err(other) => panic!("after the disk was freed: {other:?}"),
+            }
+            glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
+        };
+        assert_eq!(resumed.0, appended + 1, "sequences stay gap-free");
+        wal.synced(resumed)
+            .await
+            .expect("synced after the disk was freed");
+        acked.push(resumed.0);
+        assert_eq!(wal.next_segment_failure(), None);
+        storage.write_image(&prefix(), &image_root).expect("image");
+        wal.close().await;
+        (acked, refused)
+    });
+    assert!(refused >= 1);
+    wal::recover(&image.path, false).expect("recover");
+    let mut sequences = Vec::new();
+    wal::replay(&image.path, |r| sequences.push(r.sequence.0)).expect("replay");
+    assert_eq!(
+        sequences, acked,
+        "every acknowledged record, nothing refused"
+    );
 }
 
 /// Goal: bytes awaiting sync are bounded: append answers Full at
@@ -238,7 +291,7 @@ fn wal_budget_gives_budget_full() {
         let payload = vec![1u8; 2000];
         let mut synced = 0;
         let error = loop {
-            match wal.append(0, &payload) {
+            match wal.append_ready(0, &payload).await {
                 Ok(seq) => {
                     wal.synced(seq).await.expect("synced");
                     synced += 1;

@@ -65,7 +65,7 @@ fn sixty_four_appenders_share_syncs() {
                 for n in 0..50u32 {
                     let bytes = payload(writer, n);
                     let started = std::time::Instant::now();
-                    let seq = wal.append(1, &bytes).expect("append");
+                    let seq = wal.append_ready(1, &bytes).await.expect("append");
                     wal.synced(seq).await.expect("synced");
                     let ack_us = started.elapsed().as_micros() as u64;
                     acked.borrow_mut().push((seq.0, bytes, ack_us));
@@ -139,12 +139,12 @@ fn segments_rotate_at_segment_bytes() {
         options.batch_bytes_max = 4 << 10;
         let wal = Wal::open(options).await.expect("open");
         for n in 0..300u32 {
-            let seq = wal.append(2, &payload(0, n)).expect("append");
+            let seq = wal.append_ready(2, &payload(0, n)).await.expect("append");
             if n % 7 == 0 {
                 wal.synced(seq).await.expect("synced");
             }
         }
-        let last = wal.append(2, b"last").expect("append");
+        let last = wal.append_ready(2, b"last").await.expect("append");
         wal.synced(last).await.expect("synced");
         let stats = wal.stats();
         wal.close().await;
@@ -172,7 +172,7 @@ fn segments_rotate_at_segment_bytes() {
 async fn append_until_segments(wal: &Wal<MemStorage>, segments: u64) -> u32 {
     let mut n = 0;
     while wal.stats().segments_created < segments {
-        let seq = wal.append(2, &payload(0, n)).expect("append");
+        let seq = wal.append_ready(2, &payload(0, n)).await.expect("append");
         wal.synced(seq).await.expect("synced");
         n += 1;
         assert!(n < 1000, "never rotated");
@@ -258,7 +258,7 @@ fn replay_order_across_generations_and_shards() {
                 let mut last = None;
                 for n in 1..=3u64 {
                     let text = format!("g{generation} s{shard} n{n}");
-                    last = Some(wal.append(0, text.as_bytes()).expect("append"));
+                    last = Some(wal.append_ready(0, text.as_bytes()).await.expect("append"));
                 }
                 wal.synced(last.expect("appended")).await.expect("synced");
                 wal.close().await;
@@ -315,7 +315,10 @@ fn batch_delay_path_acknowledges() {
             let wal = wal.clone();
             tasks.push(glommio::spawn_local(async move {
                 for n in 0..5u32 {
-                    let seq = wal.append(0, &payload(writer, n)).expect("append");
+                    let seq = wal
+                        .append_ready(0, &payload(writer, n))
+                        .await
+                        .expect("append");
                     wal.synced(seq).await.expect("synced");
                 }
             }));

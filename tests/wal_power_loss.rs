@@ -112,7 +112,7 @@ fn power_loss_keeps_every_acknowledged_record() {
                 tasks.push(glommio::spawn_local(async move {
                     for n in 0..40u32 {
                         let bytes = payload(writer, n);
-                        let seq = wal.append(0, &bytes).expect("append");
+                        let seq = wal.append_ready(0, &bytes).await.expect("append");
                         wal.synced(seq).await.expect("synced");
                         acked.borrow_mut().push((seq.0, bytes));
                     }
@@ -168,7 +168,7 @@ fn real_wal(root: &Path, records: u32) -> (PathBuf, usize, usize, BTreeMap<u64, 
         let mut last = None;
         for n in 0..records {
             let bytes = payload(0, n);
-            let seq = wal.append(3, &bytes).expect("append");
+            let seq = wal.append_ready(3, &bytes).await.expect("append");
             written.insert(seq.0, bytes);
             last = Some(seq);
         }

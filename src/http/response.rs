@@ -327,7 +327,8 @@ pub enum RefusalCause {
     ShuttingDown,
     /// A shard stopped acknowledging writes after a WAL failure.
     Unhealthy,
-    /// The WAL's disk is full.
+    /// The WAL's disk is full (a new segment cannot be made, or a write
+    /// failed with ENOSPC).
     NoSpace,
 }
 
@@ -342,6 +343,7 @@ impl RefusalCause {
         RefusalCause::Overloaded(Overload::ALL[3]),
         RefusalCause::Overloaded(Overload::ALL[4]),
         RefusalCause::Overloaded(Overload::ALL[5]),
+        RefusalCause::Overloaded(Overload::ALL[6]),
         RefusalCause::Connections,
         RefusalCause::ShuttingDown,
         RefusalCause::Unhealthy,

@@ -57,7 +57,7 @@
 //! - `fdatasync(segment)` returned `Ok`: every byte written to the file before
 //!   the call, and the file size, are on stable storage. Only then are the
 //!   waiters of the batch woken with `Ok`.
-//! - New segment, prepared ahead: while segment k is in use, a background
+//! - New segment, prepared ahead: from the moment segment k is claimed, a background
 //!   task creates the file of segment k+1 (O_EXCL), `fallocate`s the full
 //!   `segment_bytes` (size set, space reads as zeros) and `fsync`s the
 //!   directory; this "spare" has no header yet, so every byte of it is
@@ -72,8 +72,23 @@
 //!   `segment_bytes` of disk while running, and is made only if the
 //!   segment it becomes fits `wal_bytes_max`. Segment 0 of a run is created inline at
 //!   open. A clean close removes the unused spare; after a crash recovery
-//!   does. A spare's creation failing (ENOSPC) fails the batch that needed
-//!   it, like an inline creation would.
+//!   does.
+//! - **A full disk is backpressure, not a failure.** Making the next
+//!   segment's file is the only step that needs new disk space (records go
+//!   into preallocated space; ext4 keeps reserved clusters for converting
+//!   unwritten extents). An append whose record does not fit the open
+//!   segment takes a sequence only once that file exists
+//!   ([`Wal::append_ready`] waits while it is being made). If making it
+//!   failed (ENOSPC, or any other error: nothing was written into it), the
+//!   append is refused with [`WalError::NoSegment`] before any sequence is
+//!   assigned, so the sequence run stays gap-free and nothing is in doubt;
+//!   the log stays healthy; the file is removed and made again every
+//!   `segment_retry` (1 s) in the background; appends succeed again as
+//!   soon as it is made. Over HTTP: 503 with `Retry-After: 1` and "no
+//!   space left on the WAL device", `/health` fails naming the cause
+//!   while the file cannot be made (`ringest_wal_segment_failing`), reads
+//!   go on; `tests/disk_full.rs` fills a real loop-mounted ext4 under load
+//!   and frees it again.
 //! - A failed write or sync (EIO, ENOSPC, short write) fails every waiter of
 //!   that batch and marks the `Wal` unhealthy forever: after a failed
 //!   `fdatasync` the kernel may have dropped the dirty state, and retrying can
@@ -200,6 +215,9 @@ pub struct WalOptions {
     pub spare_segment: bool,
     /// Also write (and `fdatasync`) the spare's zeros while preparing it.
     pub prezero_spare: bool,
+    /// After a failed attempt to make the next segment's file (disk full),
+    /// try again this long later.
+    pub segment_retry: Duration,
 }
 
 impl WalOptions {
@@ -215,6 +233,7 @@ impl WalOptions {
             batch_delay: Duration::ZERO,
             spare_segment: true,
             prezero_spare: false,
+            segment_retry: Duration::from_secs(1),
         }
     }
 
@@ -320,6 +339,14 @@ pub enum WalError {
         payload_bytes: usize,
         payload_bytes_max: usize,
     },
+    /// The record needs a new segment whose file is still being made
+    /// ([`Wal::append_ready`] waits for it instead).
+    SegmentPending,
+    /// The record needs a new segment whose file could not be made (disk
+    /// full, most often). Nothing was appended and the log stays healthy:
+    /// the file is retried in the background, and appends succeed again
+    /// once it is made. 503 with `Retry-After`.
+    NoSegment(Cause),
     /// The disk is full (ENOSPC/EDQUOT) in this record's batch or earlier.
     /// The log is unhealthy; what was acknowledged stays readable.
     NoSpace(Cause),
@@ -356,6 +383,10 @@ impl fmt::Display for WalError {
                 f,
                 "WAL record of {payload_bytes} bytes exceeds {payload_bytes_max}"
             ),
+            WalError::SegmentPending => write!(f, "the next WAL segment is still being made"),
+            WalError::NoSegment(cause) => {
+                write!(f, "cannot make the next WAL segment (retrying): {cause}")
+            }
             WalError::NoSpace(cause) => write!(f, "WAL out of disk space: {cause}"),
             WalError::Failed(cause) => write!(f, "WAL batch failed: {cause}"),
             WalError::Unhealthy(cause) => write!(f, "WAL unhealthy after: {cause}"),

@@ -176,7 +176,17 @@ pub async fn create_spare<S: Storage>(
     );
     let path = dir.join(segment_file_name(generation, index));
     let file = storage.create_file(&path).await?;
-    storage.preallocate(&file, segment_bytes).await?;
+    if let Err(error) = storage.preallocate(&file, segment_bytes).await {
+        // Whatever `fallocate` got is given back, and the name is free for
+        // the next attempt.
+        if let Err(close) = storage.close(file).await {
+            tracing::warn!(file = %path.display(), error = %close, "closing a WAL segment whose preallocation failed");
+        }
+        if let Err(remove) = storage.remove_file(&path).await {
+            tracing::warn!(file = %path.display(), error = %remove, "removing a WAL segment whose preallocation failed; the next start removes it");
+        }
+        return Err(error);
+    }
     Ok(file)
 }
 

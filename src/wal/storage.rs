@@ -214,6 +214,9 @@ pub enum Fault {
     NoSpaceOnWrite(u64),
     /// The n-th `preallocate` call fails with ENOSPC.
     NoSpaceOnPreallocate(u64),
+    /// Every `preallocate` call fails with ENOSPC until [`FaultPlan::clear`]
+    /// (a full disk that is freed later).
+    NoSpaceOnEveryPreallocate,
 }
 
 impl std::str::FromStr for Fault {
@@ -269,6 +272,11 @@ impl FaultPlan {
         state.armed = Some(fault);
     }
 
+    /// Disarms the fault (the disk was freed).
+    pub fn clear(&self) {
+        self.state.borrow_mut().armed = None;
+    }
+
     /// Calls so far: (write_at, sync_data).
     pub fn calls(&self) -> (u64, u64) {
         let state = self.state.borrow();
@@ -302,6 +310,7 @@ impl FaultPlan {
         let n = state.preallocates - state.base.2;
         match state.armed {
             Some(Fault::NoSpaceOnPreallocate(at)) if at == n => Err(enospc()),
+            Some(Fault::NoSpaceOnEveryPreallocate) => Err(enospc()),
             _ => Ok(()),
         }
     }
@@ -350,6 +359,11 @@ impl MemStorage {
     /// Arms one fault; counts start from the calls made so far.
     pub fn inject(&self, fault: Fault) {
         self.faults.inject(fault);
+    }
+
+    /// Disarms the fault ([`FaultPlan::clear`]).
+    pub fn clear_faults(&self) {
+        self.faults.clear();
     }
 
     /// Calls so far: (write_at, sync_data).
