@@ -7,7 +7,7 @@
 //! `tests/common` (including `soak`, which samples that server, `verify`
 //! of its acked log after a restart, and `query`, the dashboard query
 //! benchmark); and `bench/profiles.sh` (the tuning-profile mode),
-//! `bench/soak.sh`, `bench/query.sh` and `bench/object_store.sh` (ringest
+//! `bench/soak.sh`, `bench/query.sh`, `bench/chaos.sh` and `bench/object_store.sh` (ringest
 //! only: InfluxDB may not be installed; the last with moto from the venv)
 //! run whole at their smallest size against the real binary (the profiles
 //! also against a stand-in that loses a point).
@@ -701,6 +701,104 @@ fn soak_script_runs_at_tiny_size() {
     ] {
         assert!(report.contains(expected), "{expected:?} in\n{report}");
     }
+}
+
+/// Runs `bench/chaos.sh` at tiny size with `ringest` as the server binary:
+/// (exit code, the report).
+fn chaos_script(dir: &common::TempDir, ringest: &Path) -> (Option<i32>, String, Output) {
+    let results = dir.path.join("results");
+    let output = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/chaos.sh"))
+        .env("RINGEST", ringest)
+        .env("BENCH", env!("CARGO_BIN_EXE_ringest-bench"))
+        .env("RESULTS_DIR", &results)
+        .env("TMPDIR", &dir.path)
+        .env("MACHINE", "test")
+        .env("DURATION", "7")
+        .env("CRASH_EVERY", "2.5")
+        .env("RATE", "5000")
+        .env("SAMPLE_INTERVAL", "1")
+        .env("RUST_LOG", "warn")
+        .env_remove("SERVER_ARGS")
+        .env_remove("KEEP_DATA")
+        .output()
+        .expect("run bench/chaos.sh");
+    let report = std::fs::read_dir(&results)
+        .expect("results directory written")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.to_string_lossy().ends_with("-chaos.md"))
+        .map(|p| std::fs::read_to_string(p).expect("read report"))
+        .unwrap_or_default();
+    (output.status.code(), report, output)
+}
+
+/// Goal: `bench/chaos.sh` runs whole against the real binary: every kind
+/// of client, two SIGKILLs with restarts, samples, and a check that finds
+/// every acknowledged point exactly once and no unexpected answer.
+/// Method: 7 s at 5 000 points/s, a crash every 2.5 s; exit 0 and the
+/// report's verdict, restarts and per-writer table.
+#[test]
+fn chaos_script_runs_at_tiny_size() {
+    let dir = common::TempDir::new("bench-chaos");
+    let (code, report, output) = chaos_script(&dir, &common::binary());
+    assert_eq!(
+        code,
+        Some(0),
+        "{report}
+{}",
+        describe(&output)
+    );
+    for expected in [
+        "Verdict: **PASS**",
+        "| **unexpected answers** | 0 |",
+        "| SIGKILLs + restarts | 3 |",
+        "| w5 |",
+        "Command: `DURATION=7 CRASH_EVERY=2.5",
+    ] {
+        assert!(
+            report.contains(expected),
+            "{expected:?} in
+{report}"
+        );
+    }
+    let csv = std::fs::read_dir(dir.path.join("results"))
+        .expect("results")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.to_string_lossy().ends_with("-chaos.csv"))
+        .expect("CSV written");
+    let rows = std::fs::read_to_string(csv).expect("read CSV");
+    assert!(rows.lines().count() >= 5, "a row per second:\n{rows}");
+}
+
+/// Goal: the chaos check can fail: a "server" that loses its WAL at every
+/// restart (acknowledged points not yet in Parquet) is reported as losing
+/// points, and the script exits 2.
+/// Method: `RINGEST` is a wrapper that deletes the shard WAL segments
+/// (`<data-dir>/wal/*/*.wal`) before every start but the first, then runs
+/// the real binary.
+#[test]
+fn chaos_script_fails_when_acknowledged_points_vanish() {
+    let dir = common::TempDir::new("bench-chaos-lost");
+    let wrapper = dir.path.join("forgetful-ringest");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n# serve --listen ADDR --data-dir DIR ...\nif [ -e \"$5.started\" ]; then rm -f \"$5\"/wal/*/*.wal; fi\ntouch \"$5.started\"\nexec {} \"$@\"\n",
+            common::binary().display()
+        ),
+    )
+    .expect("write wrapper");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let (code, report, output) = chaos_script(&dir, &wrapper);
+    assert_eq!(code, Some(2), "{report}\n{}", describe(&output));
+    assert!(report.contains("Verdict: **FAIL**"), "{report}");
+    let lost: u64 = report
+        .lines()
+        .filter(|l| l.starts_with("| w"))
+        .filter_map(|l| l.split('|').nth(8)?.trim().parse::<u64>().ok())
+        .sum();
+    assert!(lost > 0, "lost points reported:\n{report}");
 }
 
 /// The cells of the row of `query` in a `ringest-bench query` table:

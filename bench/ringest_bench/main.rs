@@ -30,6 +30,7 @@
 // files and sleeps are what it is made of (clippy.toml bans them in shard code).
 #![allow(clippy::disallowed_methods)]
 
+mod chaos;
 mod client;
 mod discard;
 mod disk;
@@ -82,6 +83,24 @@ enum Command {
     ///   ringest-bench verify --url http://127.0.0.1:8086 --acked-log soak.acked
     #[command(verbatim_doc_comment)]
     Soak(Box<SoakArgs>),
+    /// Mixed load with crashes (issue 18 item 4)
+    ///
+    /// Starts `--ringest serve` on --data-dir (plus each --server-arg) on a
+    /// free loopback port, runs every kind of client against it at once (v1
+    /// and v2 writes, gzip, keep-alive and a connection per request, a slow
+    /// client, queries, bad requests, stalled heads), SIGKILLs and restarts
+    /// it every --crash-every s, samples RSS/fds/disk to --csv, and at the
+    /// end checks that every acknowledged point is stored exactly once and
+    /// nothing else is (`bench/chaos.rs` explains the ledger). Report in
+    /// --report (Markdown); the server's output goes to `<data-dir>.log`.
+    /// Exit 0: zero lost, duplicated or phantom points, no unexpected
+    /// answer, no leaked fd; 2 otherwise; 1 when it could not run.
+    ///
+    /// Example (bench/chaos.sh wraps it):
+    ///   ringest-bench chaos --ringest target/release/ringest --data-dir /tmp/chaos \
+    ///     --duration 3600 --crash-every 300 --csv chaos.csv --report chaos.md
+    #[command(verbatim_doc_comment)]
+    Chaos(Box<ChaosArgs>),
     /// Read back every point an acked log (from `soak --acked-log`) lists as
     /// acknowledged, e.g. after the server was killed and restarted.
     Verify {
@@ -358,11 +377,78 @@ struct SoakArgs {
     acked_log: Option<PathBuf>,
 }
 
+#[derive(clap::Args, Debug)]
+struct ChaosArgs {
+    /// The ringest binary to start (and restart).
+    #[arg(long)]
+    ringest: PathBuf,
+    /// Its data directory (kept across the restarts).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// One more argument for `ringest serve` (repeat: `--server-arg=--shards --server-arg=2`).
+    #[arg(long, allow_hyphen_values = true)]
+    server_arg: Vec<String>,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 3600.0)]
+    duration: f64,
+    /// Seconds between SIGKILLs.
+    #[arg(long, default_value_t = 300.0)]
+    crash_every: f64,
+    /// Points per second offered by the five paced writers together.
+    #[arg(long, default_value_t = 20000)]
+    rate: u64,
+    /// Series per writer.
+    #[arg(long, default_value_t = 100)]
+    series: u64,
+    /// Points per request.
+    #[arg(long, default_value_t = 200)]
+    lines: u64,
+    /// Seconds between samples.
+    #[arg(long, default_value_t = 10.0)]
+    sample_interval: f64,
+    /// Seconds a (re)start may take to answer `/ready`.
+    #[arg(long, default_value_t = 120.0)]
+    ready_timeout: f64,
+    /// One row per sample.
+    #[arg(long)]
+    csv: PathBuf,
+    /// The Markdown report.
+    #[arg(long)]
+    report: PathBuf,
+}
+
+fn chaos_command(args: ChaosArgs) -> ExitCode {
+    let seconds = |s: f64| Duration::from_secs_f64(s.max(0.001));
+    if args.series == 0 || args.lines == 0 || args.rate == 0 {
+        return fail("--series, --lines and --rate must be positive");
+    }
+    let settings = chaos::Settings {
+        ringest: args.ringest,
+        data_dir: args.data_dir,
+        server_args: args.server_arg,
+        duration: seconds(args.duration),
+        crash_every: seconds(args.crash_every),
+        rate: args.rate,
+        series: args.series,
+        lines: args.lines,
+        sample_interval: seconds(args.sample_interval),
+        csv: args.csv,
+        report: args.report,
+        ready_timeout: seconds(args.ready_timeout),
+    };
+    match chaos::run(&settings) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
+        Err(error) => fail(error),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(*args),
         Command::Soak(args) => soak_command(*args),
+        Command::Chaos(args) => chaos_command(*args),
         Command::Query(args) => match query::run(&args) {
             Ok(outcome) if outcome.count_mismatch => ExitCode::from(2),
             Ok(outcome) if outcome.records.iter().any(|r| r.digest.error.is_some()) => {
