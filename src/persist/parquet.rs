@@ -55,12 +55,18 @@ pub struct WrittenFile {
 pub enum ParquetError {
     Io { path: PathBuf, error: io::Error },
     Format { path: PathBuf, error: String },
+    /// The encoder failed while writing (its error wraps the I/O error,
+    /// e.g. ENOSPC).
+    Encode { path: PathBuf, error: String },
 }
 
 impl fmt::Display for ParquetError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ParquetError::Io { path, error } => write!(f, "{}: {error}", path.display()),
+            ParquetError::Encode { path, error } => {
+                write!(f, "{}: cannot write: {error}", path.display())
+            }
             ParquetError::Format { path, error } => {
                 write!(
                     f,
@@ -78,6 +84,13 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> ParquetError + '_ {
     move |error| ParquetError::Io {
         path: path.to_path_buf(),
         error,
+    }
+}
+
+fn encode_error<E: fmt::Display>(path: &Path) -> impl FnOnce(E) -> ParquetError + '_ {
+    move |error| ParquetError::Encode {
+        path: path.to_path_buf(),
+        error: error.to_string(),
     }
 }
 
@@ -369,9 +382,9 @@ fn write_tmp(tmp: &Path, batch: &RecordBatch, tag_count: usize) -> Result<u64, P
         .build();
     faults::check(Step::ParquetWrite).map_err(io_error(tmp))?;
     let mut writer =
-        ArrowWriter::try_new(file, batch.schema(), Some(properties)).map_err(format_error(tmp))?;
-    writer.write(batch).map_err(format_error(tmp))?;
-    let file = writer.into_inner().map_err(format_error(tmp))?;
+        ArrowWriter::try_new(file, batch.schema(), Some(properties)).map_err(encode_error(tmp))?;
+    writer.write(batch).map_err(encode_error(tmp))?;
+    let file = writer.into_inner().map_err(encode_error(tmp))?;
     faults::check(Step::ParquetSync).map_err(io_error(tmp))?;
     file.sync_all().map_err(io_error(tmp))?;
     Ok(file.metadata().map_err(io_error(tmp))?.len())
