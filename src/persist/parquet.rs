@@ -53,11 +53,20 @@ pub struct WrittenFile {
 /// Why a file could not be written or read.
 #[derive(Debug)]
 pub enum ParquetError {
-    Io { path: PathBuf, error: io::Error },
-    Format { path: PathBuf, error: String },
+    Io {
+        path: PathBuf,
+        error: io::Error,
+    },
+    Format {
+        path: PathBuf,
+        error: String,
+    },
     /// The encoder failed while writing (its error wraps the I/O error,
     /// e.g. ENOSPC).
-    Encode { path: PathBuf, error: String },
+    Encode {
+        path: PathBuf,
+        error: String,
+    },
 }
 
 impl fmt::Display for ParquetError {
