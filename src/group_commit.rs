@@ -33,7 +33,7 @@
 //! Time: sync latency is measured through `crate::clock`, the clock seam.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::future::poll_fn;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -147,7 +147,15 @@ struct State<S: Storage> {
     /// Files of new segments that appends laid records out for and the
     /// committer has not started yet: (index, file), oldest first.
     claimed: VecDeque<(u64, S::File)>,
-    /// Waiting for `next` to leave `Preparing` ([`Wal::segment_ready`]).
+    /// Appends that wait for the next segment's file take turns in arrival
+    /// order ([`Wal::append_ready`]): tickets `turn_now..turn_next` are
+    /// waiting; only `turn_now` may append, and while any wait, `append`
+    /// refuses (so a later append never overtakes an earlier one).
+    turn_now: u64,
+    turn_next: u64,
+    /// Tickets whose waiter went away before its turn.
+    turns_abandoned: BTreeSet<u64>,
+    /// Waiting for `next` to leave `Preparing` or for their turn.
     segment_waiters: Vec<Waker>,
 }
 
@@ -385,6 +393,9 @@ impl<S: Storage> Wal<S> {
             next: NextSegment::Idle,
             next_task: None,
             claimed: VecDeque::new(),
+            turn_now: 0,
+            turn_next: 0,
+            turns_abandoned: BTreeSet::new(),
             segment_waiters: Vec::new(),
             stats: WalStats {
                 records: 0,
@@ -433,10 +444,19 @@ impl<S: Storage> Wal<S> {
 
     /// Copies one record into the open group and returns its sequence. Never
     /// blocks. Errors: `Full`/`BudgetFull` at a bound (retry later),
-    /// `TooLarge`, `NoSpace`/`Unhealthy` once unhealthy, `Closed`.
+    /// `TooLarge`, `SegmentPending` while the next segment's file is being
+    /// made or earlier appends wait for it ([`Wal::append_ready`] waits
+    /// instead), `NoSegment` when it cannot be made (disk full; retried in
+    /// the background), `NoSpace`/`Unhealthy` once unhealthy, `Closed`.
     pub fn append(&self, kind: u8, payload: &[u8]) -> Result<Sequence, WalError> {
+        self.append_turn(kind, payload, false)
+    }
+
+    /// [`Wal::append`]; `has_turn`: the caller holds the current ticket of
+    /// the waiting appends.
+    fn append_turn(&self, kind: u8, payload: &[u8], has_turn: bool) -> Result<Sequence, WalError> {
         let mut start = None;
-        let appended = self.append_locked(kind, payload, &mut start);
+        let appended = self.append_locked(kind, payload, has_turn, &mut start);
         if let Some(index) = start {
             spawn_next(&self.owner.shared, index);
         }
@@ -449,6 +469,7 @@ impl<S: Storage> Wal<S> {
         &self,
         kind: u8,
         payload: &[u8],
+        has_turn: bool,
         start: &mut Option<u64>,
     ) -> Result<Sequence, WalError> {
         let mut state = self.state().borrow_mut();
@@ -457,6 +478,10 @@ impl<S: Storage> Wal<S> {
         }
         if state.closing {
             return Err(WalError::Closed);
+        }
+        if !has_turn && state.turn_now != state.turn_next {
+            // Earlier appends wait for the next segment: queue behind them.
+            return Err(WalError::SegmentPending);
         }
         let payload_bytes_max = state.options.payload_bytes_max();
         if payload.len() > payload_bytes_max {
@@ -546,43 +571,62 @@ impl<S: Storage> Wal<S> {
     }
 
     /// [`Wal::append`], waiting (not refusing) while the next segment's file
-    /// is still being made: the ordinary case when a segment fills before
-    /// its successor is ready, and always with spares off.
+    /// is still being made (the ordinary case when a segment fills before
+    /// its successor is ready, and always with spares off). Waiting appends
+    /// take sequences in the order they arrived, before any later append.
     pub async fn append_ready(&self, kind: u8, payload: &[u8]) -> Result<Sequence, WalError> {
-        // Each wait ends with the file made; only appends racing for the
-        // same segment can send us round again.
-        for _ in 0..3 {
-            match self.append(kind, payload) {
-                Err(WalError::SegmentPending) => self.segment_ready().await?,
+        match self.append(kind, payload) {
+            Err(WalError::SegmentPending) => {}
+            other => return other,
+        }
+        let ticket = {
+            let mut state = self.state().borrow_mut();
+            let ticket = state.turn_next;
+            state.turn_next += 1;
+            ticket
+        };
+        let _turn = Turn {
+            wal: self,
+            ticket: Some(ticket),
+        };
+        loop {
+            self.turn_ready(ticket).await?;
+            match self.append_turn(kind, payload, true) {
+                // The file was claimed and the next one is not made yet:
+                // still our turn.
+                Err(WalError::SegmentPending) => continue,
                 other => return other,
             }
         }
-        self.append(kind, payload)
     }
 
-    /// Resolves when the next segment's file is no longer being made: `Ok`
-    /// once made (or when nothing is being made), `NoSegment` when the
-    /// attempt failed.
-    pub async fn segment_ready(&self) -> Result<(), WalError> {
+    /// Resolves when ticket `ticket` may append: it is the current turn and
+    /// the next segment's file is not being made. `NoSegment` if making it
+    /// failed; the log's error once it failed or closed.
+    async fn turn_ready(&self, ticket: u64) -> Result<(), WalError> {
         poll_fn(|cx| {
             let mut state = self.state().borrow_mut();
             if let Some(failure) = state.failure {
                 return Poll::Ready(Err(state.error_for(u64::MAX, failure)));
             }
-            match state.next {
-                NextSegment::Preparing if !state.closing => {
-                    if !state
-                        .segment_waiters
-                        .iter()
-                        .any(|w| w.will_wake(cx.waker()))
-                    {
-                        state.segment_waiters.push(cx.waker().clone());
-                    }
-                    Poll::Pending
-                }
-                NextSegment::Failed(cause) => Poll::Ready(Err(WalError::NoSegment(cause))),
-                _ => Poll::Ready(Ok(())),
+            if state.closing {
+                return Poll::Ready(Err(WalError::Closed));
             }
+            let preparing = matches!(state.next, NextSegment::Preparing);
+            if state.turn_now == ticket && !preparing {
+                return Poll::Ready(match state.next {
+                    NextSegment::Failed(cause) => Err(WalError::NoSegment(cause)),
+                    _ => Ok(()),
+                });
+            }
+            if !state
+                .segment_waiters
+                .iter()
+                .any(|w| w.will_wake(cx.waker()))
+            {
+                state.segment_waiters.push(cx.waker().clone());
+            }
+            Poll::Pending
         })
         .await
     }
@@ -716,6 +760,36 @@ impl<S: Storage> Wal<S> {
     }
 }
 
+/// A waiting append's ticket ([`Wal::append_ready`]): when it is done
+/// (appended, refused or dropped), the next ticket's turn comes.
+struct Turn<'w, S: Storage> {
+    wal: &'w Wal<S>,
+    ticket: Option<u64>,
+}
+
+impl<S: Storage> Drop for Turn<'_, S> {
+    fn drop(&mut self) {
+        let Some(ticket) = self.ticket else {
+            return;
+        };
+        let mut state = self.wal.state().borrow_mut();
+        if state.turn_now == ticket {
+            state.turn_now += 1;
+            loop {
+                let now = state.turn_now;
+                if !state.turns_abandoned.remove(&now) {
+                    break;
+                }
+                state.turn_now += 1;
+            }
+        } else {
+            // Gone before its turn: skipped when its turn comes.
+            state.turns_abandoned.insert(ticket);
+        }
+        state.wake_segment_waiters();
+    }
+}
+
 /// The one task per `Wal` that writes and syncs. Owns the open file.
 struct Committer<S: Storage> {
     shared: Rc<Shared<S>>,
@@ -790,6 +864,19 @@ async fn prepare_next<S: Storage>(shared: Rc<Shared<S>>, index: u64) {
     };
     let mut failures = 0u64;
     loop {
+        if failures > 0 {
+            // What a failed attempt could not remove would make every
+            // retry fail (the file is created exclusively).
+            let path = spec.dir.join(crate::wal::segment::segment_file_name(
+                spec.generation,
+                index,
+            ));
+            if let Err(error) = storage.remove_file(&path).await {
+                if error.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(file = %path.display(), %error, "removing a failed attempt's WAL segment");
+                }
+            }
+        }
         let made = make_spare(Rc::clone(&storage), spec.clone(), index).await;
         {
             let mut state = shared.state.borrow_mut();
@@ -1000,8 +1087,8 @@ impl<S: Storage> Committer<S> {
     }
 
     /// Syncs the current segment (its last groups were written this round),
-    /// then starts the next: takes the spare file (or creates one now), writes
-    /// its header and syncs it. The spare's name was made durable when it was
+    /// then starts the next: takes the file `append` claimed for it (made
+    /// ahead, its name synced), writes its header and syncs it. The spare's name was made durable when it was
     /// created, so nothing written into it can lose its directory entry.
     async fn start_segment(&mut self, header: &SegmentHeader) -> BatchResult {
         assert_eq!(

@@ -361,6 +361,15 @@ fn full_data_disk_with_persistence_running_recovers_by_itself() {
         server.metric("ringest_persist_failures_total") >= 1
             && seen.no_space.load(Ordering::SeqCst) >= 1
     });
+    // Health answers (503 while a segment cannot be made; a WAL segment
+    // a late snapshot releases may already have let it pass again).
+    let health = server.request("GET", "/health", &[], b"");
+    assert!(
+        health.status == 200 || health.text().contains("cannot make its next segment"),
+        "{} {}",
+        health.status,
+        health.text()
+    );
     assert_eq!(server.request("GET", "/ping", &[], b"").status, 204);
     count_and_sum(&server); // Queries answer while the disk is full.
     let snapshots_while_full = server.metric("ringest_persist_snapshots_total");

@@ -203,12 +203,15 @@ fn full_disk_at_rotation_refuses_before_sequencing_and_resumes() {
         storage.clear_faults();
         // Writes resume without reopening once a retry makes the file
         // (polled, as a client retrying after `Retry-After` would).
+        let mut tries = 0;
         let resumed = loop {
             match wal.append_ready(2, &payload).await {
                 Ok(seq) => break seq,
                 Err(WalError::NoSegment(_)) => {}
                 Err(other) => panic!("after the disk was freed: {other:?}"),
             }
+            tries += 1;
+            assert!(tries < 5000, "still refused 10 s after the disk was freed");
             glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
         };
         assert_eq!(resumed.0, appended + 1, "sequences stay gap-free");

@@ -364,3 +364,60 @@ fn prezeroed_spares_are_written_and_synced_ahead() {
     assert_eq!(writes_zeroed - writes_plain, 3, "one zero write per spare");
     assert_eq!(syncs_zeroed - syncs_plain, 3, "one sync per spare");
 }
+
+/// Goal: appends that wait for the next segment's file keep their arrival
+/// order: a later append that would still fit the open segment does not
+/// overtake an earlier one waiting for the new segment (a request's
+/// sub-batches for one shard are appended in line order, so that the later
+/// of two writes of a point wins, in memory and after replay).
+/// Method: real files with spares off (every new segment is made when
+/// first needed, by real I/O); fill segment 0 until a 3000-byte record no
+/// longer fits, then start an append of that record and, behind it, of a
+/// 100-byte record that fits; the big one must get the smaller sequence,
+/// and replay must return them in that order.
+#[test]
+fn waiting_appends_keep_their_order() {
+    let root = TempDir::new("wal-turns");
+    let dir = root.path.join("0");
+    let dir2 = dir.clone();
+    let (big, small) = run_async(move || async move {
+        let mut options = options(&dir2, 1);
+        options.segment_bytes = 16 << 10;
+        options.batch_bytes_max = 4 << 10;
+        options.pending_bytes_max = 8 << 10;
+        options.spare_segment = false;
+        let wal = Rc::new(Wal::open(options).await.expect("open"));
+        let filler = vec![1u8; 3000];
+        // 16 KiB segments: after five 3024-byte records (+ header block)
+        // a sixth does not fit, a 124-byte one still does.
+        for _ in 0..5 {
+            let seq = wal.append_ready(1, &filler).await.expect("append");
+            wal.synced(seq).await.expect("synced");
+        }
+        assert!(matches!(
+            wal.append(1, &filler),
+            Err(wal::WalError::SegmentPending)
+        ));
+        let first = {
+            let wal = wal.clone();
+            glommio::spawn_local(async move { wal.append_ready(2, &[2u8; 3000]).await })
+        };
+        let second = {
+            let wal = wal.clone();
+            glommio::spawn_local(async move { wal.append_ready(3, &[3u8; 100]).await })
+        };
+        let big = first.await.expect("big append");
+        let small = second.await.expect("small append");
+        wal.synced(big.max(small)).await.expect("synced");
+        wal.close().await;
+        (big.0, small.0)
+    });
+    assert!(
+        big < small,
+        "the waiting append kept its place: {big} < {small}"
+    );
+    wal::recover(&root.path, false).expect("recover");
+    let mut kinds = Vec::new();
+    wal::replay(&root.path, |r| kinds.push(r.kind)).expect("replay");
+    assert_eq!(kinds[kinds.len() - 2..], [2, 3]);
+}

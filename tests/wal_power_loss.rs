@@ -342,6 +342,34 @@ fn unfinished_newest_segment_is_removed() {
     assert_eq!(replayed(&root.path), written);
 }
 
+/// Goal: what a crash can leave since a segment's file is claimed before
+/// the committer writes its header: two headerless files after the newest
+/// segment (the claimed one, never started, and the next one made ahead),
+/// and a third that is empty (an attempt interrupted right after create);
+/// all are removed and everything acknowledged replays.
+/// Method: a real WAL; a zero-filled file for each of the next two indexes
+/// and an empty one for the third.
+#[test]
+fn several_unstarted_segments_after_the_newest_are_removed() {
+    let root = TempDir::new("wal-unstarted");
+    let (newest, _, _, written) = real_wal(&root.path, 40);
+    let claimed = next_segment(&newest);
+    let ahead = next_segment(&claimed);
+    let interrupted = next_segment(&ahead);
+    std::fs::write(&claimed, vec![0u8; 16 << 10]).expect("write claimed");
+    std::fs::write(&ahead, vec![0u8; 16 << 10]).expect("write ahead");
+    std::fs::write(&interrupted, b"").expect("write interrupted");
+    let report = wal::recover(&root.path, false).expect("recover");
+    let mut removed = report.dirs[0].removed.clone();
+    removed.sort();
+    assert_eq!(
+        removed,
+        vec![claimed.clone(), ahead.clone(), interrupted.clone()]
+    );
+    assert!(!claimed.exists() && !ahead.exists() && !interrupted.exists());
+    assert_eq!(replayed(&root.path), written);
+}
+
 /// The path segment `newest` would be followed by.
 fn next_segment(newest: &Path) -> PathBuf {
     let name = newest.file_name().and_then(|n| n.to_str()).expect("name");

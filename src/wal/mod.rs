@@ -84,11 +84,13 @@
 //!   assigned, so the sequence run stays gap-free and nothing is in doubt;
 //!   the log stays healthy; the file is removed and made again every
 //!   `segment_retry` (1 s) in the background; appends succeed again as
-//!   soon as it is made. Over HTTP: 503 with `Retry-After: 1` and "no
-//!   space left on the WAL device", `/health` fails naming the cause
-//!   while the file cannot be made (`ringest_wal_segment_failing`), reads
-//!   go on; `tests/disk_full.rs` fills a real loop-mounted ext4 under load
-//!   and frees it again.
+//!   soon as it is made. Appends that wait for the file take sequences in
+//!   arrival order, before any later append. Over HTTP: 503 with
+//!   `Retry-After: 1` and "no space left on the WAL device" (another
+//!   cause: 503 naming it), `/health` fails naming the cause while the
+//!   file cannot be made (`ringest_wal_segment_failing`), reads go on;
+//!   `tests/disk_full.rs` fills a real loop-mounted ext4 under load and
+//!   frees it again.
 //! - A failed write or sync (EIO, ENOSPC, short write) fails every waiter of
 //!   that batch and marks the `Wal` unhealthy forever: after a failed
 //!   `fdatasync` the kernel may have dropped the dirty state, and retrying can
