@@ -450,7 +450,10 @@ pub fn run(settings: &Settings) -> Result<bool, String> {
     std::thread::sleep(Duration::from_secs(2));
     let idle_fds_fresh = soak::fd_count(server.pid());
     eprintln!("chaos: load stopped; checking every point");
-    let checked = check(&shared, &ledgers)?;
+    let (checked, check_error) = match check(&shared, &ledgers) {
+        Ok(checked) => (checked, None),
+        Err(error) => (Vec::new(), Some(error)),
+    };
     let report = Report {
         settings,
         elapsed: started.elapsed(),
@@ -460,6 +463,7 @@ pub fn run(settings: &Settings) -> Result<bool, String> {
         idle_fds_long,
         idle_fds_fresh,
         checked: &checked,
+        check_error: check_error.as_deref(),
     };
     let text = report.markdown();
     std::fs::write(&settings.report, &text)
@@ -912,21 +916,41 @@ fn check(shared: &Shared, ledgers: &[Ledger]) -> Result<Vec<Checked>, String> {
             if doubt == 0 && count == acked && sum == acked_sum {
                 continue;
             }
-            // Read the bucket raw and account for every value.
+            // Account for every point of the bucket: one (millisecond,
+            // series) cell holds exactly one point `n`, so its count says
+            // how often `n` is stored and its sum says it is `n`. (An
+            // aggregate, not a raw SELECT: it folds while scanning, with no
+            // row limit however many files the bucket's time range spans.)
             checked.raw_buckets += 1;
             let from = shared.start_ms + b as u64 * BUCKET_MS;
             let q = format!(
-                "SELECT v FROM chaos WHERE writer = 'w{}' AND time >= {from}ms AND time < {}ms",
+                "SELECT count(v), sum(v) FROM chaos WHERE writer = 'w{}' AND time >= {from}ms AND time < {}ms GROUP BY time(1ms), s",
                 ledger.spec.id,
                 from + BUCKET_MS
             );
-            let mut seen = vec![0u32; (last - first) as usize];
-            for row in query_rows(shared, &q)? {
-                let n = row.get(1).and_then(|v| v.as_u64()).ok_or("row without v")?;
-                if n < first || n >= last {
-                    checked.phantom += 1;
-                } else {
-                    seen[(n - first) as usize] += 1;
+            let mut seen = vec![0u64; (last - first) as usize];
+            for (tags, rows) in query_all_series(shared, &q)? {
+                let series: u64 = tags
+                    .iter()
+                    .find(|(k, _)| k == "s")
+                    .and_then(|(_, v)| v.parse().ok())
+                    .ok_or("a series without its s tag")?;
+                for row in rows {
+                    let time = row
+                        .first()
+                        .and_then(|v| v.as_u64())
+                        .ok_or("cell without time")?;
+                    let count = row.get(1).and_then(|v| v.as_u64()).unwrap_or(0);
+                    if count == 0 {
+                        continue;
+                    }
+                    let sum = row.get(2).and_then(|v| v.as_u64()).unwrap_or(0);
+                    let n = (time - shared.start_ms) * shared.series + series;
+                    if n < first || n >= last || sum != n * count {
+                        checked.phantom += count;
+                    } else {
+                        seen[(n - first) as usize] += count;
+                    }
                 }
             }
             for (i, &times) in seen.iter().enumerate() {
@@ -946,6 +970,17 @@ fn check(shared: &Shared, ledgers: &[Ledger]) -> Result<Vec<Checked>, String> {
 
 /// The `values` of the first series of a one-statement answer.
 fn query_rows(shared: &Shared, q: &str) -> Result<Vec<Vec<simd_json::OwnedValue>>, String> {
+    Ok(query_all_series(shared, q)?
+        .into_iter()
+        .next()
+        .map(|(_, rows)| rows)
+        .unwrap_or_default())
+}
+
+/// Each series of a one-statement answer: its tags and its `values`.
+type SeriesRows = (Vec<(String, String)>, Vec<Vec<simd_json::OwnedValue>>);
+
+fn query_all_series(shared: &Shared, q: &str) -> Result<Vec<SeriesRows>, String> {
     let (status, mut body) = client::get_with_headers(
         &shared.target,
         &format!("/query?db={DB}&epoch=ms&q={}", client::encode(q)),
@@ -966,18 +1001,34 @@ fn query_rows(shared: &Shared, q: &str) -> Result<Vec<Vec<simd_json::OwnedValue>
     if let Some(error) = result.get("error") {
         return Err(format!("{q}: {error}"));
     }
-    Ok(result
+    let mut out = Vec::new();
+    for series in result
         .get("series")
         .and_then(|s| s.as_array())
-        .and_then(|s| s.first())
-        .and_then(|s| s.get("values"))
-        .and_then(|v| v.as_array())
-        .map(|rows| {
-            rows.iter()
-                .map(|r| r.as_array().cloned().unwrap_or_default())
-                .collect()
-        })
-        .unwrap_or_default())
+        .into_iter()
+        .flatten()
+    {
+        let tags = series
+            .get("tags")
+            .and_then(|t| t.as_object())
+            .map(|t| {
+                t.iter()
+                    .map(|(k, v)| (k.to_string(), v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let rows = series
+            .get("values")
+            .and_then(|v| v.as_array())
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| r.as_array().cloned().unwrap_or_default())
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push((tags, rows));
+    }
+    Ok(out)
 }
 
 struct Report<'a> {
@@ -989,12 +1040,15 @@ struct Report<'a> {
     idle_fds_long: u64,
     idle_fds_fresh: u64,
     checked: &'a [Checked],
+    /// The check could not be completed (a query failed).
+    check_error: Option<&'a str>,
 }
 
 impl Report<'_> {
     fn passed(&self) -> bool {
         let c = &self.shared.counters;
         c.unexpected.load(Ordering::Relaxed) == 0
+            && self.check_error.is_none()
             && self
                 .checked
                 .iter()
@@ -1042,6 +1096,11 @@ impl Report<'_> {
         );
         for example in self.shared.unexpected.lock().expect("lock").iter() {
             out.push_str(&format!("- unexpected: {example}\n"));
+        }
+        if let Some(error) = self.check_error {
+            out.push_str(&format!(
+                "\n**The check could not be completed**: {error}\n"
+            ));
         }
         out.push_str("\n| writer | sent | acknowledged | in doubt | in doubt, stored | buckets | read raw | lost | duplicated | phantom |\n|---|---|---|---|---|---|---|---|---|---|\n");
         for k in self.checked {
