@@ -631,6 +631,11 @@ impl<S: Storage> Wal<S> {
         .await
     }
 
+    /// [`WalStats::segment_failures`], without cloning the histograms.
+    pub fn segment_failures(&self) -> u64 {
+        self.state().borrow().stats.segment_failures
+    }
+
     /// Why the next segment's file cannot be made, while it cannot (the
     /// log is healthy, but refuses appends once the open segment is full).
     pub fn next_segment_failure(&self) -> Option<Cause> {
@@ -816,6 +821,14 @@ struct SpareSpec {
 }
 
 impl SpareSpec {
+    /// The file of segment `index` of this run.
+    fn path(&self, index: u64) -> PathBuf {
+        self.dir.join(crate::wal::segment::segment_file_name(
+            self.generation,
+            index,
+        ))
+    }
+
     fn of(options: &WalOptions) -> SpareSpec {
         SpareSpec {
             dir: options.dir.clone(),
@@ -867,10 +880,7 @@ async fn prepare_next<S: Storage>(shared: Rc<Shared<S>>, index: u64) {
         if failures > 0 {
             // What a failed attempt could not remove would make every
             // retry fail (the file is created exclusively).
-            let path = spec.dir.join(crate::wal::segment::segment_file_name(
-                spec.generation,
-                index,
-            ));
+            let path = spec.path(index);
             if let Err(error) = storage.remove_file(&path).await {
                 if error.kind() != std::io::ErrorKind::NotFound {
                     tracing::warn!(file = %path.display(), %error, "removing a failed attempt's WAL segment");
@@ -919,10 +929,7 @@ async fn make_spare<S: Storage>(
     spec: SpareSpec,
     index: u64,
 ) -> SpareResult<S::File> {
-    let path = spec.dir.join(crate::wal::segment::segment_file_name(
-        spec.generation,
-        index,
-    ));
+    let path = spec.path(index);
     let file = create_spare(
         &*storage,
         &spec.dir,
@@ -1146,12 +1153,9 @@ impl<S: Storage> Committer<S> {
             files.extend(state.claimed.drain(..));
             state.wake_segment_waiters();
         }
-        let generation = self.shared.state.borrow().options.generation;
+        let spec = SpareSpec::of(&self.shared.state.borrow().options);
         for (index, file) in files {
-            let path = self
-                .dir
-                .join(crate::wal::segment::segment_file_name(generation, index));
-            discard_file(&*self.storage, file, &path).await;
+            discard_file(&*self.storage, file, &spec.path(index)).await;
         }
     }
 }

@@ -1191,10 +1191,7 @@ impl Shard {
                 healthy: self.health().is_ok(),
                 unhealthy_cause: self.health().err(),
                 wal_segment_failures: stats.segment_failures
-                    + self
-                        .owner
-                        .as_ref()
-                        .map_or(0, |o| o.wal.stats().segment_failures),
+                    + self.owner.as_ref().map_or(0, |o| o.wal.segment_failures()),
                 wal_segment_failing: self.segment_failure(),
             },
         )

@@ -205,6 +205,15 @@ fn wait_for(what: &str, seen: &Seen, done: impl Fn() -> bool) {
     }
 }
 
+/// `count`/`sum` equal `expected` (the acknowledged points), before and
+/// after `kill -9` + restart.
+fn stored_exactly_through_a_crash(server: &mut Server, expected: (u64, u64)) {
+    assert_eq!(count_and_sum(server), expected, "before the crash");
+    server.kill9();
+    server.restart();
+    assert_eq!(count_and_sum(server), expected, "after kill -9 and restart");
+}
+
 fn count_and_sum(server: &Server) -> (u64, u64) {
     let series = query_series(server, DB, "SELECT count(v), sum(v) FROM disk");
     let Some(row) = series.first().and_then(|s| s.values.first()) else {
@@ -317,14 +326,7 @@ fn full_data_disk_refuses_writes_keeps_reads_and_resumes_by_itself() {
         expected.0,
         seen.no_space.load(Ordering::SeqCst)
     );
-    assert_eq!(count_and_sum(&server), expected, "before the crash");
-    server.kill9();
-    server.restart();
-    assert_eq!(
-        count_and_sum(&server),
-        expected,
-        "after kill -9 and restart"
-    );
+    stored_exactly_through_a_crash(&mut server, expected);
     drop(server);
     drop(mount);
 }
@@ -393,14 +395,7 @@ fn full_data_disk_with_persistence_running_recovers_by_itself() {
         seen.no_space.load(Ordering::SeqCst),
         server.metric("ringest_persist_failures_total")
     );
-    assert_eq!(count_and_sum(&server), expected, "before the crash");
-    server.kill9();
-    server.restart();
-    assert_eq!(
-        count_and_sum(&server),
-        expected,
-        "after kill -9 and restart"
-    );
+    stored_exactly_through_a_crash(&mut server, expected);
     drop(server);
     drop(mount);
 }

@@ -625,14 +625,20 @@ fn writer(shared: &Shared, spec: WriterSpec, rate: u64) -> Ledger {
     Ledger { spec, states }
 }
 
-/// Sends `head` and `body` in four pieces each, 100 ms apart, on a new
-/// connection (`Connection: close`), and reads the answer to the end.
-fn slow_exchange(shared: &Shared, head: &[u8], body: &[u8]) -> Result<(u16, String), String> {
-    let mut stream =
+/// A new connection to the server, reads bounded by `TIMEOUT`.
+fn connect(shared: &Shared) -> Result<TcpStream, String> {
+    let stream =
         TcpStream::connect_timeout(&shared.target.addr, TIMEOUT).map_err(|e| e.to_string())?;
     stream
         .set_read_timeout(Some(TIMEOUT))
         .map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+/// Sends `head` and `body` in four pieces each, 100 ms apart, on a new
+/// connection (`Connection: close`), and reads the answer to the end.
+fn slow_exchange(shared: &Shared, head: &[u8], body: &[u8]) -> Result<(u16, String), String> {
+    let mut stream = connect(shared)?;
     for part in [head, body] {
         let step = part.len().div_ceil(4).max(1);
         for piece in part.chunks(step) {
@@ -768,11 +774,7 @@ fn bad_requests(shared: &Shared) {
 
 /// Sends `request` on a new connection and reads the status line.
 fn raw_exchange(shared: &Shared, request: &[u8]) -> Result<u16, String> {
-    let mut stream =
-        TcpStream::connect_timeout(&shared.target.addr, TIMEOUT).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(TIMEOUT))
-        .map_err(|e| e.to_string())?;
+    let mut stream = connect(shared)?;
     stream.write_all(request).map_err(|e| e.to_string())?;
     let mut buffer = [0u8; 64];
     let mut filled = 0;
