@@ -745,25 +745,18 @@ impl Shard {
     }
 
     /// What to read of `file`: a file written under another shard count
-    /// holds series other shards own now; only this shard's are kept. A
-    /// file entirely inside the time range is read whole (the same rows:
-    /// no row group would be left out), which the file cache keeps.
+    /// holds series other shards own now; only this shard's are kept.
+    /// Row groups outside the time range are left out (rare: a file is
+    /// sorted by series, so its row groups span its time range).
     fn load_for(&self, file: &FileEntry, load: &LoadRequest) -> FileLoad {
         let mut request = load.clone();
         if file.shard_count as usize != self.count {
             request.owner = Some((self.id, self.count));
         }
-        let whole_file =
-            file.time_min_ns >= load.time_min_ns && file.time_max_ns <= load.time_max_ns;
-        if whole_file {
-            request.time_min_ns = i64::MIN;
-            request.time_max_ns = i64::MAX;
-        }
         FileLoad {
             table: file.table.clone(),
             path: file.path.clone(),
             request,
-            whole_file,
         }
     }
 
@@ -1422,8 +1415,6 @@ struct FileLoad {
     table: String,
     path: String,
     request: LoadRequest,
-    /// The request covers the whole file (cacheable).
-    whole_file: bool,
 }
 
 impl FileLoad {
@@ -1434,7 +1425,7 @@ impl FileLoad {
         cache: &FileCache,
     ) -> Result<std::sync::Arc<crate::store::Table>, ScanError> {
         cache
-            .load(source, &self.path, &self.request, self.whole_file)
+            .load(source, &self.path, &self.request)
             .map_err(|error| ScanError::PersistedFile {
                 path: self.path.clone(),
                 error: error.to_string(),

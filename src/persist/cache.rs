@@ -17,8 +17,9 @@ use super::parquet::{self, LoadRequest, ParquetError};
 use crate::store::Table;
 
 /// What a cached table holds: the file, the field columns read (sorted;
-/// `None`: all) and the owner filter. Only whole-file loads are cached
-/// (no row group left out by time).
+/// `None`: all) and the owner filter. Only loads of every row group are
+/// kept (none left out by the time range), so an entry answers any time
+/// range: scans apply their own.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Key {
     path: String,
@@ -58,14 +59,15 @@ impl FileCache {
     }
 
     /// The table of `path` (relative to `root`) as `request` asks: from
-    /// the cache, or read (blocking) and kept when `whole_file` (the
-    /// request's time range covers the file, so no row group is left out).
+    /// the cache (every row of the file, whatever the request's time
+    /// range), or read (blocking) and kept when no row group was left out.
+    /// A file's rows are sorted by series, so its row groups usually all
+    /// span its time range and are all read.
     pub fn load(
         &self,
         source: &super::source::Source,
         path: &str,
         request: &LoadRequest,
-        whole_file: bool,
     ) -> Result<Arc<Table>, ParquetError> {
         let key = Key {
             path: path.to_string(),
@@ -77,8 +79,7 @@ impl FileCache {
             }),
             owner: request.owner,
         };
-        let cacheable = whole_file && self.budget > 0;
-        if cacheable {
+        if self.budget > 0 {
             let mut state = self.lock();
             state.clock += 1;
             let now = state.clock;
@@ -90,8 +91,9 @@ impl FileCache {
             }
             state.misses += 1;
         }
-        let table = Arc::new(parquet::load_table(source, path, request)?);
-        if cacheable {
+        let loaded = parquet::load(source, path, request)?;
+        let table = Arc::new(loaded.table);
+        if self.budget > 0 && loaded.every_row_group {
             let bytes = table.estimated_bytes();
             if bytes <= self.budget / 2 {
                 self.insert(key, table.clone(), bytes);

@@ -444,6 +444,24 @@ pub fn load_table(
     relative: &str,
     request: &LoadRequest,
 ) -> Result<Table, ParquetError> {
+    load(source, relative, request).map(|loaded| loaded.table)
+}
+
+/// A file read for a scan.
+pub struct Loaded {
+    pub table: Table,
+    /// No row group was left out by the time range: the table holds every
+    /// row of the file (that the owner filter keeps), so it answers any
+    /// time range.
+    pub every_row_group: bool,
+}
+
+/// [`load_table`], saying whether the time range left a row group out.
+pub fn load(
+    source: &super::source::Source,
+    relative: &str,
+    request: &LoadRequest,
+) -> Result<Loaded, ParquetError> {
     let path = &source.root().join(relative);
     let file = source.open(relative)?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(format_error(path))?;
@@ -510,6 +528,7 @@ pub fn load_table(
             },
         )
         .collect();
+    let every_row_group = row_groups.len() == metadata.num_row_groups();
     let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
     let reader = builder
         .with_projection(mask)
@@ -629,12 +648,10 @@ pub fn load_table(
     }
     chunk.time_min_ns = chunk.times.iter().copied().min().unwrap_or(0);
     chunk.time_max_ns = chunk.times.iter().copied().max().unwrap_or(0);
-    Ok(Table::loaded(
-        series,
-        field_types,
-        chunk,
-        request.owner.is_some(),
-    ))
+    Ok(Loaded {
+        table: Table::loaded(series, field_types, chunk, request.owner.is_some()),
+        every_row_group,
+    })
 }
 
 /// The measurement of a file, from its `table=` directory.

@@ -27,7 +27,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{AggregateRequest, Column, ColumnData, ScanError, Table};
+use std::ops::Range;
+use std::sync::Arc;
+
+use super::runs::{Rows, SeriesRuns};
+use super::{AggregateRequest, Chunk, Column, ColumnData, FastHash, ScanError, Table};
 
 /// A numeric value type aggregates accumulate.
 pub trait Number: Copy + PartialOrd {
@@ -200,7 +204,6 @@ pub enum Finished {
 type Tags = Vec<(String, String)>;
 
 const SKIP: u32 = u32::MAX;
-const HOLD: u32 = u32::MAX - 1;
 
 struct SeriesState {
     group: u32,
@@ -275,17 +278,78 @@ fn add_value<T: Number>(entry: &mut (u64, Stats<T>), time: i64, value: T) {
     entry.0 += 1;
 }
 
-/// Folds one typed column of a chunk into its slots.
-fn fold_column<T: Number>(
-    slots: &mut [(u64, Stats<T>)],
-    row_slots: &[u32],
+/// Folds the values of `rows` into one slot's entry.
+#[inline]
+fn fold_rows<T: Number>(
+    entry: &mut (u64, Stats<T>),
+    rows: Rows<'_>,
     times: &[i64],
     values: &[T],
     valid: &[bool],
 ) {
-    for (row, &slot) in row_slots.iter().enumerate() {
-        if slot < HOLD && valid[row] {
-            add_value(&mut slots[slot as usize], times[row], values[row]);
+    rows.each(|row| {
+        if valid[row] {
+            add_value(entry, times[row], values[row]);
+        }
+    });
+}
+
+/// Folds a partial entry (a run's summary) into a slot's entry.
+#[inline]
+fn merge_entry<T: Number>(entry: &mut (u64, Stats<T>), other: &(u64, Stats<T>)) {
+    if other.0 == 0 {
+        return;
+    }
+    if entry.0 == 0 {
+        *entry = *other;
+    } else {
+        entry.1.merge(&other.1);
+        entry.0 += other.0;
+    }
+}
+
+/// Each run's aggregate of one field of a sealed chunk, in the order of
+/// its runs: a run read whole is folded from here, in one step instead of
+/// one per row. Not used when a sum is asked: a float sum rounds by the
+/// order of its additions, and the row path adds value by value in time
+/// order.
+#[derive(Debug)]
+pub(crate) enum RunSummaries {
+    Float(Vec<(u64, Stats<f64>)>),
+    Integer(Vec<(u64, Stats<i64>)>),
+    Unsigned(Vec<(u64, Stats<u64>)>),
+    Counted(Vec<u64>),
+}
+
+impl RunSummaries {
+    pub(crate) fn of(column: &Column, runs: &SeriesRuns, times: &[i64]) -> RunSummaries {
+        fn typed<T: Number>(
+            runs: &SeriesRuns,
+            times: &[i64],
+            values: &[T],
+            valid: &[bool],
+        ) -> Vec<(u64, Stats<T>)> {
+            runs.runs
+                .iter()
+                .map(|run| {
+                    let mut entry = (0, zero_stats(T::SUM_ZERO));
+                    let rows = runs.rows(run.start as usize..run.end as usize);
+                    fold_rows(&mut entry, rows, times, values, valid);
+                    entry
+                })
+                .collect()
+        }
+        let valid = &column.valid;
+        match &column.data {
+            ColumnData::Float(v) => RunSummaries::Float(typed(runs, times, v, valid)),
+            ColumnData::Integer(v) => RunSummaries::Integer(typed(runs, times, v, valid)),
+            ColumnData::Unsigned(v) => RunSummaries::Unsigned(typed(runs, times, v, valid)),
+            ColumnData::String(_) | ColumnData::Boolean(_) => RunSummaries::Counted(
+                runs.runs
+                    .iter()
+                    .map(|run| count_valid(runs.rows(run.start as usize..run.end as usize), valid))
+                    .collect(),
+            ),
         }
     }
 }
@@ -311,12 +375,13 @@ fn held_value(column: &Column, row: usize) -> Option<Held> {
     })
 }
 
-/// A row of a held series, copied: (series, time, chunk order, values).
+/// A row of a held series, copied: its time, the order of its chunk among
+/// those fed, and where its values start in [`Aggregator::held_values`].
+#[derive(Clone, Copy)]
 struct HeldRow {
-    series: u32,
     time: i64,
     order: u32,
-    values: Vec<Option<Held>>,
+    at: u32,
 }
 
 /// Folds the rows of one measurement's sources into group × bucket slots.
@@ -330,12 +395,16 @@ pub struct Aggregator {
     group_keys: Vec<Tags>,
     /// Per group: the last bucket start it used and that slot.
     group_cache: Vec<(i64, u32)>,
-    slot_ids: HashMap<(u32, i64), u32>,
+    slot_ids: HashMap<(u32, i64), u32, FastHash>,
     slot_keys: Vec<(u32, i64)>,
     fields: Vec<FieldSlots>,
-    held: Vec<HeldRow>,
+    /// Per held series id: its rows as fed (runs in time order, one after
+    /// another).
+    held: HashMap<u32, Vec<HeldRow>>,
+    /// The held rows' values, one per requested field each.
+    held_values: Vec<Option<Held>>,
+    held_count: usize,
     chunks_fed: u32,
-    row_slots: Vec<u32>,
 }
 
 impl Aggregator {
@@ -352,12 +421,13 @@ impl Aggregator {
             group_ids: HashMap::new(),
             group_keys: Vec::new(),
             group_cache: Vec::new(),
-            slot_ids: HashMap::new(),
+            slot_ids: HashMap::default(),
             slot_keys: Vec::new(),
             fields,
-            held: Vec::new(),
+            held: HashMap::new(),
+            held_values: Vec::new(),
+            held_count: 0,
             chunks_fed: 0,
-            row_slots: Vec::new(),
         }
     }
 
@@ -435,114 +505,106 @@ impl Aggregator {
     pub fn feed(&mut self, table: &Table) -> Result<(), ScanError> {
         let local: Vec<Option<u32>> = table.series.iter().map(|t| self.series_id(t)).collect();
         let (time_min, time_max) = (self.request.time_min_ns, self.request.time_max_ns);
-        for chunk in table.chunks() {
+        let sealed = table.sealed.len();
+        for (index, chunk) in table.chunks().enumerate() {
             let order = self.chunks_fed;
             self.chunks_fed += 1;
             if chunk.len() == 0 || chunk.time_max_ns < time_min || chunk.time_min_ns > time_max {
                 continue;
             }
-            let mut row_slots = std::mem::take(&mut self.row_slots);
-            row_slots.clear();
-            let mut holding = false;
-            for (&time, &series) in chunk.times.iter().zip(&chunk.series) {
-                let id = match local[series as usize] {
-                    Some(id) if time >= time_min && time <= time_max => id,
-                    _ => {
-                        row_slots.push(SKIP);
-                        continue;
-                    }
-                };
-                let state = &mut self.series[id as usize];
-                if state.held {
-                    holding = true;
-                    row_slots.push(HOLD);
-                    continue;
-                }
-                if time <= state.last_ns {
-                    state.disordered = true;
-                } else {
-                    state.last_ns = time;
-                }
-                let group = state.group;
-                row_slots.push(self.slot(group, time)?);
-            }
-            for (field, name) in self.fields.iter_mut().zip(&self.request.fields) {
-                let Some(column) = chunk.column(name) else {
-                    continue;
-                };
-                if matches!(field, FieldSlots::Unknown) {
-                    *field = FieldSlots::new(column, self.slot_keys.len());
-                }
-                let (times, valid) = (&chunk.times, &column.valid);
-                match (field, &column.data) {
-                    (FieldSlots::Float(slots), ColumnData::Float(v)) => {
-                        fold_column(slots, &row_slots, times, v, valid)
-                    }
-                    (FieldSlots::Integer(slots), ColumnData::Integer(v)) => {
-                        fold_column(slots, &row_slots, times, v, valid)
-                    }
-                    (FieldSlots::Unsigned(slots), ColumnData::Unsigned(v)) => {
-                        fold_column(slots, &row_slots, times, v, valid)
-                    }
-                    (
-                        FieldSlots::Counted(slots),
-                        ColumnData::String(_) | ColumnData::Boolean(_),
-                    ) => {
-                        for (row, &slot) in row_slots.iter().enumerate() {
-                            if slot < HOLD && valid[row] {
-                                slots[slot as usize] += 1;
-                            }
-                        }
-                    }
-                    // Another type than the field's first: impossible
-                    // behind the catalog; ignored like the store does.
-                    _ => {}
-                }
-            }
-            if holding {
-                self.hold_rows(chunk, &row_slots, &local, order)?;
-            }
-            self.row_slots = row_slots;
+            self.feed_chunk(chunk, index < sealed, &local, order)?;
         }
         Ok(())
     }
 
-    fn hold_rows(
+    /// Folds one chunk, run by run: a series' rows in the time range are
+    /// one stretch of its run, and a bucket one stretch of that.
+    fn feed_chunk(
         &mut self,
-        chunk: &super::Chunk,
-        row_slots: &[u32],
+        chunk: &Chunk,
+        sealed: bool,
         local: &[Option<u32>],
         order: u32,
     ) -> Result<(), ScanError> {
+        let runs = chunk.runs(sealed);
+        let times = &chunk.times;
         let columns: Vec<Option<&Column>> = self
             .request
             .fields
             .iter()
-            .map(|f| chunk.column(f))
+            .map(|name| chunk.column(name))
             .collect();
-        for (row, &slot) in row_slots.iter().enumerate() {
-            if slot != HOLD {
+        for (field, column) in self.fields.iter_mut().zip(&columns) {
+            if let (FieldSlots::Unknown, Some(column)) = (&*field, column) {
+                *field = FieldSlots::new(column, self.slot_keys.len());
+            }
+        }
+        let summarised = sealed && !self.request.sums;
+        let names = self.request.fields.clone();
+        let mut fold = ChunkFold {
+            chunk,
+            runs: &runs,
+            names: &names,
+            summaries: vec![None; columns.len()],
+            columns,
+        };
+        let (time_min, time_max) = (self.request.time_min_ns, self.request.time_max_ns);
+        for (run_index, run) in runs.runs.iter().enumerate() {
+            let Some(id) = local[run.series as usize] else {
+                continue;
+            };
+            let range = runs.clip(run, times, time_min, time_max);
+            if range.is_empty() {
                 continue;
             }
-            let values: Vec<Option<Held>> = columns
-                .iter()
-                .map(|c| c.and_then(|c| held_value(c, row)))
-                .collect();
-            if values.iter().all(Option::is_none) {
+            let state = &mut self.series[id as usize];
+            if state.held {
+                hold_run(
+                    HeldStore {
+                        rows: self.held.entry(id).or_default(),
+                        values: &mut self.held_values,
+                        count: &mut self.held_count,
+                        limit: self.request.row_limit,
+                    },
+                    &runs,
+                    range,
+                    times,
+                    &fold.columns,
+                    order,
+                )?;
                 continue;
             }
-            if self.held.len() >= self.request.row_limit {
-                return Err(ScanError::TooManyRows {
-                    limit: self.request.row_limit,
-                });
+            let (first, last) = (times[runs.row(range.start)], times[runs.row(range.end - 1)]);
+            if first <= state.last_ns || runs.repeats {
+                state.disordered = true;
             }
-            let series = local[chunk.series[row] as usize].expect("held rows pass the filter");
-            self.held.push(HeldRow {
-                series,
-                time: chunk.times[row],
-                order,
-                values,
-            });
+            state.last_ns = state.last_ns.max(last);
+            if state.disordered {
+                // Read again, held, in the next attempt: folding it now
+                // would be wasted.
+                continue;
+            }
+            let group = state.group;
+            let whole_run = range.start == run.start as usize && range.end == run.end as usize;
+            let Some((interval, offset)) = self.request.window else {
+                let slot = self.slot(group, 0)? as usize;
+                let summary = (whole_run && summarised).then_some(run_index);
+                fold.fold(&mut self.fields, slot, range, summary);
+                continue;
+            };
+            let mut start = range.start;
+            while start < range.end {
+                let time = times[runs.row(start)];
+                let bucket_end = bucket_start(time, interval, offset).saturating_add(interval);
+                let end = runs
+                    .bucket_end(start..range.end, times, bucket_end)
+                    .max(start + 1);
+                let slot = self.slot(group, time)? as usize;
+                let whole = whole_run && start == range.start && end == range.end;
+                let summary = (whole && summarised).then_some(run_index);
+                fold.fold(&mut self.fields, slot, start..end, summary);
+                start = end;
+            }
         }
         Ok(())
     }
@@ -581,45 +643,178 @@ impl Aggregator {
         Ok(Finished::Done(out))
     }
 
-    /// Deduplicates the held rows (same series and time: the later chunk's
+    /// Deduplicates each held series' rows (same time: the later chunk's
     /// non-null values win) and folds them in time order.
     fn fold_held(&mut self) -> Result<(), ScanError> {
-        let mut held = std::mem::take(&mut self.held);
-        held.sort_unstable_by_key(|r| (r.series, r.time, r.order));
-        let mut i = 0;
-        while i < held.len() {
-            let (series, time) = (held[i].series, held[i].time);
-            let mut merged = std::mem::take(&mut held[i].values);
-            let mut j = i + 1;
-            while j < held.len() && held[j].series == series && held[j].time == time {
-                for (m, v) in merged.iter_mut().zip(&held[j].values) {
-                    if v.is_some() {
-                        *m = *v;
-                    }
-                }
-                j += 1;
-            }
-            i = j;
+        let width = self.request.fields.len().max(1);
+        let held = std::mem::take(&mut self.held);
+        let mut merged: Vec<Option<Held>> = vec![None; width];
+        for (series, mut rows) in held {
+            // Stable, and the rows come as runs in time order: a merge of
+            // the runs; equal times keep the order they were fed in.
+            rows.sort_by_key(|r| r.time);
             let group = self.series[series as usize].group;
-            let slot = self.slot(group, time)? as usize;
-            for (field, value) in self.fields.iter_mut().zip(merged) {
-                match (field, value) {
-                    (FieldSlots::Float(s), Some(Held::Float(v))) => {
-                        add_value(&mut s[slot], time, v)
+            let mut i = 0;
+            while i < rows.len() {
+                let time = rows[i].time;
+                merged.iter_mut().for_each(|m| *m = None);
+                while i < rows.len() && rows[i].time == time {
+                    debug_assert!(
+                        i == 0 || rows[i - 1].time < time || rows[i - 1].order <= rows[i].order
+                    );
+                    let at = rows[i].at as usize * width;
+                    for (m, v) in merged.iter_mut().zip(&self.held_values[at..at + width]) {
+                        if v.is_some() {
+                            *m = *v;
+                        }
                     }
-                    (FieldSlots::Integer(s), Some(Held::Integer(v))) => {
-                        add_value(&mut s[slot], time, v)
+                    i += 1;
+                }
+                let slot = self.slot(group, time)? as usize;
+                for (field, value) in self.fields.iter_mut().zip(&merged) {
+                    match (field, value) {
+                        (FieldSlots::Float(s), Some(Held::Float(v))) => {
+                            add_value(&mut s[slot], time, *v)
+                        }
+                        (FieldSlots::Integer(s), Some(Held::Integer(v))) => {
+                            add_value(&mut s[slot], time, *v)
+                        }
+                        (FieldSlots::Unsigned(s), Some(Held::Unsigned(v))) => {
+                            add_value(&mut s[slot], time, *v)
+                        }
+                        (FieldSlots::Counted(s), Some(Held::Present)) => s[slot] += 1,
+                        _ => {}
                     }
-                    (FieldSlots::Unsigned(s), Some(Held::Unsigned(v))) => {
-                        add_value(&mut s[slot], time, v)
-                    }
-                    (FieldSlots::Counted(s), Some(Held::Present)) => s[slot] += 1,
-                    _ => {}
                 }
             }
         }
         Ok(())
     }
+}
+
+/// Where held rows go.
+struct HeldStore<'a> {
+    rows: &'a mut Vec<HeldRow>,
+    values: &'a mut Vec<Option<Held>>,
+    count: &'a mut usize,
+    limit: usize,
+}
+
+/// Copies the rows of a held series at `range` of `runs` (a row with none
+/// of the requested fields contributes nothing and is left).
+fn hold_run(
+    store: HeldStore<'_>,
+    runs: &SeriesRuns,
+    range: Range<usize>,
+    times: &[i64],
+    columns: &[Option<&Column>],
+    order: u32,
+) -> Result<(), ScanError> {
+    let width = columns.len().max(1);
+    for position in range {
+        let row = runs.row(position);
+        let at = store.values.len();
+        store
+            .values
+            .extend(columns.iter().map(|c| c.and_then(|c| held_value(c, row))));
+        store.values.resize(at + width, None);
+        if store.values[at..].iter().all(Option::is_none) {
+            store.values.truncate(at);
+            continue;
+        }
+        if *store.count >= store.limit {
+            return Err(ScanError::TooManyRows { limit: store.limit });
+        }
+        *store.count += 1;
+        store.rows.push(HeldRow {
+            time: times[row],
+            order,
+            at: (at / width) as u32,
+        });
+    }
+    Ok(())
+}
+
+/// What folding one chunk reads: its columns in the request's field
+/// order, its runs, and the run summaries fetched so far.
+struct ChunkFold<'a> {
+    chunk: &'a Chunk,
+    runs: &'a SeriesRuns,
+    names: &'a [String],
+    columns: Vec<Option<&'a Column>>,
+    /// Fetched on first use: a scan that reads no run whole never makes
+    /// them.
+    summaries: Vec<Option<Arc<RunSummaries>>>,
+}
+
+impl ChunkFold<'_> {
+    /// Folds the rows at `range` (of one series, in one bucket) into
+    /// `slot` of every field; from the run's summary instead when `summary`
+    /// names the run (read whole).
+    #[inline]
+    fn fold(
+        &mut self,
+        fields: &mut [FieldSlots],
+        slot: usize,
+        range: Range<usize>,
+        summary: Option<usize>,
+    ) {
+        let (chunk, runs, times) = (self.chunk, self.runs, &self.chunk.times);
+        let per_field = fields
+            .iter_mut()
+            .zip(&self.columns)
+            .zip(self.summaries.iter_mut().zip(self.names));
+        for ((field, column), (kept, name)) in per_field {
+            let Some(column) = column else {
+                continue;
+            };
+            if let Some(run) = summary {
+                let kept = kept.get_or_insert_with(|| {
+                    chunk.summaries(name, || RunSummaries::of(column, runs, times))
+                });
+                match (field, &**kept) {
+                    (FieldSlots::Float(s), RunSummaries::Float(k)) => {
+                        merge_entry(&mut s[slot], &k[run])
+                    }
+                    (FieldSlots::Integer(s), RunSummaries::Integer(k)) => {
+                        merge_entry(&mut s[slot], &k[run])
+                    }
+                    (FieldSlots::Unsigned(s), RunSummaries::Unsigned(k)) => {
+                        merge_entry(&mut s[slot], &k[run])
+                    }
+                    (FieldSlots::Counted(s), RunSummaries::Counted(k)) => s[slot] += k[run],
+                    _ => {}
+                }
+                continue;
+            }
+            let rows = runs.rows(range.clone());
+            let valid = &column.valid;
+            match (field, &column.data) {
+                (FieldSlots::Float(s), ColumnData::Float(v)) => {
+                    fold_rows(&mut s[slot], rows, times, v, valid)
+                }
+                (FieldSlots::Integer(s), ColumnData::Integer(v)) => {
+                    fold_rows(&mut s[slot], rows, times, v, valid)
+                }
+                (FieldSlots::Unsigned(s), ColumnData::Unsigned(v)) => {
+                    fold_rows(&mut s[slot], rows, times, v, valid)
+                }
+                (FieldSlots::Counted(s), ColumnData::String(_) | ColumnData::Boolean(_)) => {
+                    s[slot] += count_valid(rows, valid)
+                }
+                // Another type than the field's first: impossible behind
+                // the catalog; ignored like the store does.
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The valid values among `rows`.
+fn count_valid(rows: Rows<'_>, valid: &[bool]) -> u64 {
+    let mut count = 0u64;
+    rows.each(|row| count += u64::from(valid[row]));
+    count
 }
 
 /// Aggregates `tables` (one measurement's sources, oldest first) as one

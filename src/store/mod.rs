@@ -29,12 +29,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use regex::Regex;
 
 use crate::batch::{BatchReader, Row};
 use crate::line_protocol::FieldValue;
+use runs::SeriesRuns;
 
 pub use aggregate::{Bucket, FieldAggregate, GroupAggregates, NumericStats, Stats};
 
@@ -189,6 +190,10 @@ pub struct AggregateRequest {
     /// `(interval, offset)` of `GROUP BY time(…)`, UTC-aligned; `None`: one
     /// bucket, start 0.
     pub window: Option<(i64, i64)>,
+    /// A `sum` or `mean` is asked: values are then added one by one in
+    /// time order (a float sum rounds by the order of its additions), never
+    /// taken from a run's summary.
+    pub sums: bool,
     /// More (group, bucket) slots → [`ScanError::TooManyBuckets`].
     pub bucket_limit: usize,
     /// Rows of series written out of order, copied to be deduplicated;
@@ -459,6 +464,11 @@ pub(crate) struct Chunk {
     /// index is built the first time one arrives out of order.
     index: HashMap<(u32, i64), u32, FastHash>,
     indexed: bool,
+    /// The series runs of a sealed chunk, once a scan computed them.
+    runs: OnceLock<Arc<SeriesRuns>>,
+    /// Per field: each run's aggregate, once a scan computed it (sealed
+    /// chunks only).
+    summaries: Mutex<HashMap<String, Arc<aggregate::RunSummaries>>>,
 }
 
 impl Chunk {
@@ -471,6 +481,34 @@ impl Chunk {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, column)| column)
+    }
+
+    /// The chunk's series runs ([`runs`]). `sealed`: the chunk never
+    /// changes again, so they are computed once and kept.
+    pub(crate) fn runs(&self, sealed: bool) -> Arc<SeriesRuns> {
+        if !sealed {
+            return Arc::new(SeriesRuns::build(&self.series, &self.times));
+        }
+        self.runs
+            .get_or_init(|| Arc::new(SeriesRuns::build(&self.series, &self.times)))
+            .clone()
+    }
+
+    /// The per-run aggregates of field `name` of a sealed chunk: kept, or
+    /// made by `make` and kept (two scans may both make them; one is kept).
+    pub(crate) fn summaries(
+        &self,
+        name: &str,
+        make: impl FnOnce() -> aggregate::RunSummaries,
+    ) -> Arc<aggregate::RunSummaries> {
+        if let Some(kept) = lock(&self.summaries).get(name) {
+            return kept.clone();
+        }
+        let made = Arc::new(make());
+        lock(&self.summaries)
+            .entry(name.to_string())
+            .or_insert(made)
+            .clone()
     }
 
     /// Indexes every row; returns the bytes the index added.
@@ -744,6 +782,8 @@ impl Table {
         *added -= (sealed.index.len() * INDEX_ENTRY_BYTES) as isize;
         sealed.index = HashMap::default();
         sealed.indexed = false;
+        // Nothing was computed of it while it changed; said for the reader.
+        debug_assert!(sealed.runs.get().is_none());
         sealed.times.shrink_to_fit();
         sealed.series.shrink_to_fit();
         self.sealed.push(sealed);
@@ -1045,7 +1085,16 @@ impl std::hash::Hasher for FastHasher {
 type FastHash = std::hash::BuildHasherDefault<FastHasher>;
 
 pub mod aggregate;
+mod runs;
 mod scan;
+
+/// A lock of a scan cache: a panic while holding it leaves a map that is
+/// still whole (entries are inserted complete), so it is used on.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 mod expire;
 #[cfg(test)]

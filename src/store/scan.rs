@@ -213,21 +213,30 @@ fn measurement_rows(
                 .collect()
         })
         .collect();
-    // Every chunk of every source, in age order, with its series mapping.
-    let all_chunks: Vec<(&Chunk, &[Option<usize>])> = tables
+    // Every chunk of every source, in age order, with its series mapping
+    // and whether it is sealed (its runs are kept).
+    let all_chunks: Vec<(&Chunk, &[Option<usize>], bool)> = tables
         .iter()
         .zip(&local_ids)
-        .flat_map(|(table, local)| table.chunks().map(move |chunk| (chunk, local.as_slice())))
+        .flat_map(|(table, local)| {
+            let sealed = table.sealed.len();
+            table
+                .chunks()
+                .enumerate()
+                .map(move |(index, chunk)| (chunk, local.as_slice(), index < sealed))
+        })
         .collect();
     let column_refs: Vec<Vec<Option<&Column>>> = all_chunks
         .iter()
-        .map(|(chunk, _)| columns.iter().map(|c| chunk.column(c)).collect())
+        .map(|(chunk, _, _)| columns.iter().map(|c| chunk.column(c)).collect())
         .collect();
-    // Per series: (time, chunk order, row) of every candidate row.
+    // Per series: (time, chunk order, row) of every candidate row, read
+    // run by run: only the runs of series the filter keeps, only their
+    // rows in the time range.
     let mut per_series: Vec<Vec<(i64, u32, u32)>> = vec![Vec::new(); series_tags.len()];
     let mut candidates = 0usize;
     let candidates_max = request.row_limit.saturating_mul(4).max(1024);
-    for (order, (chunk, local)) in all_chunks.iter().enumerate() {
+    for (order, (chunk, local, sealed)) in all_chunks.iter().enumerate() {
         if chunk.len() == 0
             || chunk.time_max_ns < request.time_min_ns
             || chunk.time_min_ns > request.time_max_ns
@@ -235,25 +244,26 @@ fn measurement_rows(
             continue;
         }
         let refs = &column_refs[order];
-        for row in 0..chunk.len() {
-            let time = chunk.times[row];
-            if time < request.time_min_ns || time > request.time_max_ns {
-                continue;
-            }
-            let Some(series) = local[chunk.series[row] as usize] else {
+        let runs = chunk.runs(*sealed);
+        for run in &runs.runs {
+            let Some(series) = local[run.series as usize] else {
                 continue;
             };
-            // A row without any requested column contributes nothing.
-            if !refs.is_empty() && !refs.iter().flatten().any(|c| c.is_valid(row)) {
-                continue;
-            }
-            per_series[series].push((time, order as u32, row as u32));
-            candidates += 1;
-            // Bound the work even before deduplication.
-            if candidates > candidates_max {
-                return Err(ScanError::TooManyRows {
-                    limit: request.row_limit,
-                });
+            let range = runs.clip(run, &chunk.times, request.time_min_ns, request.time_max_ns);
+            for position in range {
+                let row = runs.row(position);
+                // A row without any requested column contributes nothing.
+                if !refs.is_empty() && !refs.iter().flatten().any(|c| c.is_valid(row)) {
+                    continue;
+                }
+                per_series[series].push((chunk.times[row], order as u32, row as u32));
+                candidates += 1;
+                // Bound the work even before deduplication.
+                if candidates > candidates_max {
+                    return Err(ScanError::TooManyRows {
+                        limit: request.row_limit,
+                    });
+                }
             }
         }
     }

@@ -81,6 +81,9 @@ pub(super) fn request(
         fields: target.fields.to_vec(),
         group_keys: target.group_keys.iter().cloned().collect(),
         window: select.group_time,
+        sums: bases
+            .iter()
+            .any(|base| matches!(base.function.as_str(), "sum" | "mean")),
         bucket_limit: target.limits.buckets_max,
         row_limit: target.limits.rows_max,
     })
