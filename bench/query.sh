@@ -15,7 +15,10 @@
 #      point of a long history is refused) and runs the query set at once ("ringest-fresh":
 #      what the last snapshot has not yet persisted is still in memory, and the persister may
 #      be at work); then again after every row is in Parquet (`ringest_store_bytes` 0) and
-#      the server's CPU went quiet ("ringest-persisted"); the server is stopped;
+#      the server's CPU went quiet ("ringest-persisted"), followed by the dashboard check:
+#      DASHBOARD_S seconds of load alone, then as long again while the six panels refresh
+#      every 5 s (ingest with the panels ÷ ingest alone, writes not acknowledged, panel
+#      times); the server is stopped;
 #   4. ringest with persistence off ("ringest-memory", `[persist] enabled = false`, otherwise
 #      the same), the same load and queries: every row in memory, which the default profile
 #      never keeps for long (it snapshots at 256 MiB of rows or every 10 s, so most rows are in
@@ -34,7 +37,7 @@
 # Exit code: 0 all good; 2 a count after a load was not the points loaded, or two answers
 # that must agree did not; 1 a server did not start, a load failed or a query failed.
 #
-# Knobs (environment): POINTS (10000000), SERIES (100), STEP_MS (1000), REPEAT (5), LINES
+# Knobs (environment): POINTS (10000000), SERIES (100), STEP_MS (1000), REPEAT (5), DASHBOARD_S (20), LINES
 # (1000), CONNECTIONS (8), SYSTEMS ("ringest ringest-memory influxdb"), MACHINE (hostname-Nc), RESULTS_DIR
 # (bench/results/<machine>), RINGEST and BENCH (prebuilt binaries: no build;
 # tests/bench_harness.rs runs this script at tiny size so), QUICK (POINTS=20000 REPEAT=1).
@@ -54,8 +57,9 @@ LINES=${LINES:-1000}
 CONNECTIONS=${CONNECTIONS:-8}
 SYSTEMS=${SYSTEMS:-"ringest ringest-memory influxdb"}
 MACHINE=${MACHINE:-$(hostname -s 2>/dev/null || echo machine)-$(nproc)c}
+DASHBOARD_S=${DASHBOARD_S:-20}
 if [[ -n "${QUICK:-}" ]]; then
-  POINTS=20000 REPEAT=1
+  POINTS=20000 REPEAT=1 DASHBOARD_S=1
 fi
 RESULTS_DIR=${RESULTS_DIR:-$repo/bench/results/$MACHINE}
 
@@ -113,7 +117,7 @@ for system in $SYSTEMS; do
       start_ringest_with "$dir" --profile default --retention-default-period inf || exit 1
       echo "ringest serve --profile default --retention-default-period inf --data-dir <fresh>" >>"$commands"
       query ringest-fresh --load-points "$POINTS"
-      query ringest-persisted --load-points 0 --wait-persisted --settle
+      query ringest-persisted --load-points 0 --wait-persisted --settle --dashboard-seconds "$DASHBOARD_S"
       measured+=(ringest-fresh ringest-persisted)
       ;;
     ringest-memory)

@@ -100,6 +100,7 @@ fn stored_rows(store: &ShardStore, measurement: &str) -> usize {
         fields: Vec::new(),
         condition_fields: Vec::new(),
         row_limit: usize::MAX / 8,
+        deadline: ringest::store::Deadline::NONE,
     });
     match store.scan(&request) {
         Ok(ScanResponse::Rows(series)) => series.iter().map(|s| s.times.len()).sum(),

@@ -230,6 +230,9 @@ pub struct QueryConfig {
     pub buckets_max: usize,
     /// Bytes of decoded Parquet files each shard keeps for later queries.
     pub file_cache_bytes: usize,
+    /// A query's scans stop this long after it began (`query-timeout limit
+    /// exceeded`); 0: no limit.
+    pub time_limit_ms: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -384,6 +387,7 @@ impl Default for QueryConfig {
     fn default() -> Self {
         QueryConfig {
             rows_max: 10_000_000,
+            time_limit_ms: 60_000,
             buckets_max: 1_000_000,
             file_cache_bytes: 256 * MIB,
         }

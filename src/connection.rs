@@ -393,6 +393,10 @@ impl Connection {
         let backend = crate::shard::QueryService {
             shard: self.shard.clone(),
             secret,
+            deadline: crate::store::Deadline::after(
+                clock::monotonic(),
+                self.shard.config.query.time_limit_ms,
+            ),
         };
         let queue = self.shard.query_queue;
         let task = glommio::spawn_local_into(

@@ -36,7 +36,8 @@ use crate::persist::source::Source;
 use crate::retention::{self, Period};
 use crate::route::{self, Message, Peers, RemoteError, CATALOG_OWNER};
 use crate::store::{
-    aggregate, AggregateRequest, Persisted, ScanError, ScanRequest, ScanResponse, ShardStore,
+    aggregate, AggregateRequest, Deadline, Persisted, ScanError, ScanRequest, ScanResponse,
+    ShardStore,
 };
 use crate::wal::{self, Sequence, Wal, WalError};
 
@@ -604,7 +605,8 @@ impl Shard {
             }
             let source = self.files_source.clone();
             let cache = self.file_cache.clone();
-            let loaded = crate::blocking::run(move || load_files(&source, loads, &cache))
+            let deadline = request.deadline();
+            let loaded = crate::blocking::run(move || load_files(&source, loads, &cache, deadline))
                 .await
                 .map_err(|error| ScanError::PersistedFile {
                     path: root_display(&self.parquet_root),
@@ -636,8 +638,10 @@ impl Shard {
             if !loads.is_empty() {
                 let source = self.files_source.clone();
                 let cache = self.file_cache.clone();
+                let deadline = aggregate.deadline;
                 let fed = crate::blocking::run(move || -> Result<_, ScanError> {
                     for load in loads {
+                        deadline.check()?;
                         aggregator.feed(&*load.read(&source, &cache)?)?;
                     }
                     Ok(aggregator)
@@ -1279,6 +1283,9 @@ pub fn recover_catalog(
 pub struct QueryService {
     pub shard: Rc<Shard>,
     pub secret: Option<Vec<u8>>,
+    /// When the query's scans must stop (`[query] time_limit_ms` after it
+    /// began).
+    pub deadline: Deadline,
 }
 
 /// Raises a scan's lower time bound to its database's retention cutoff at
@@ -1320,6 +1327,7 @@ impl crate::query::QueryBackend for QueryService {
             &self.shard.catalog.borrow(),
             crate::clock::now_ns(),
         );
+        request.set_deadline(self.deadline);
         self.shard.scan_all(request)
     }
 
@@ -1438,9 +1446,11 @@ fn load_files(
     source: &Source,
     loads: Vec<FileLoad>,
     cache: &FileCache,
+    deadline: Deadline,
 ) -> Result<Persisted, ScanError> {
     let mut persisted = Persisted::default();
     for load in loads {
+        deadline.check()?;
         let table = load.read(source, cache)?;
         persisted.tables.entry(load.table).or_default().push(table);
     }

@@ -915,12 +915,13 @@ fn query_benchmark_runs_every_query_with_sane_answers() {
 }
 
 /// Goal: `bench/query.sh` runs whole: a fresh ringest, the load, the query
-/// set right after it and once every row is in Parquet, the report and its
-/// files.
+/// set right after it and once every row is in Parquet, the dashboard check
+/// (ingest alone, then while the panels refresh), the report and its files.
 /// Method: the script at tiny size (2000 points of 20 hosts, 1 timed run,
-/// ringest only: InfluxDB need not be installed here) against the binaries
-/// cargo built; exit 0, two files, and the report holds both states with
-/// agreeing answers and the commands.
+/// 1-second dashboard loads, ringest only: InfluxDB need not be installed
+/// here) against the binaries cargo built; exit 0, two files, and the
+/// report holds both states with agreeing answers, the dashboard figures
+/// with every write and panel answered, and the commands.
 #[test]
 fn query_script_runs_at_tiny_size() {
     let dir = common::TempDir::new("bench-query-script");
@@ -938,6 +939,7 @@ fn query_script_runs_at_tiny_size() {
         .env("LINES", "100")
         .env("CONNECTIONS", "2")
         .env("REPEAT", "1")
+        .env("DASHBOARD_S", "1")
         .env("RUST_LOG", "warn")
         .env_remove("QUICK")
         .output()
@@ -958,8 +960,21 @@ fn query_script_runs_at_tiny_size() {
         "load check: count(usage_user) = 2000 = the points loaded",
         "persisted: no row only in memory",
         "ringest-bench query --url <ringest-fresh> --label ringest-fresh",
+        "dashboard: ingest while the panels refresh = ",
+        "dashboard: panel count: 1 refreshes, 0 failed",
+        "dashboard: panel host_lookup: 1 refreshes, 0 failed",
     ] {
         assert!(report.contains(expected), "{expected:?} in\n{report}");
+    }
+    for phase in ["ingest alone", "ingest while the panels refresh"] {
+        let line = report
+            .lines()
+            .find(|l| l.starts_with(&format!("dashboard: {phase}: ")))
+            .unwrap_or_else(|| panic!("{phase} in\n{report}"));
+        assert!(
+            line.contains(", 0 write requests not acknowledged"),
+            "{line}"
+        );
     }
     assert!(!report.contains("DIFFERENT"), "{report}");
 }

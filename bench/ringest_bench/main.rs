@@ -32,6 +32,7 @@
 
 mod chaos;
 mod client;
+mod dashboard;
 mod discard;
 mod disk;
 mod load;

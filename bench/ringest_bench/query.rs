@@ -187,6 +187,13 @@ pub struct QueryArgs {
     /// Append one row per query to this CSV file.
     #[arg(long)]
     pub csv: Option<PathBuf>,
+    /// After the queries: load this many seconds alone, then as long again
+    /// while the six panels refresh (`dashboard.rs`); 0: not done.
+    #[arg(long, default_value_t = 0.0)]
+    pub dashboard_seconds: f64,
+    /// Seconds between two refreshes of the panels.
+    #[arg(long, default_value_t = 5.0)]
+    pub dashboard_every: f64,
 }
 
 /// What an answer holds, without its time column.
@@ -523,6 +530,13 @@ pub fn run(args: &QueryArgs) -> Result<QueryOutcome, QueryError> {
         ));
     }
     let positive = |x: f64| x.is_finite() && x > 0.0;
+    if !(args.dashboard_seconds == 0.0 || positive(args.dashboard_seconds))
+        || !positive(args.dashboard_every)
+    {
+        return Err(QueryError::Arguments(
+            "--dashboard-seconds must be 0 or positive, --dashboard-every positive",
+        ));
+    }
     if !positive(args.timeout) || !positive(args.wait_timeout) {
         return Err(QueryError::Arguments(
             "--timeout and --wait-timeout must be positive",
@@ -572,16 +586,7 @@ pub fn run(args: &QueryArgs) -> Result<QueryOutcome, QueryError> {
             bytes as f64 / 1_048_576.0
         );
     }
-    let mut session = Session {
-        target: &target,
-        connection: None,
-        head_prefix: format!(
-            "Host: {}\r\nUser-Agent: ringest-bench\r\n{authorization}\r\n",
-            target.authority
-        ),
-        db: &args.db,
-        timeout,
-    };
+    let mut session = Session::new(&target, &authorization, &args.db, timeout);
     let now_s = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -611,6 +616,9 @@ pub fn run(args: &QueryArgs) -> Result<QueryOutcome, QueryError> {
     }
     if let Some(csv) = &args.csv {
         append_csv(csv, &records).map_err(QueryError::Csv)?;
+    }
+    if args.dashboard_seconds > 0.0 {
+        crate::dashboard::run(args, &target, &authorization)?;
     }
     Ok(QueryOutcome {
         records,
@@ -819,7 +827,7 @@ pub fn server_cpu_s(pid: u32) -> std::io::Result<f64> {
 }
 
 /// One keep-alive connection that queries go over (reopened when broken).
-struct Session<'a> {
+pub struct Session<'a> {
     target: &'a Target,
     connection: Option<HttpConnection>,
     /// The request head after the request line.
@@ -828,9 +836,27 @@ struct Session<'a> {
     timeout: Duration,
 }
 
-impl Session<'_> {
+impl<'a> Session<'a> {
+    pub fn new(
+        target: &'a Target,
+        authorization: &str,
+        db: &'a str,
+        timeout: Duration,
+    ) -> Session<'a> {
+        Session {
+            target,
+            connection: None,
+            head_prefix: format!(
+                "Host: {}\r\nUser-Agent: ringest-bench\r\n{authorization}\r\n",
+                target.authority
+            ),
+            db,
+            timeout,
+        }
+    }
+
     /// Sends one statement; the answer's status and body (moved out).
-    fn query(&mut self, statement: &str) -> (u16, Vec<u8>) {
+    pub fn query(&mut self, statement: &str) -> (u16, Vec<u8>) {
         let head = format!(
             "GET /query?db={}&epoch=ms&q={} HTTP/1.1\r\n{}",
             client::encode(self.db),

@@ -13,8 +13,8 @@ use std::fmt;
 
 use crate::retention::{go_duration, Period, PeriodError};
 use crate::store::{
-    Bucket, FieldType, MeasurementFilter, RowsRequest, ScanRequest, ScanResponse, SchemaRequest,
-    SeriesRows, TagFilter, Value,
+    Bucket, Deadline, FieldType, MeasurementFilter, RowsRequest, ScanRequest, ScanResponse,
+    SchemaRequest, SeriesRows, TagFilter, Value,
 };
 
 use super::ast::*;
@@ -848,6 +848,8 @@ async fn fetch_schema(
         series_limit: SERIES_MAX,
         // Raised to the retention cutoff by the backend (`clamp_to_retention`).
         time_min_ns: i64::MIN,
+        // Set by the backend (`[query] time_limit_ms`).
+        deadline: Deadline::NONE,
     });
     let responses = backend
         .scan(request)
@@ -1619,6 +1621,7 @@ async fn run_select(
             fields: fields.clone(),
             condition_fields: condition_fields.clone(),
             row_limit: params.limits.rows_max,
+            deadline: Deadline::NONE,
         });
         let responses = backend
             .scan(request)

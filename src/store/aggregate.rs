@@ -512,6 +512,7 @@ impl Aggregator {
             if chunk.len() == 0 || chunk.time_max_ns < time_min || chunk.time_min_ns > time_max {
                 continue;
             }
+            self.request.deadline.check()?;
             self.feed_chunk(chunk, index < sealed, &local, order)?;
         }
         Ok(())

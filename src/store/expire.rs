@@ -140,6 +140,7 @@ mod tests {
             include_series,
             series_limit: 100,
             time_min_ns,
+            deadline: crate::store::Deadline::NONE,
         });
         let Ok(ScanResponse::Schema(measurements)) = s.scan(&request) else {
             panic!("schema scan")

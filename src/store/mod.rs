@@ -133,6 +133,41 @@ impl TagFilter {
     }
 }
 
+/// When a scan must give up: `[query] time_limit_ms` after its query
+/// began ([`ScanError::TimeLimit`]). Checked between files and between
+/// chunks, so a scan stops within one chunk's work of it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Deadline {
+    at: Option<std::time::Instant>,
+    limit_ms: u64,
+}
+
+impl Deadline {
+    /// No limit.
+    pub const NONE: Deadline = Deadline {
+        at: None,
+        limit_ms: 0,
+    };
+
+    /// `limit_ms` after `start`; 0: no limit.
+    pub fn after(start: std::time::Instant, limit_ms: u64) -> Deadline {
+        Deadline {
+            at: (limit_ms > 0).then(|| start + std::time::Duration::from_millis(limit_ms)),
+            limit_ms,
+        }
+    }
+
+    /// `Err` once the deadline passed.
+    pub fn check(&self) -> Result<(), ScanError> {
+        match self.at {
+            Some(at) if crate::clock::monotonic() >= at => Err(ScanError::TimeLimit {
+                limit_ms: self.limit_ms,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Raw rows of matching series.
 #[derive(Clone, Debug)]
 pub struct RowsRequest {
@@ -151,6 +186,7 @@ pub struct RowsRequest {
     pub condition_fields: Vec<String>,
     /// More rows than this in the response → [`ScanError::TooManyRows`].
     pub row_limit: usize,
+    pub deadline: Deadline,
 }
 
 /// Measurement names, tag keys, field keys and types, optionally series.
@@ -170,6 +206,7 @@ pub struct SchemaRequest {
     /// forgotten even while their rows still wait in a partly expired
     /// chunk or file (`i64::MIN`: every row counts).
     pub time_min_ns: i64,
+    pub deadline: Deadline,
 }
 
 /// Aggregates of one measurement's fields per group and time bucket,
@@ -199,6 +236,7 @@ pub struct AggregateRequest {
     /// Rows of series written out of order, copied to be deduplicated;
     /// more → [`ScanError::TooManyRows`].
     pub row_limit: usize,
+    pub deadline: Deadline,
 }
 
 /// A request to one shard. Owned and `Send`, so it crosses cores.
@@ -215,6 +253,22 @@ impl ScanRequest {
             ScanRequest::Rows(rows) => &rows.database,
             ScanRequest::Schema(schema) => &schema.database,
             ScanRequest::Aggregate(aggregate) => &aggregate.database,
+        }
+    }
+
+    pub fn deadline(&self) -> Deadline {
+        match self {
+            ScanRequest::Rows(rows) => rows.deadline,
+            ScanRequest::Schema(schema) => schema.deadline,
+            ScanRequest::Aggregate(aggregate) => aggregate.deadline,
+        }
+    }
+
+    pub fn set_deadline(&mut self, deadline: Deadline) {
+        match self {
+            ScanRequest::Rows(rows) => rows.deadline = deadline,
+            ScanRequest::Schema(schema) => schema.deadline = deadline,
+            ScanRequest::Aggregate(aggregate) => aggregate.deadline = deadline,
         }
     }
 }
@@ -273,6 +327,10 @@ pub enum ScanError {
     },
     /// Snapshots kept moving rows from memory to files during the scan.
     Busy,
+    /// The query ran past `[query] time_limit_ms`.
+    TimeLimit {
+        limit_ms: u64,
+    },
 }
 
 impl fmt::Display for ScanError {
@@ -300,6 +358,10 @@ impl fmt::Display for ScanError {
                 write!(f, "persisted file {path} cannot be read: {error}")
             }
             ScanError::Busy => write!(f, "persistence kept moving rows during the query; retry"),
+            ScanError::TimeLimit { limit_ms } => write!(
+                f,
+                "query-timeout limit exceeded ({limit_ms} ms, [query] time_limit_ms)"
+            ),
         }
     }
 }

@@ -64,6 +64,7 @@ pub(super) fn schema(
         let mut any = false;
         let mut present = false;
         for table in tables {
+            request.deadline.check()?;
             if !holds_rows_since(table, request.time_min_ns) {
                 continue;
             }
@@ -243,6 +244,7 @@ fn measurement_rows(
         {
             continue;
         }
+        request.deadline.check()?;
         let refs = &column_refs[order];
         let runs = chunk.runs(*sealed);
         for run in &runs.runs {

@@ -61,6 +61,7 @@ pub(super) fn rows(fields: &[&str]) -> RowsRequest {
         fields: fields.iter().map(|f| f.to_string()).collect(),
         condition_fields: Vec::new(),
         row_limit: 1000,
+        deadline: Deadline::NONE,
     }
 }
 
@@ -298,6 +299,7 @@ fn schema_scan_reports_keys_types_and_series() {
             include_series: true,
             series_limit: 100,
             time_min_ns: i64::MIN,
+            deadline: Deadline::NONE,
         })
     };
     let Ok(ScanResponse::Schema(all)) = s.scan(&request(MeasurementFilter::All, TagFilter::All))
@@ -341,6 +343,7 @@ fn schema_scan_reports_keys_types_and_series() {
         include_series: true,
         series_limit: 2,
         time_min_ns: i64::MIN,
+        deadline: Deadline::NONE,
     })) else {
         panic!("limit")
     };
@@ -649,6 +652,7 @@ fn reference_fold(store: &ShardStore, persisted: &Persisted, request: &Aggregate
         fields: request.fields.clone(),
         condition_fields: Vec::new(),
         row_limit: 1 << 20,
+        deadline: Deadline::NONE,
     };
     let Ok(ScanResponse::Rows(list)) = store.scan_with(&ScanRequest::Rows(rows_request), persisted)
     else {
@@ -874,6 +878,7 @@ fn aggregates_read_by_runs_equal_the_fold_of_the_rows() {
             sums: false,
             bucket_limit: 1 << 20,
             row_limit: 1 << 20,
+            deadline: Deadline::NONE,
         }
     };
     let host = |h: &str| TagFilter::Eq {
@@ -914,6 +919,70 @@ fn aggregates_read_by_runs_equal_the_fold_of_the_rows() {
                     "{pass}: {request:?}"
                 );
             }
+        }
+    }
+}
+
+/// Goal: a scan past its deadline (`[query] time_limit_ms`) stops with
+/// `query-timeout limit exceeded`, whatever its kind; one before it, or
+/// without one, answers. Method: rows in memory, each kind of scan with a
+/// deadline that passed (1 ms after a start one second ago), one a minute
+/// away, and none.
+#[test]
+fn scans_past_their_deadline_stop() {
+    let mut s = store(4);
+    let points: Vec<_> = (0..20)
+        .map(|t| {
+            point(
+                "cpu",
+                &[("host", "a")],
+                vec![("v", FieldValue::Integer(t))],
+                t,
+            )
+        })
+        .collect();
+    apply(&mut s, &points);
+    let start = crate::clock::monotonic();
+    let passed = Deadline::after(start - std::time::Duration::from_secs(1), 1);
+    let ahead = Deadline::after(start, 60_000);
+    let aggregate = AggregateRequest {
+        database: "db".into(),
+        measurement: "cpu".into(),
+        tag_filter: TagFilter::All,
+        time_min_ns: i64::MIN,
+        time_max_ns: i64::MAX,
+        fields: vec!["v".into()],
+        group_keys: Vec::new(),
+        window: None,
+        sums: false,
+        bucket_limit: 100,
+        row_limit: 100,
+        deadline: Deadline::NONE,
+    };
+    let schema = SchemaRequest {
+        database: "db".into(),
+        measurements: MeasurementFilter::All,
+        tag_filter: TagFilter::All,
+        include_series: true,
+        series_limit: 100,
+        time_min_ns: i64::MIN,
+        deadline: Deadline::NONE,
+    };
+    let requests = [
+        ScanRequest::Rows(rows(&["v"])),
+        ScanRequest::Schema(schema),
+        ScanRequest::Aggregate(aggregate),
+    ];
+    for mut request in requests {
+        request.set_deadline(passed);
+        let error = s.scan(&request).expect_err("past its deadline");
+        assert_eq!(error, ScanError::TimeLimit { limit_ms: 1 });
+        assert!(error
+            .to_string()
+            .starts_with("query-timeout limit exceeded"));
+        for deadline in [ahead, Deadline::NONE] {
+            request.set_deadline(deadline);
+            assert!(s.scan(&request).is_ok(), "{deadline:?}");
         }
     }
 }

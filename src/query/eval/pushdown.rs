@@ -86,6 +86,7 @@ pub(super) fn request(
             .any(|base| matches!(base.function.as_str(), "sum" | "mean")),
         bucket_limit: target.limits.buckets_max,
         row_limit: target.limits.rows_max,
+        deadline: crate::store::Deadline::NONE,
     })
 }
 

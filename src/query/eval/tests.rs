@@ -860,6 +860,7 @@ fn grafana_workload(
             fields: vec!["usage".into()],
             condition_fields: Vec::new(),
             row_limit: usize::MAX,
+            deadline: crate::store::Deadline::NONE,
         });
         let began = std::time::Instant::now();
         let rows = futures_lite::future::block_on(backend.scan(request));
