@@ -603,15 +603,22 @@ impl Shard {
                     .borrow()
                     .scan_with(request, &Persisted::default());
             }
-            let source = self.files_source.clone();
-            let cache = self.file_cache.clone();
-            let deadline = request.deadline();
-            let loaded = crate::blocking::run(move || load_files(&source, loads, &cache, deadline))
-                .await
-                .map_err(|error| ScanError::PersistedFile {
-                    path: root_display(&self.parquet_root),
-                    error: format!("cannot start a reader thread: {error}"),
-                })?;
+            // Every file decoded already (a dashboard's refresh): no
+            // reader thread; the scan itself runs here either way.
+            let loaded = match cached_files(&loads, &self.file_cache) {
+                Some(persisted) => Ok(persisted),
+                None => {
+                    let source = self.files_source.clone();
+                    let cache = self.file_cache.clone();
+                    let deadline = request.deadline();
+                    crate::blocking::run(move || load_files(&source, loads, &cache, deadline))
+                        .await
+                        .map_err(|error| ScanError::PersistedFile {
+                            path: root_display(&self.parquet_root),
+                            error: format!("cannot start a reader thread: {error}"),
+                        })?
+                }
+            };
             if self.files_version.get() == version {
                 return self.store.borrow().scan_with(request, &loaded?);
             }
@@ -1455,6 +1462,20 @@ fn load_files(
         persisted.tables.entry(load.table).or_default().push(table);
     }
     Ok(persisted)
+}
+
+/// The tables of a scan's files when the cache holds every one of them.
+fn cached_files(loads: &[FileLoad], cache: &FileCache) -> Option<Persisted> {
+    let mut persisted = Persisted::default();
+    for load in loads {
+        let table = cache.cached(&load.path, &load.request)?;
+        persisted
+            .tables
+            .entry(load.table.clone())
+            .or_default()
+            .push(table);
+    }
+    Some(persisted)
 }
 
 fn root_display(root: &std::path::Path) -> String {

@@ -27,6 +27,21 @@ struct Key {
     owner: Option<(usize, usize)>,
 }
 
+impl Key {
+    fn of(path: &str, request: &LoadRequest) -> Key {
+        Key {
+            path: path.to_string(),
+            fields: request.fields.as_ref().map(|fields| {
+                let mut fields = fields.clone();
+                fields.sort();
+                fields.dedup();
+                fields
+            }),
+            owner: request.owner,
+        }
+    }
+}
+
 struct Entry {
     table: Arc<Table>,
     bytes: usize,
@@ -69,27 +84,12 @@ impl FileCache {
         path: &str,
         request: &LoadRequest,
     ) -> Result<Arc<Table>, ParquetError> {
-        let key = Key {
-            path: path.to_string(),
-            fields: request.fields.as_ref().map(|fields| {
-                let mut fields = fields.clone();
-                fields.sort();
-                fields.dedup();
-                fields
-            }),
-            owner: request.owner,
-        };
+        let key = Key::of(path, request);
+        if let Some(table) = self.lookup(&key) {
+            return Ok(table);
+        }
         if self.budget > 0 {
-            let mut state = self.lock();
-            state.clock += 1;
-            let now = state.clock;
-            if let Some(entry) = state.entries.get_mut(&key) {
-                entry.used = now;
-                let table = entry.table.clone();
-                state.hits += 1;
-                return Ok(table);
-            }
-            state.misses += 1;
+            self.lock().misses += 1;
         }
         let loaded = parquet::load(source, path, request)?;
         let table = Arc::new(loaded.table);
@@ -100,6 +100,27 @@ impl FileCache {
             }
         }
         Ok(table)
+    }
+
+    /// The table of `path` as `request` asks if the cache holds it (a
+    /// hit), without reading anything: a scan whose files are all kept
+    /// needs no reader thread.
+    pub fn cached(&self, path: &str, request: &LoadRequest) -> Option<Arc<Table>> {
+        self.lookup(&Key::of(path, request))
+    }
+
+    fn lookup(&self, key: &Key) -> Option<Arc<Table>> {
+        if self.budget == 0 {
+            return None;
+        }
+        let mut state = self.lock();
+        state.clock += 1;
+        let now = state.clock;
+        let entry = state.entries.get_mut(key)?;
+        entry.used = now;
+        let table = entry.table.clone();
+        state.hits += 1;
+        Some(table)
     }
 
     fn insert(&self, key: Key, table: Arc<Table>, bytes: usize) {
