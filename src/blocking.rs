@@ -19,10 +19,42 @@ where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
+    run_at(0, work)
+}
+
+/// Nice value of a query's reader threads: the kernel gives them about a
+/// tenth of a core's time while the shards (nice 0, pinned) want it all, so
+/// a heavy query slows down instead of slowing ingest.
+const QUERY_NICE: libc::c_int = 10;
+
+/// [`run`] for a query's file reads and folds: the thread runs below the
+/// shards ([`QUERY_NICE`]).
+pub fn run_for_query<R, F>(work: F) -> impl Future<Output = std::io::Result<R>>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    run_at(QUERY_NICE, work)
+}
+
+fn run_at<R, F>(nice: libc::c_int, work: F) -> impl Future<Output = std::io::Result<R>>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
     let (reply, answer) = futures_channel::oneshot::channel();
     let spawned = std::thread::Builder::new()
         .name("ringest-blocking".into())
         .spawn(move || {
+            if nice != 0 {
+                // Linux: a thread's nice value is its own (`who` = its tid).
+                // A failure only leaves it at the shards' priority.
+                // SAFETY: plain syscalls on this thread; no memory passed.
+                unsafe {
+                    let tid = libc::gettid();
+                    libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice);
+                }
+            }
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
             let _ = reply.send(result);
         });

@@ -611,12 +611,14 @@ impl Shard {
                     let source = self.files_source.clone();
                     let cache = self.file_cache.clone();
                     let deadline = request.deadline();
-                    crate::blocking::run(move || load_files(&source, loads, &cache, deadline))
-                        .await
-                        .map_err(|error| ScanError::PersistedFile {
-                            path: root_display(&self.parquet_root),
-                            error: format!("cannot start a reader thread: {error}"),
-                        })?
+                    crate::blocking::run_for_query(move || {
+                        load_files(&source, loads, &cache, deadline)
+                    })
+                    .await
+                    .map_err(|error| ScanError::PersistedFile {
+                        path: root_display(&self.parquet_root),
+                        error: format!("cannot start a reader thread: {error}"),
+                    })?
                 }
             };
             if self.files_version.get() == version {
@@ -637,7 +639,7 @@ impl Shard {
         request: &ScanRequest,
         aggregate: &AggregateRequest,
     ) -> Result<Vec<aggregate::GroupAggregates>, ScanError> {
-        let mut held = HashSet::new();
+        let mut held = aggregate::HeldSeries::new();
         for _ in 0..SCAN_ATTEMPTS {
             let version = self.files_version.get();
             let loads = self.files_to_load(request)?;
@@ -646,7 +648,7 @@ impl Shard {
                 let source = self.files_source.clone();
                 let cache = self.file_cache.clone();
                 let deadline = aggregate.deadline;
-                let fed = crate::blocking::run(move || -> Result<_, ScanError> {
+                let fed = crate::blocking::run_for_query(move || -> Result<_, ScanError> {
                     for load in loads {
                         deadline.check()?;
                         aggregator.feed(&*load.read(&source, &cache)?)?;

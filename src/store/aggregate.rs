@@ -25,7 +25,7 @@
 //! path; a group of several series sums series by series (the last bits of
 //! a float `sum`/`mean` may differ from a time-interleaved sum).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -197,11 +197,15 @@ pub enum Finished {
     Done(Vec<GroupAggregates>),
     /// These series' rows were not in strictly increasing time order: feed
     /// everything again with them held.
-    Again(Vec<Vec<(String, String)>>),
+    Again(HeldSeries),
 }
 
 /// Tags of a series.
 type Tags = Vec<(String, String)>;
+
+/// Series to hold, each with the time spans (first, last time in range) of
+/// its runs as the attempt that found it saw them, sorted.
+pub type HeldSeries = HashMap<Tags, Vec<(i64, i64)>>;
 
 const SKIP: u32 = u32::MAX;
 
@@ -209,7 +213,13 @@ struct SeriesState {
     group: u32,
     last_ns: i64,
     disordered: bool,
-    held: bool,
+    /// The spans of its runs in the previous attempt (sorted) when held.
+    held: Option<Vec<(i64, i64)>>,
+    /// The spans of its runs in this attempt.
+    spans: Vec<(i64, i64)>,
+    /// Held, but this attempt's runs are not those spans: hold it again,
+    /// with this attempt's.
+    spans_moved: bool,
 }
 
 /// One field's slots, typed once its first column is seen.
@@ -387,7 +397,7 @@ struct HeldRow {
 /// Folds the rows of one measurement's sources into group × bucket slots.
 pub struct Aggregator {
     request: AggregateRequest,
-    held_tags: HashSet<Tags>,
+    held_tags: HeldSeries,
     series_ids: HashMap<Tags, u32>,
     series: Vec<SeriesState>,
     series_tags: Vec<Tags>,
@@ -410,7 +420,7 @@ pub struct Aggregator {
 impl Aggregator {
     /// `held`: series whose rows are copied and deduplicated (a previous
     /// attempt's [`Finished::Again`]).
-    pub fn new(request: AggregateRequest, held: HashSet<Tags>) -> Aggregator {
+    pub fn new(request: AggregateRequest, held: HeldSeries) -> Aggregator {
         let fields = request.fields.iter().map(|_| FieldSlots::Unknown).collect();
         Aggregator {
             request,
@@ -466,7 +476,9 @@ impl Aggregator {
             group,
             last_ns: i64::MIN,
             disordered: false,
-            held: self.held_tags.contains(tags),
+            held: self.held_tags.get(tags).cloned(),
+            spans: Vec::new(),
+            spans_moved: false,
         });
         self.series_tags.push(tags.clone());
         self.series_ids.insert(tags.clone(), id);
@@ -558,8 +570,35 @@ impl Aggregator {
             if range.is_empty() {
                 continue;
             }
+            let (first, last) = (times[runs.row(range.start)], times[runs.row(range.end - 1)]);
             let state = &mut self.series[id as usize];
-            if state.held {
+            state.spans.push((first, last));
+            let whole_run = range.start == run.start as usize && range.end == run.end as usize;
+            let summary = (whole_run && summarised).then_some(run_index);
+            if let Some(spans) = &state.held {
+                // Only rows that another run of the series may repeat
+                // (within its span) need merging; with a sum asked, all
+                // of them (added in time order).
+                let shared = if self.request.sums || runs.repeats {
+                    Some((first, last))
+                } else {
+                    match shared_span(spans, (first, last)) {
+                        Ok(shared) => shared,
+                        Err(()) => {
+                            state.spans_moved = true;
+                            Some((first, last))
+                        }
+                    }
+                };
+                let group = state.group;
+                let Some((low, high)) = shared else {
+                    self.fold_stretch(&mut fold, group, range, summary)?;
+                    continue;
+                };
+                let start = range.start + partition_times(&runs, times, range.clone(), low);
+                let end =
+                    start + partition_times(&runs, times, start..range.end, high.saturating_add(1));
+                self.fold_stretch(&mut fold, group, range.start..start, None)?;
                 hold_run(
                     HeldStore {
                         rows: self.held.entry(id).or_default(),
@@ -568,14 +607,14 @@ impl Aggregator {
                         limit: self.request.row_limit,
                     },
                     &runs,
-                    range,
+                    start..end,
                     times,
                     &fold.columns,
                     order,
                 )?;
+                self.fold_stretch(&mut fold, group, end..range.end, None)?;
                 continue;
             }
-            let (first, last) = (times[runs.row(range.start)], times[runs.row(range.end - 1)]);
             if first <= state.last_ns || runs.repeats {
                 state.disordered = true;
             }
@@ -586,41 +625,66 @@ impl Aggregator {
                 continue;
             }
             let group = state.group;
-            let whole_run = range.start == run.start as usize && range.end == run.end as usize;
-            let Some((interval, offset)) = self.request.window else {
-                let slot = self.slot(group, 0)? as usize;
-                let summary = (whole_run && summarised).then_some(run_index);
-                fold.fold(&mut self.fields, slot, range, summary);
-                continue;
-            };
-            let mut start = range.start;
-            while start < range.end {
-                let time = times[runs.row(start)];
-                let bucket_end = bucket_start(time, interval, offset).saturating_add(interval);
-                let end = runs
-                    .bucket_end(start..range.end, times, bucket_end)
-                    .max(start + 1);
-                let slot = self.slot(group, time)? as usize;
-                let whole = whole_run && start == range.start && end == range.end;
-                let summary = (whole && summarised).then_some(run_index);
-                fold.fold(&mut self.fields, slot, start..end, summary);
-                start = end;
-            }
+            self.fold_stretch(&mut fold, group, range, summary)?;
+        }
+        Ok(())
+    }
+
+    /// Folds the rows at `range` of one run (of a series of `group`) into
+    /// their buckets' slots: the whole range in one step without `GROUP BY
+    /// time`, else one stretch per bucket; `summary` (the run, read whole)
+    /// folds from its summary where one bucket holds the whole range.
+    fn fold_stretch(
+        &mut self,
+        fold: &mut ChunkFold<'_>,
+        group: u32,
+        range: Range<usize>,
+        summary: Option<usize>,
+    ) -> Result<(), ScanError> {
+        if range.is_empty() {
+            return Ok(());
+        }
+        let Some((interval, offset)) = self.request.window else {
+            let slot = self.slot(group, 0)? as usize;
+            fold.fold(&mut self.fields, slot, range, summary);
+            return Ok(());
+        };
+        let (runs, times) = (fold.runs, &fold.chunk.times);
+        let mut start = range.start;
+        while start < range.end {
+            let time = times[runs.row(start)];
+            let bucket_end = bucket_start(time, interval, offset).saturating_add(interval);
+            let end = runs
+                .bucket_end(start..range.end, times, bucket_end)
+                .max(start + 1);
+            let slot = self.slot(group, time)? as usize;
+            let whole = start == range.start && end == range.end;
+            fold.fold(
+                &mut self.fields,
+                slot,
+                start..end,
+                summary.filter(|_| whole),
+            );
+            start = end;
         }
         Ok(())
     }
 
     /// The groups' buckets, or the series to hold in another attempt.
     pub fn finish(mut self) -> Result<Finished, ScanError> {
-        let disordered: Vec<Tags> = self
-            .series
-            .iter()
-            .zip(&self.series_tags)
-            .filter(|(s, _)| s.disordered)
-            .map(|(_, tags)| tags.clone())
-            .collect();
-        if !disordered.is_empty() {
-            return Ok(Finished::Again(disordered));
+        let mut again: HeldSeries = HashMap::new();
+        for (state, tags) in self.series.iter_mut().zip(&self.series_tags) {
+            state.spans.sort_unstable();
+            // A held series whose runs are not the spans it was held with
+            // (the sources changed between attempts) may have rows that
+            // repeat one another outside the rows held: again, with these.
+            let moved = state.spans_moved || state.held.as_ref().is_some_and(|h| *h != state.spans);
+            if state.disordered || (moved && !self.request.sums) {
+                again.insert(tags.clone(), std::mem::take(&mut state.spans));
+            }
+        }
+        if !again.is_empty() {
+            return Ok(Finished::Again(again));
         }
         self.fold_held()?;
         let mut per_group: Vec<Vec<Bucket>> = vec![Vec::new(); self.group_keys.len()];
@@ -691,6 +755,48 @@ impl Aggregator {
         }
         Ok(())
     }
+}
+
+/// The span of `own` (a run's first and last time) that other runs of the
+/// series may repeat: from the earliest to the latest time it shares with
+/// any of them; `None` if it shares none. `spans` holds every run's span,
+/// `own` included once: `Err` when it does not (the runs changed).
+fn shared_span(spans: &[(i64, i64)], own: (i64, i64)) -> Result<Option<(i64, i64)>, ()> {
+    let mut seen_own = false;
+    let mut shared: Option<(i64, i64)> = None;
+    for &span in spans {
+        if span == own && !seen_own {
+            seen_own = true;
+            continue;
+        }
+        if span.0 <= own.1 && span.1 >= own.0 {
+            let (low, high) = (span.0.max(own.0), span.1.min(own.1));
+            shared = Some(match shared {
+                None => (low, high),
+                Some((l, h)) => (l.min(low), h.max(high)),
+            });
+        }
+    }
+    if seen_own {
+        Ok(shared)
+    } else {
+        Err(())
+    }
+}
+
+/// The number of leading positions of `range` (of one run) whose time is
+/// below `bound`.
+fn partition_times(runs: &SeriesRuns, times: &[i64], range: Range<usize>, bound: i64) -> usize {
+    let (mut low, mut high) = (range.start, range.end);
+    while low < high {
+        let middle = low + (high - low) / 2;
+        if times[runs.row(middle)] < bound {
+            low = middle + 1;
+        } else {
+            high = middle;
+        }
+    }
+    low - range.start
 }
 
 /// Where held rows go.
@@ -825,7 +931,7 @@ pub(super) fn aggregate(
     tables: &[&Table],
     request: &AggregateRequest,
 ) -> Result<Vec<GroupAggregates>, ScanError> {
-    let mut held = HashSet::new();
+    let mut held = HeldSeries::new();
     loop {
         let mut aggregator = Aggregator::new(request.clone(), held.clone());
         for table in tables {
