@@ -639,7 +639,7 @@ impl Shard {
         request: &ScanRequest,
         aggregate: &AggregateRequest,
     ) -> Result<Vec<aggregate::GroupAggregates>, ScanError> {
-        let mut held = aggregate::HeldSeries::new();
+        let mut held = aggregate::HeldSeries::default();
         for _ in 0..SCAN_ATTEMPTS {
             let version = self.files_version.get();
             let loads = self.files_to_load(request)?;

@@ -1108,7 +1108,7 @@ fn chunk_bytes(chunk: &Chunk) -> usize {
 /// not chosen by an adversary who sees the table: series hashes are
 /// already mixed, and a collision only costs a probe).
 #[derive(Clone, Copy, Debug, Default)]
-struct FastHasher(u64);
+pub struct FastHasher(u64);
 
 impl FastHasher {
     fn mix(&mut self, word: u64) {
@@ -1144,7 +1144,7 @@ impl std::hash::Hasher for FastHasher {
     }
 }
 
-type FastHash = std::hash::BuildHasherDefault<FastHasher>;
+pub type FastHash = std::hash::BuildHasherDefault<FastHasher>;
 
 pub mod aggregate;
 mod runs;
