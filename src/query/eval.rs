@@ -541,7 +541,8 @@ async fn run_statement(
                 Some(MeasurementName::Name(n)) => MeasurementFilter::Names(vec![n.clone()]),
                 Some(MeasurementName::Regex(r)) => MeasurementFilter::Regex(r.clone()),
             };
-            let schema = fetch_schema(backend, &db, filter, condition.as_ref(), false).await?;
+            let schema =
+                fetch_schema(backend, &db, filter, condition.as_ref(), SeriesWanted::None).await?;
             let values: Vec<Vec<Cell>> = limit_offset(schema.into_keys(), *limit, *offset)
                 .map(|name| vec![Cell::Value(Value::String(name))])
                 .collect();
@@ -565,8 +566,14 @@ async fn run_statement(
             let Some(db) = show_database(on.as_ref(), params, backend)? else {
                 return Ok(Vec::new());
             };
-            let schema =
-                fetch_schema(backend, &db, source_filter(from), condition.as_ref(), false).await?;
+            let schema = fetch_schema(
+                backend,
+                &db,
+                source_filter(from),
+                condition.as_ref(),
+                SeriesWanted::None,
+            )
+            .await?;
             let mut out = Vec::new();
             for (name, m) in schema {
                 if !source_matches(from, &name) || m.tag_keys.is_empty() {
@@ -598,8 +605,21 @@ async fn run_statement(
             let Some(db) = show_database(on.as_ref(), params, backend)? else {
                 return Ok(Vec::new());
             };
-            let schema =
-                fetch_schema(backend, &db, source_filter(from), condition.as_ref(), true).await?;
+            // Series need carry only the keys asked for, when named.
+            let keys = match key {
+                KeyMatch::Eq(want) => Some(vec![want.clone()]),
+                KeyMatch::In(keys) => Some(keys.clone()),
+                _ => None,
+            };
+            let series = SeriesWanted::Keys(keys);
+            let schema = fetch_schema(
+                backend,
+                &db,
+                source_filter(from),
+                condition.as_ref(),
+                series,
+            )
+            .await?;
             let mut out = Vec::new();
             for (name, m) in schema {
                 if !source_matches(from, &name) {
@@ -646,7 +666,8 @@ async fn run_statement(
             let Some(db) = show_database(on.as_ref(), params, backend)? else {
                 return Ok(Vec::new());
             };
-            let schema = fetch_schema(backend, &db, source_filter(from), None, false).await?;
+            let schema =
+                fetch_schema(backend, &db, source_filter(from), None, SeriesWanted::None).await?;
             let mut out = Vec::new();
             for (name, m) in schema {
                 if !source_matches(from, &name) || m.fields.is_empty() {
@@ -682,8 +703,14 @@ async fn run_statement(
             let Some(db) = show_database(on.as_ref(), params, backend)? else {
                 return Ok(Vec::new());
             };
-            let schema =
-                fetch_schema(backend, &db, source_filter(from), condition.as_ref(), true).await?;
+            let schema = fetch_schema(
+                backend,
+                &db,
+                source_filter(from),
+                condition.as_ref(),
+                SeriesWanted::Keys(None),
+            )
+            .await?;
             let mut keys = Vec::new();
             for (name, m) in schema {
                 if !source_matches(from, &name) {
@@ -829,13 +856,24 @@ struct Schema {
     series: BTreeSet<Vec<(String, String)>>,
 }
 
+/// Which series a schema fetch brings.
+enum SeriesWanted {
+    None,
+    /// With only these tag keys (`None`: all of them).
+    Keys(Option<Vec<String>>),
+}
+
 async fn fetch_schema(
     backend: &impl QueryBackend,
     db: &str,
     measurements: MeasurementFilter,
     condition: Option<&Expr>,
-    include_series: bool,
+    series: SeriesWanted,
 ) -> Result<BTreeMap<String, Schema>, StatementError> {
+    let (include_series, series_keys) = match series {
+        SeriesWanted::None => (false, None),
+        SeriesWanted::Keys(keys) => (true, keys),
+    };
     // Tag predicates only; an identifier is read as a tag here.
     let tag_filter = condition
         .and_then(|c| to_tag_filter(c, &|_| true))
@@ -845,6 +883,7 @@ async fn fetch_schema(
         measurements,
         tag_filter,
         include_series,
+        series_keys,
         series_limit: SERIES_MAX,
         // Raised to the retention cutoff by the backend (`clamp_to_retention`).
         time_min_ns: i64::MIN,
@@ -1538,8 +1577,14 @@ async fn run_select(
     if select.group_time.is_some() && time_max == TIME_MAX_NS {
         time_max = params.now_ns;
     }
-    let schema_all =
-        fetch_schema(backend, &db, source_filter(&select.sources), None, false).await?;
+    let schema_all = fetch_schema(
+        backend,
+        &db,
+        source_filter(&select.sources),
+        None,
+        SeriesWanted::None,
+    )
+    .await?;
     let mut out: Vec<OutSeries> = Vec::new();
     for (measurement, schema) in &schema_all {
         if !source_matches(&select.sources, measurement) {

@@ -499,6 +499,65 @@ struct HeldRow {
     at: u32,
 }
 
+/// Entries of a [`DenseSlots`] table at most (16 MiB).
+const DENSE_ENTRIES_MAX: usize = 1 << 22;
+
+/// The slots of `GROUP BY time` over a bounded time range, found by
+/// arithmetic: per group, one entry per bucket of the range, so a series
+/// whose every row opens a bucket (one point per second grouped by second)
+/// costs no hash lookup per row. Groups past what the table may hold use
+/// the hash map.
+struct DenseSlots {
+    first_start: i64,
+    interval: i64,
+    buckets: usize,
+    groups_max: usize,
+    /// `group × buckets + bucket` → slot (`SKIP`: none yet); grown a group
+    /// at a time.
+    slots: Vec<u32>,
+}
+
+impl DenseSlots {
+    fn for_request(request: &AggregateRequest) -> Option<DenseSlots> {
+        let (interval, offset) = request.window?;
+        if request.time_min_ns == i64::MIN || request.time_max_ns == i64::MAX || interval <= 0 {
+            return None;
+        }
+        let first_start = bucket_start(request.time_min_ns, interval, offset);
+        let last_start = bucket_start(request.time_max_ns, interval, offset);
+        let buckets = (i128::from(last_start) - i128::from(first_start)) / i128::from(interval) + 1;
+        let buckets = usize::try_from(buckets)
+            .ok()
+            .filter(|b| *b <= DENSE_ENTRIES_MAX)?;
+        Some(DenseSlots {
+            first_start,
+            interval,
+            buckets,
+            groups_max: DENSE_ENTRIES_MAX / buckets,
+            slots: Vec::new(),
+        })
+    }
+
+    /// The entry of (group, bucket `start`), the table grown to hold it;
+    /// `None` for a group or bucket outside it.
+    #[inline]
+    fn index(&mut self, group: u32, start: i64) -> Option<usize> {
+        let group = group as usize;
+        if group >= self.groups_max || start < self.first_start {
+            return None;
+        }
+        let bucket = usize::try_from(start.checked_sub(self.first_start)? / self.interval).ok()?;
+        if bucket >= self.buckets {
+            return None;
+        }
+        let index = group * self.buckets + bucket;
+        if self.slots.len() <= index {
+            self.slots.resize((group + 1) * self.buckets, SKIP);
+        }
+        Some(index)
+    }
+}
+
 /// Folds the rows of one measurement's sources into group × bucket slots.
 pub struct Aggregator {
     request: AggregateRequest,
@@ -511,6 +570,8 @@ pub struct Aggregator {
     /// Per group: the last bucket start it used and that slot.
     group_cache: Vec<(i64, u32)>,
     slot_ids: HashMap<(u32, i64), u32, FastHash>,
+    /// Slots by arithmetic for `GROUP BY time` over a bounded range.
+    dense: Option<DenseSlots>,
     slot_keys: Vec<(u32, i64)>,
     fields: Vec<FieldSlots>,
     /// Per held series id: its rows as fed (runs in time order, one after
@@ -527,6 +588,7 @@ impl Aggregator {
     /// attempt's [`Finished::Again`]).
     pub fn new(request: AggregateRequest, held: HeldSeries) -> Aggregator {
         let fields = request.fields.iter().map(|_| FieldSlots::Unknown).collect();
+        let dense = DenseSlots::for_request(&request);
         Aggregator {
             request,
             held_tags: held,
@@ -537,6 +599,7 @@ impl Aggregator {
             group_keys: Vec::new(),
             group_cache: Vec::new(),
             slot_ids: HashMap::default(),
+            dense,
             slot_keys: Vec::new(),
             fields,
             held: HashMap::default(),
@@ -601,21 +664,42 @@ impl Aggregator {
         if cached.1 != SKIP && cached.0 == start {
             return Ok(cached.1);
         }
-        let next = self.slot_keys.len() as u32;
-        let slot = *self.slot_ids.entry((group, start)).or_insert(next);
-        if slot == next {
-            if self.slot_keys.len() >= self.request.bucket_limit {
-                return Err(ScanError::TooManyBuckets {
-                    limit: self.request.bucket_limit,
-                });
-            }
-            self.slot_keys.push((group, start));
-            for field in &mut self.fields {
-                field.push_slot();
-            }
-        }
+        let slot = match self.dense.as_mut().and_then(|d| d.index(group, start)) {
+            Some(index) => match self.dense.as_ref().map(|d| d.slots[index]) {
+                Some(slot) if slot != SKIP => slot,
+                _ => {
+                    let slot = self.new_slot(group, start)?;
+                    if let Some(dense) = self.dense.as_mut() {
+                        dense.slots[index] = slot;
+                    }
+                    slot
+                }
+            },
+            None => match self.slot_ids.get(&(group, start)) {
+                Some(&slot) => slot,
+                None => {
+                    let slot = self.new_slot(group, start)?;
+                    self.slot_ids.insert((group, start), slot);
+                    slot
+                }
+            },
+        };
         self.group_cache[group as usize] = (start, slot);
         Ok(slot)
+    }
+
+    /// A new slot for (group, bucket start), within the bucket limit.
+    fn new_slot(&mut self, group: u32, start: i64) -> Result<u32, ScanError> {
+        if self.slot_keys.len() >= self.request.bucket_limit {
+            return Err(ScanError::TooManyBuckets {
+                limit: self.request.bucket_limit,
+            });
+        }
+        self.slot_keys.push((group, start));
+        for field in &mut self.fields {
+            field.push_slot();
+        }
+        Ok(self.slot_keys.len() as u32 - 1)
     }
 
     /// Folds the rows of one source table (sources oldest first).

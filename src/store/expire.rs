@@ -138,6 +138,7 @@ mod tests {
             measurements: MeasurementFilter::All,
             tag_filter: TagFilter::All,
             include_series,
+            series_keys: None,
             series_limit: 100,
             time_min_ns,
             deadline: crate::store::Deadline::NONE,

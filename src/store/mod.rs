@@ -198,6 +198,10 @@ pub struct SchemaRequest {
     /// measurement with no passing series is left out unless `All`.
     pub tag_filter: TagFilter,
     pub include_series: bool,
+    /// Series carry only these tag keys (`SHOW TAG VALUES WITH KEY = …`
+    /// needs no other), so series that differ only elsewhere are one;
+    /// `None`: every key.
+    pub series_keys: Option<Vec<String>>,
     /// More series than this in the response → [`ScanError::TooManySeries`].
     pub series_limit: usize,
     /// Rows older than this do not count: a measurement, a series, is

@@ -60,7 +60,7 @@ pub(super) fn schema(
         }
         let mut tag_keys: BTreeSet<&str> = BTreeSet::new();
         let mut fields: BTreeMap<&str, super::FieldType> = BTreeMap::new();
-        let mut series: BTreeSet<&Vec<(String, String)>> = BTreeSet::new();
+        let mut series: BTreeSet<Vec<(&str, &str)>> = BTreeSet::new();
         let mut any = false;
         let mut present = false;
         for table in tables {
@@ -93,7 +93,7 @@ pub(super) fn schema(
                 if filtered {
                     tag_keys.extend(tags.iter().map(|(k, _)| k.as_str()));
                 }
-                if request.include_series && series.insert(tags) {
+                if request.include_series && series.insert(projected(tags, &request.series_keys)) {
                     series_total += 1;
                     if series_total > request.series_limit {
                         return Err(ScanError::TooManySeries {
@@ -113,10 +113,28 @@ pub(super) fn schema(
                 .into_iter()
                 .map(|(k, t)| (k.to_string(), t))
                 .collect(),
-            series: series.into_iter().cloned().collect(),
+            series: series
+                .into_iter()
+                .map(|tags| {
+                    tags.into_iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect()
+                })
+                .collect(),
         });
     }
     Ok(out)
+}
+
+/// The tags of a series with only `keys` (all when `None`), borrowed.
+fn projected<'a>(
+    tags: &'a [(String, String)],
+    keys: &Option<Vec<String>>,
+) -> Vec<(&'a str, &'a str)> {
+    tags.iter()
+        .filter(|(k, _)| keys.as_ref().is_none_or(|keys| keys.contains(k)))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
 }
 
 /// Does the table hold a row at or after `time_min_ns`? (A table whose
