@@ -37,7 +37,7 @@
 //! | release | [`store`], [`wal`] | the frozen rows leave memory, the WAL segments behind the position are deleted |
 //! | compact | [`persist::compact`], [`persister`] | runs of small files of one day merge into one; the catalog swaps them atomically |
 //! | expire | [`persister`], [`store`] | files and rows past their database's retention are dropped |
-//! | read | [`shard`], [`store`] | scans read the shard's files and its memory as one store; aggregates fold while scanning ([`store::aggregate`]) |
+//! | read | [`shard`], [`store`] | scans read the shard's files and its memory as one store, run by run (a chunk's rows grouped by series in time order); aggregates fold while scanning, whole runs and blocks from kept summaries ([`store::aggregate`]) |
 //!
 //! # Module map
 //!

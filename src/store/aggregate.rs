@@ -768,39 +768,38 @@ impl Aggregator {
                 // (within its span) need merging; with a sum asked, all
                 // of them (added in time order).
                 let shared = if self.request.sums || runs.repeats {
-                    Some((first, last))
+                    vec![(first, last)]
                 } else {
-                    match shared_span(spans, (first, last)) {
-                        Ok(shared) => shared,
-                        Err(()) => {
-                            state.spans_moved = true;
-                            Some((first, last))
-                        }
-                    }
+                    shared_spans(spans, (first, last)).unwrap_or_else(|()| {
+                        state.spans_moved = true;
+                        vec![(first, last)]
+                    })
                 };
                 let group = state.group;
-                let Some((low, high)) = shared else {
-                    self.fold_stretch(&mut fold, group, range, summary)?;
-                    continue;
-                };
-                let start = range.start + partition_times(&runs, times, range.clone(), low);
-                let end =
-                    start + partition_times(&runs, times, start..range.end, high.saturating_add(1));
-                self.fold_stretch(&mut fold, group, range.start..start, summary)?;
-                hold_run(
-                    HeldStore {
-                        rows: self.held.entry(id).or_default(),
-                        values: &mut self.held_values,
-                        count: &mut self.held_count,
-                        limit: self.request.row_limit,
-                    },
-                    &runs,
-                    start..end,
-                    times,
-                    &fold.columns,
-                    order,
-                )?;
-                self.fold_stretch(&mut fold, group, end..range.end, summary)?;
+                // Between the shared parts: folded directly; the parts:
+                // held.
+                let mut at = range.start;
+                for (low, high) in shared {
+                    let start = at + partition_times(&runs, times, at..range.end, low);
+                    let end = start
+                        + partition_times(&runs, times, start..range.end, high.saturating_add(1));
+                    self.fold_stretch(&mut fold, group, at..start, summary)?;
+                    hold_run(
+                        HeldStore {
+                            rows: self.held.entry(id).or_default(),
+                            values: &mut self.held_values,
+                            count: &mut self.held_count,
+                            limit: self.request.row_limit,
+                        },
+                        &runs,
+                        start..end,
+                        times,
+                        &fold.columns,
+                        order,
+                    )?;
+                    at = end;
+                }
+                self.fold_stretch(&mut fold, group, at..range.end, summary)?;
                 continue;
             }
             if first <= state.last_ns || runs.repeats {
@@ -945,31 +944,35 @@ impl Aggregator {
     }
 }
 
-/// The span of `own` (a run's first and last time) that other runs of the
-/// series may repeat: from the earliest to the latest time it shares with
-/// any of them; `None` if it shares none. `spans` holds every run's span,
-/// `own` included once: `Err` when it does not (the runs changed).
-fn shared_span(spans: &[(i64, i64)], own: (i64, i64)) -> Result<Option<(i64, i64)>, ()> {
+/// The parts of `own` (a run's first and last time) that other runs of the
+/// series may repeat: its intersections with their spans, merged where they
+/// overlap, in time order (empty if it shares nothing). `spans` holds every
+/// run's span, `own` included once: `Err` when it does not (the runs
+/// changed).
+fn shared_spans(spans: &[(i64, i64)], own: (i64, i64)) -> Result<Vec<(i64, i64)>, ()> {
     let mut seen_own = false;
-    let mut shared: Option<(i64, i64)> = None;
+    let mut shared: Vec<(i64, i64)> = Vec::new();
     for &span in spans {
         if span == own && !seen_own {
             seen_own = true;
             continue;
         }
         if span.0 <= own.1 && span.1 >= own.0 {
-            let (low, high) = (span.0.max(own.0), span.1.min(own.1));
-            shared = Some(match shared {
-                None => (low, high),
-                Some((l, h)) => (l.min(low), h.max(high)),
-            });
+            shared.push((span.0.max(own.0), span.1.min(own.1)));
         }
     }
-    if seen_own {
-        Ok(shared)
-    } else {
-        Err(())
+    if !seen_own {
+        return Err(());
     }
+    shared.sort_unstable();
+    let mut merged: Vec<(i64, i64)> = Vec::with_capacity(shared.len());
+    for (low, high) in shared {
+        match merged.last_mut() {
+            Some(last) if low <= last.1 => last.1 = last.1.max(high),
+            _ => merged.push((low, high)),
+        }
+    }
+    Ok(merged)
 }
 
 /// The number of leading positions of `range` (of one run) whose time is

@@ -10,7 +10,12 @@
 //! holds a time column, a series-id column and one typed field column per
 //! field name, each with a validity vector. The active chunk is mutable;
 //! when it reaches `chunk_rows` rows it is sealed (immutable from then on,
-//! ready to be written elsewhere by a later issue).
+//! ready to be written elsewhere by a later issue). Scans read a chunk as
+//! series runs ([`runs`]); a sealed chunk keeps its runs and, per field,
+//! the per-run and per-block aggregates ([`aggregate`]) once a scan made
+//! them (not counted in [`ShardStore::memory_bytes`]: 4 bytes per row of
+//! a chunk in arrival order, about 0.5 per row and field for the
+//! aggregates).
 //!
 //! Invariants:
 //! - inside one chunk, (series, time) is unique: a repeated (series, time)
