@@ -204,7 +204,9 @@ pub enum Finished {
 type Tags = Vec<(String, String)>;
 
 /// Series to hold, each with the time spans (first, last time in range) of
-/// its runs as the attempt that found it saw them, sorted.
+/// its runs as the attempt that found it saw them, sorted; the span of a run
+/// of an active chunk (which may grow before the next attempt) reaches to
+/// the end of time.
 pub type HeldSeries = HashMap<Tags, Vec<(i64, i64)>, FastHash>;
 
 const SKIP: u32 = u32::MAX;
@@ -215,12 +217,17 @@ struct SeriesState {
     disordered: bool,
     /// The spans of its runs in the previous attempt (sorted) when held.
     held: Option<Vec<(i64, i64)>>,
-    /// The spans of its runs in this attempt.
+    /// The spans of its runs in this attempt, as [`HeldSeries`] keeps them.
     spans: Vec<(i64, i64)>,
-    /// Held, but this attempt's runs are not those spans: hold it again,
-    /// with this attempt's.
-    spans_moved: bool,
+    /// Held without sums: each run's actual span and the parts of it that
+    /// were held, to check at the end that every time two runs share was
+    /// held in both (the sources may have changed since the spans were
+    /// taken).
+    held_parts: Vec<HeldParts>,
 }
+
+/// A held run's actual span and the parts of it that were held.
+type HeldParts = ((i64, i64), Vec<(i64, i64)>);
 
 /// One field's slots, typed once its first column is seen.
 enum FieldSlots {
@@ -520,7 +527,11 @@ struct DenseSlots {
 impl DenseSlots {
     fn for_request(request: &AggregateRequest) -> Option<DenseSlots> {
         let (interval, offset) = request.window?;
-        if request.time_min_ns == i64::MIN || request.time_max_ns == i64::MAX || interval <= 0 {
+        if request.time_min_ns == i64::MIN
+            || request.time_max_ns == i64::MAX
+            || request.time_min_ns > request.time_max_ns
+            || interval <= 0
+        {
             return None;
         }
         let first_start = bucket_start(request.time_min_ns, interval, offset);
@@ -528,7 +539,7 @@ impl DenseSlots {
         let buckets = (i128::from(last_start) - i128::from(first_start)) / i128::from(interval) + 1;
         let buckets = usize::try_from(buckets)
             .ok()
-            .filter(|b| *b <= DENSE_ENTRIES_MAX)?;
+            .filter(|b| (1..=DENSE_ENTRIES_MAX).contains(b))?;
         Some(DenseSlots {
             first_start,
             interval,
@@ -646,7 +657,7 @@ impl Aggregator {
             disordered: false,
             held: self.held_tags.get(tags).cloned(),
             spans: Vec::new(),
-            spans_moved: false,
+            held_parts: Vec::new(),
         });
         self.series_tags.push(tags.clone());
         self.series_ids.insert(tags.clone(), id);
@@ -761,19 +772,22 @@ impl Aggregator {
             }
             let (first, last) = (times[runs.row(range.start)], times[runs.row(range.end - 1)]);
             let state = &mut self.series[id as usize];
-            state.spans.push((first, last));
+            // An active chunk's run may grow before another attempt.
+            let kept = (first, if sealed { last } else { i64::MAX });
+            state.spans.push(kept);
             let summary = summarised.then_some(run_index);
             if let Some(spans) = &state.held {
                 // Only rows that another run of the series may repeat
                 // (within its span) need merging; with a sum asked, all
-                // of them (added in time order).
+                // of them (added in time order); all of a run that is not
+                // among the spans (new since).
                 let shared = if self.request.sums || runs.repeats {
                     vec![(first, last)]
                 } else {
-                    shared_spans(spans, (first, last)).unwrap_or_else(|()| {
-                        state.spans_moved = true;
-                        vec![(first, last)]
-                    })
+                    let shared = shared_spans(spans, kept, (first, last))
+                        .unwrap_or_else(|()| vec![(first, last)]);
+                    state.held_parts.push(((first, last), shared.clone()));
+                    shared
                 };
                 let group = state.group;
                 // Between the shared parts: folded directly; the parts:
@@ -862,11 +876,10 @@ impl Aggregator {
         let mut again = HeldSeries::default();
         for (state, tags) in self.series.iter_mut().zip(&self.series_tags) {
             state.spans.sort_unstable();
-            // A held series whose runs are not the spans it was held with
-            // (the sources changed between attempts) may have rows that
-            // repeat one another outside the rows held: again, with these.
-            let moved = state.spans_moved || state.held.as_ref().is_some_and(|h| *h != state.spans);
-            if state.disordered || (moved && !self.request.sums) {
+            // A held series whose runs changed since their spans were taken
+            // may have rows that repeat one another outside the rows held:
+            // again, with this attempt's spans.
+            if state.disordered || !shared_times_held(&state.held_parts) {
                 again.insert(tags.clone(), std::mem::take(&mut state.spans));
             }
         }
@@ -947,13 +960,17 @@ impl Aggregator {
 /// The parts of `own` (a run's first and last time) that other runs of the
 /// series may repeat: its intersections with their spans, merged where they
 /// overlap, in time order (empty if it shares nothing). `spans` holds every
-/// run's span, `own` included once: `Err` when it does not (the runs
-/// changed).
-fn shared_spans(spans: &[(i64, i64)], own: (i64, i64)) -> Result<Vec<(i64, i64)>, ()> {
+/// run's span as kept (`key` for this run) once: `Err` when it does not
+/// (the runs changed).
+fn shared_spans(
+    spans: &[(i64, i64)],
+    key: (i64, i64),
+    own: (i64, i64),
+) -> Result<Vec<(i64, i64)>, ()> {
     let mut seen_own = false;
     let mut shared: Vec<(i64, i64)> = Vec::new();
     for &span in spans {
-        if span == own && !seen_own {
+        if span == key && !seen_own {
             seen_own = true;
             continue;
         }
@@ -973,6 +990,22 @@ fn shared_spans(spans: &[(i64, i64)], own: (i64, i64)) -> Result<Vec<(i64, i64)>
         }
     }
     Ok(merged)
+}
+
+/// Did every time two runs of a held series share fall in a part held in
+/// both? (`held_parts`: each run's span and its held parts.) Then no row
+/// folded directly repeats another, whatever changed since the spans the
+/// parts were taken from.
+fn shared_times_held(held_parts: &[HeldParts]) -> bool {
+    let covered = |parts: &[(i64, i64)], (low, high): (i64, i64)| {
+        parts.iter().any(|&(l, h)| l <= low && high <= h)
+    };
+    held_parts.iter().enumerate().all(|(i, (a, a_parts))| {
+        held_parts.iter().enumerate().all(|(j, (b, b_parts))| {
+            let shared = (a.0.max(b.0), a.1.min(b.1));
+            i == j || shared.0 > shared.1 || (covered(a_parts, shared) && covered(b_parts, shared))
+        })
+    })
 }
 
 /// The number of leading positions of `range` (of one run) whose time is
