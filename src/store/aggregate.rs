@@ -7,15 +7,22 @@
 //!
 //! An [`Aggregator`] is fed every source of one measurement in age order
 //! (Parquet files oldest first, frozen generations, live tables: the order
-//! of the row scan) and folds each row into the slot of its (group,
-//! bucket). That is exact only when no (series, time) repeats across
-//! sources, which a scan cannot know before it reads: so the aggregator
-//! watches each series' times, and a series whose rows do not come in
-//! strictly increasing time order (written out of order, or rewritten) is
-//! reported by [`Aggregator::finish`]. The caller then feeds everything again
-//! with those series *held*: their rows are copied (bounded by the row
-//! limit), deduplicated as the row scan does (later non-null field wins)
-//! and folded in time order at the end.
+//! of the row scan) and reads each chunk as series runs ([`super::runs`]):
+//! the time range cut by binary search, a bucket a stretch of a run, and
+//! without `sum`/`mean` whole runs and blocks folded from summaries kept
+//! with sealed chunks ([`Summaries`]). That is exact only when no (series,
+//! time) repeats across sources, which a scan cannot know before it reads:
+//! so the aggregator watches each series' runs, and a series whose runs do
+//! not come in strictly increasing time order (written out of order,
+//! rewritten, or by several writers at different times) is reported by
+//! [`Aggregator::finish`] with its runs' spans. The caller then feeds
+//! everything again with those series *held*: the rows a run shares in time
+//! with another run of the series (all its rows when a sum is asked) are
+//! copied (bounded by the row limit), deduplicated as the row scan does
+//! (later non-null field wins) and folded in time order at the end; the
+//! rest folds as usual. `finish` checks that every time two runs shared was
+//! held in both (the sources may have changed between attempts), else asks
+//! for another attempt.
 //!
 //! Matching the row path ([`crate::query::eval`]'s reducers over points in
 //! time order): ties are broken by rules that do not depend on the order
