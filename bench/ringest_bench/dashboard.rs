@@ -19,8 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::client::Target;
 use crate::load;
-use crate::query::{QueryArgs, QueryError, Session, QUERIES};
-use crate::workload;
+use crate::query::{cpu_load_plan, QueryArgs, QueryError, Session, QUERIES};
 
 /// Time between two points of one host in the dashboard loads: unique
 /// points ahead of now that stay close to it.
@@ -94,36 +93,15 @@ fn phase(
     start_ns: u64,
     blocks_max: u64,
 ) -> Result<Phase, QueryError> {
-    let mut workload = workload::Workload::new(
-        workload::WorkloadKind::Cpu,
-        args.series,
-        args.lines,
-        start_ns,
-    )
-    .map_err(QueryError::Workload)?;
-    workload.step_ns = STEP_NS;
-    let mut blocks_max = blocks_max;
-    let bodies = crate::plain_bodies(&workload, args.connections, &mut blocks_max)
-        .map_err(QueryError::Bodies)?;
-    let plan = load::LoadPlan {
-        target: target.clone(),
-        workload,
-        bodies,
-        head_prefix: crate::write_head_prefix(
-            target,
-            crate::Endpoint::V1,
-            &args.db,
-            "",
-            authorization,
-            false,
-        ),
-        connections: args.connections,
+    let duration = Duration::from_secs_f64(args.dashboard_seconds);
+    let plan = cpu_load_plan(
+        args,
+        target,
+        authorization,
+        (start_ns, STEP_NS),
         blocks_max,
-        duration: Some(Duration::from_secs_f64(args.dashboard_seconds)),
-        rate_points_per_s: None,
-        timeout: Duration::from_secs_f64(args.timeout),
-        live: None,
-    };
+        Some(duration),
+    )?;
     let outcome = load::run(&plan);
     let acked_points = outcome.acked_blocks.len() as u64 * args.lines;
     Ok(Phase {

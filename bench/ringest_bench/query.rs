@@ -568,7 +568,7 @@ pub fn run(args: &QueryArgs) -> Result<QueryOutcome, QueryError> {
             .map_err(QueryError::CreateDatabase)?;
     }
     let loaded = if args.load_points > 0 {
-        Some(load_points(args, &target, &authorization, timeout)?)
+        Some(load_points(args, &target, &authorization)?)
     } else {
         None
     };
@@ -627,12 +627,7 @@ pub fn run(args: &QueryArgs) -> Result<QueryOutcome, QueryError> {
 }
 
 /// Loads the points; returns how many were acknowledged (all of them).
-fn load_points(
-    args: &QueryArgs,
-    target: &Target,
-    authorization: &str,
-    timeout: Duration,
-) -> Result<u64, QueryError> {
+fn load_points(args: &QueryArgs, target: &Target, authorization: &str) -> Result<u64, QueryError> {
     let blocks = args.load_points.div_ceil(args.lines);
     let points = blocks * args.lines;
     let step_ns = args.step_ms * 1_000_000;
@@ -647,39 +642,14 @@ fn load_points(
             (now_s * 1_000_000_000).saturating_sub(steps.saturating_mul(step_ns))
         }
     };
-    let mut workload = workload::Workload::new(
-        workload::WorkloadKind::Cpu,
-        args.series,
-        args.lines,
-        start_ns,
-    )
-    .map_err(QueryError::Workload)?;
-    workload.step_ns = step_ns;
-    workload
-        .check_blocks(blocks)
-        .map_err(QueryError::Workload)?;
-    let mut blocks_max = blocks;
-    let bodies = crate::plain_bodies(&workload, args.connections, &mut blocks_max)
-        .map_err(QueryError::Bodies)?;
-    let plan = load::LoadPlan {
-        target: target.clone(),
-        workload: workload.clone(),
-        bodies,
-        head_prefix: crate::write_head_prefix(
-            target,
-            crate::Endpoint::V1,
-            &args.db,
-            "",
-            authorization,
-            false,
-        ),
-        connections: args.connections,
-        blocks_max,
-        duration: None,
-        rate_points_per_s: None,
-        timeout,
-        live: None,
-    };
+    let plan = cpu_load_plan(
+        args,
+        target,
+        authorization,
+        (start_ns, step_ns),
+        blocks,
+        None,
+    )?;
     let span_s = (steps.saturating_sub(1) * step_ns) as f64 / 1e9;
     println!(
         "ringest-bench query: loading {points} cpu points into {} ({} hosts, one point per host every {} ms: {:.2} h of data from {} ns), {} lines/request, {} connections",
@@ -708,6 +678,56 @@ fn load_points(
         });
     }
     Ok(points)
+}
+
+/// A closed-loop load of unique cpu points over `args.connections` v1
+/// connections: `args.series` hosts, one point per host every `step.1` ns
+/// from `step.0`: `blocks` requests exactly (an error if their timestamps
+/// would outgrow their fixed width) without `duration`; with it, for that
+/// long and at most `blocks` requests (fewer if the timestamps would).
+pub fn cpu_load_plan(
+    args: &QueryArgs,
+    target: &Target,
+    authorization: &str,
+    (start_ns, step_ns): (u64, u64),
+    blocks: u64,
+    duration: Option<Duration>,
+) -> Result<load::LoadPlan, QueryError> {
+    let mut workload = workload::Workload::new(
+        workload::WorkloadKind::Cpu,
+        args.series,
+        args.lines,
+        start_ns,
+    )
+    .map_err(QueryError::Workload)?;
+    workload.step_ns = step_ns;
+    if duration.is_none() {
+        workload
+            .check_blocks(blocks)
+            .map_err(QueryError::Workload)?;
+    }
+    let mut blocks_max = blocks;
+    let bodies = crate::plain_bodies(&workload, args.connections, &mut blocks_max)
+        .map_err(QueryError::Bodies)?;
+    Ok(load::LoadPlan {
+        target: target.clone(),
+        workload,
+        bodies,
+        head_prefix: crate::write_head_prefix(
+            target,
+            crate::Endpoint::V1,
+            &args.db,
+            "",
+            authorization,
+            false,
+        ),
+        connections: args.connections,
+        blocks_max,
+        duration,
+        rate_points_per_s: None,
+        timeout: Duration::from_secs_f64(args.timeout),
+        live: None,
+    })
 }
 
 /// ringest's `ringest_store_bytes` summed over shards: bytes of rows not yet

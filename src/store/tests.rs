@@ -65,6 +65,25 @@ pub(super) fn rows(fields: &[&str]) -> RowsRequest {
     }
 }
 
+/// Aggregates of `fields` of `cpu` over all time, no groups or buckets,
+/// limits of 100.
+pub(super) fn aggregate_request(fields: &[&str]) -> AggregateRequest {
+    AggregateRequest {
+        database: "db".into(),
+        measurement: "cpu".into(),
+        tag_filter: TagFilter::All,
+        time_min_ns: i64::MIN,
+        time_max_ns: i64::MAX,
+        fields: fields.iter().map(|f| f.to_string()).collect(),
+        group_keys: Vec::new(),
+        window: None,
+        sums: false,
+        bucket_limit: 100,
+        row_limit: 100,
+        deadline: Deadline::NONE,
+    }
+}
+
 pub(super) fn scan_rows(store: &ShardStore, request: RowsRequest) -> Vec<SeriesRows> {
     match store.scan(&ScanRequest::Rows(request)) {
         Ok(ScanResponse::Rows(rows)) => rows,
@@ -869,18 +888,14 @@ fn aggregates_read_by_runs_equal_the_fold_of_the_rows() {
     apply(&mut s, &points);
     let request = |filter: TagFilter, range: (i64, i64), window: Option<i64>, groups: &[&str]| {
         AggregateRequest {
-            database: "db".into(),
-            measurement: "cpu".into(),
             tag_filter: filter,
             time_min_ns: range.0 * S,
             time_max_ns: range.1 * S,
-            fields: vec!["v".into(), "n".into()],
             group_keys: groups.iter().map(|g| g.to_string()).collect(),
             window: window.map(|w| (w * S, 0)),
-            sums: false,
             bucket_limit: 1 << 20,
             row_limit: 1 << 20,
-            deadline: Deadline::NONE,
+            ..aggregate_request(&["v", "n"])
         }
     };
     let host = |h: &str| TagFilter::Eq {
@@ -947,20 +962,7 @@ fn scans_past_their_deadline_stop() {
     let start = crate::clock::monotonic();
     let passed = Deadline::after(start - std::time::Duration::from_secs(1), 1);
     let ahead = Deadline::after(start, 60_000);
-    let aggregate = AggregateRequest {
-        database: "db".into(),
-        measurement: "cpu".into(),
-        tag_filter: TagFilter::All,
-        time_min_ns: i64::MIN,
-        time_max_ns: i64::MAX,
-        fields: vec!["v".into()],
-        group_keys: Vec::new(),
-        window: None,
-        sums: false,
-        bucket_limit: 100,
-        row_limit: 100,
-        deadline: Deadline::NONE,
-    };
+    let aggregate = aggregate_request(&["v"]);
     let schema = SchemaRequest {
         database: "db".into(),
         measurements: MeasurementFilter::All,
@@ -1014,20 +1016,7 @@ fn held_series_whose_runs_moved_are_held_again() {
     };
     apply(&mut s, &rows(&[1, 2, 3], 0));
     apply(&mut s, &rows(&[3, 4, 5], 100));
-    let request = AggregateRequest {
-        database: "db".into(),
-        measurement: "cpu".into(),
-        tag_filter: TagFilter::All,
-        time_min_ns: i64::MIN,
-        time_max_ns: i64::MAX,
-        fields: vec!["v".into()],
-        group_keys: Vec::new(),
-        window: None,
-        sums: false,
-        bucket_limit: 100,
-        row_limit: 100,
-        deadline: Deadline::NONE,
-    };
+    let request = aggregate_request(&["v"]);
     let tags = vec![("host".to_string(), "a".to_string())];
     let table = &s.databases["db"].tables["cpu"];
     let stale: aggregate::HeldSeries = [(tags.clone(), vec![(1, 3)])].into_iter().collect();
@@ -1066,20 +1055,7 @@ fn held_series_whose_runs_moved_are_held_again() {
 /// sealing); attempt 2 with attempt 1's spans.
 #[test]
 fn a_held_series_written_between_attempts_needs_no_third() {
-    let request = AggregateRequest {
-        database: "db".into(),
-        measurement: "cpu".into(),
-        tag_filter: TagFilter::All,
-        time_min_ns: i64::MIN,
-        time_max_ns: i64::MAX,
-        fields: vec!["v".into()],
-        group_keys: Vec::new(),
-        window: None,
-        sums: false,
-        bucket_limit: 100,
-        row_limit: 100,
-        deadline: Deadline::NONE,
-    };
+    let request = aggregate_request(&["v"]);
     let at = |t: i64, v: i64| {
         point(
             "cpu",
