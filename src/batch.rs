@@ -37,11 +37,12 @@ use std::fmt;
 
 use crate::line_protocol::{FieldValue, Point};
 
-const KIND_FLOAT: u8 = 0;
-const KIND_INTEGER: u8 = 1;
-const KIND_UINTEGER: u8 = 2;
-const KIND_STRING: u8 = 3;
-const KIND_BOOLEAN: u8 = 4;
+/// Field kind bytes of the batch layout (also used by [`crate::packed`]).
+pub const KIND_FLOAT: u8 = 0;
+pub const KIND_INTEGER: u8 = 1;
+pub const KIND_UINTEGER: u8 = 2;
+pub const KIND_STRING: u8 = 3;
+pub const KIND_BOOLEAN: u8 = 4;
 
 /// Builds one sub-batch. The buffer is reused after [`BatchEncoder::take`].
 #[derive(Debug)]
@@ -202,6 +203,67 @@ impl EncodedBatch {
             row_count,
             rows: &self.0[cursor.offset..],
         }
+    }
+}
+
+/// Batch bytes assembled from parts nobody checked (rows unpacked from a
+/// WAL record, [`crate::packed`]): the result goes through
+/// [`BatchReader::new`] like any payload from outside, and is never an
+/// [`EncodedBatch`].
+#[derive(Debug)]
+pub struct UncheckedBatch {
+    bytes: Vec<u8>,
+    row_count: u32,
+    count_at: usize,
+}
+
+impl UncheckedBatch {
+    pub fn new(database: &str) -> UncheckedBatch {
+        let mut bytes = Vec::with_capacity(4096);
+        put_str(&mut bytes, database);
+        let count_at = bytes.len();
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        UncheckedBatch {
+            bytes,
+            row_count: 0,
+            count_at,
+        }
+    }
+
+    pub fn row_count(&self) -> u32 {
+        self.row_count
+    }
+
+    /// One row from its parts: `tags` and `fields` are the encoded pairs
+    /// ([`Row::tags_encoded`], [`Row::fields_encoded`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn push(
+        &mut self,
+        table: &str,
+        series_hash: u64,
+        time_ns: i64,
+        tag_count: u16,
+        tags: &[u8],
+        field_count: u16,
+        fields: &[u8],
+    ) {
+        let bytes = &mut self.bytes;
+        put_str(bytes, table);
+        bytes.extend_from_slice(&series_hash.to_le_bytes());
+        bytes.extend_from_slice(&time_ns.to_le_bytes());
+        bytes.extend_from_slice(&tag_count.to_le_bytes());
+        put_len(bytes, tags.len());
+        bytes.extend_from_slice(tags);
+        bytes.extend_from_slice(&field_count.to_le_bytes());
+        put_len(bytes, fields.len());
+        bytes.extend_from_slice(fields);
+        self.row_count += 1;
+    }
+
+    /// The payload, for [`BatchReader::new`].
+    pub fn finish(mut self) -> Vec<u8> {
+        self.bytes[self.count_at..self.count_at + 4].copy_from_slice(&self.row_count.to_le_bytes());
+        self.bytes
     }
 }
 
@@ -552,6 +614,13 @@ impl<'a> Row<'a> {
     /// bytes are equal.
     pub fn tags_encoded(&self) -> &'a [u8] {
         self.tags
+    }
+
+    /// The encoded field pairs, `(key:str kind:u8 value)*` in line order
+    /// (the WAL's packed form reads them without decoding values,
+    /// [`crate::packed`]).
+    pub fn fields_encoded(&self) -> &'a [u8] {
+        self.fields
     }
 
     /// Field pairs in line order.

@@ -290,6 +290,43 @@ impl<S: Storage> Drop for Owner<S> {
 }
 
 /// The WAL of one shard. Cheap to clone (an `Rc`).
+/// A record whose kind and bytes may depend on the segment it lands in:
+/// a packed sub-batch refers to definitions earlier in its own segment
+/// ([`crate::packed`]). The log asks for the record as it would be in the
+/// open segment, and again for the next segment if placing it there
+/// starts that one; it ends every attempt with [`Payload::settle`].
+/// Everything happens synchronously on the log's thread, so no other
+/// record is placed between the ask and the settle.
+pub trait Payload {
+    /// The most bytes [`Payload::record_for`] returns, for any segment.
+    fn bytes_max(&self) -> usize;
+    /// Kind and bytes of the record if it lands in segment `segment` (an
+    /// index within this log's generation; indices only grow).
+    fn record_for(&mut self, segment: u64) -> (u8, &[u8]);
+    /// The attempt ended; `placed`: the last [`Payload::record_for`]
+    /// went into the log with a sequence. Also called when the attempt
+    /// ended before asking.
+    fn settle(&mut self, placed: bool);
+}
+
+/// A record that is the same in every segment.
+struct Plain<'a> {
+    kind: u8,
+    payload: &'a [u8],
+}
+
+impl Payload for Plain<'_> {
+    fn bytes_max(&self) -> usize {
+        self.payload.len()
+    }
+
+    fn record_for(&mut self, _segment: u64) -> (u8, &[u8]) {
+        (self.kind, self.payload)
+    }
+
+    fn settle(&mut self, _placed: bool) {}
+}
+
 pub struct Wal<S: Storage = GlommioStorage> {
     owner: Rc<Owner<S>>,
 }
@@ -449,14 +486,21 @@ impl<S: Storage> Wal<S> {
     /// instead), `NoSegment` when it cannot be made (disk full; retried in
     /// the background), `NoSpace`/`Unhealthy` once unhealthy, `Closed`.
     pub fn append(&self, kind: u8, payload: &[u8]) -> Result<Sequence, WalError> {
-        self.append_turn(kind, payload, false)
+        self.append_turn(&mut Plain { kind, payload }, false)
+    }
+
+    /// [`Wal::append`] of a record whose bytes depend on the segment it
+    /// lands in ([`Payload`]).
+    pub fn append_payload(&self, payload: &mut dyn Payload) -> Result<Sequence, WalError> {
+        self.append_turn(payload, false)
     }
 
     /// [`Wal::append`]; `has_turn`: the caller holds the current ticket of
-    /// the waiting appends.
-    fn append_turn(&self, kind: u8, payload: &[u8], has_turn: bool) -> Result<Sequence, WalError> {
+    /// the waiting appends. Every attempt ends with [`Payload::settle`].
+    fn append_turn(&self, payload: &mut dyn Payload, has_turn: bool) -> Result<Sequence, WalError> {
         let mut start = None;
-        let appended = self.append_locked(kind, payload, has_turn, &mut start);
+        let appended = self.append_locked(payload, has_turn, &mut start);
+        payload.settle(appended.is_ok());
         if let Some(index) = start {
             spawn_next(&self.owner.shared, index);
         }
@@ -467,8 +511,7 @@ impl<S: Storage> Wal<S> {
     /// of a next segment whose making the caller must spawn.
     fn append_locked(
         &self,
-        kind: u8,
-        payload: &[u8],
+        payload: &mut dyn Payload,
         has_turn: bool,
         start: &mut Option<u64>,
     ) -> Result<Sequence, WalError> {
@@ -483,21 +526,30 @@ impl<S: Storage> Wal<S> {
             // Earlier appends wait for the next segment: queue behind them.
             return Err(WalError::SegmentPending);
         }
+        // Bounds are checked against the largest form the record can take
+        // in any segment, so that packing it again for a new segment (below)
+        // cannot pass them.
         let payload_bytes_max = state.options.payload_bytes_max();
-        if payload.len() > payload_bytes_max {
+        let largest = payload.bytes_max();
+        if largest > payload_bytes_max {
             return Err(WalError::TooLarge {
-                payload_bytes: payload.len(),
+                payload_bytes: largest,
                 payload_bytes_max,
             });
         }
-        let bytes = record_bytes(payload.len());
-        if state.pending_bytes + bytes > state.options.pending_bytes_max {
+        if state.pending_bytes + record_bytes(largest) > state.options.pending_bytes_max {
             return Err(WalError::Full {
                 pending_bytes: state.pending_bytes,
                 pending_bytes_max: state.options.pending_bytes_max,
             });
         }
         let open = &state.open;
+        let mut segment = open.segment_index;
+        let bytes = record_bytes(payload.record_for(segment).1.len());
+        debug_assert!(
+            bytes <= record_bytes(largest),
+            "invariant: Payload::bytes_max"
+        );
         let segment_end = open.file_pos + (open.fill + bytes) as u64;
         if segment_end > state.options.segment_bytes {
             // The record goes into a new segment, whose file must exist first.
@@ -530,6 +582,7 @@ impl<S: Storage> Wal<S> {
                 }
             };
             state.claimed.push_back((index, file));
+            segment = index;
             state.wal_bytes += state.options.segment_bytes;
             state.stats.wal_bytes = state.wal_bytes;
             let first_sequence = state.next_sequence;
@@ -548,9 +601,14 @@ impl<S: Storage> Wal<S> {
         } else if open.record_bytes + bytes > state.options.batch_bytes_max {
             state.seal_open(None);
         }
+        // The record as it is in the segment it lands in (the same bytes as
+        // measured above unless a new segment was started).
+        let (kind, payload) = payload.record_for(segment);
+        let bytes = record_bytes(payload.len());
         let sequence = state.next_sequence;
         state.next_sequence += 1;
         let open = &mut state.open;
+        debug_assert_eq!(open.segment_index, segment);
         let at = open.fill;
         encode_into(
             &mut S::buffer_bytes_mut(&mut open.buffer)[at..at + bytes],
@@ -575,7 +633,16 @@ impl<S: Storage> Wal<S> {
     /// its successor is ready, and always with spares off). Waiting appends
     /// take sequences in the order they arrived, before any later append.
     pub async fn append_ready(&self, kind: u8, payload: &[u8]) -> Result<Sequence, WalError> {
-        match self.append(kind, payload) {
+        self.append_ready_payload(&mut Plain { kind, payload })
+            .await
+    }
+
+    /// [`Wal::append_ready`] of a [`Payload`].
+    pub async fn append_ready_payload(
+        &self,
+        payload: &mut dyn Payload,
+    ) -> Result<Sequence, WalError> {
+        match self.append_turn(payload, false) {
             Err(WalError::SegmentPending) => {}
             other => return other,
         }
@@ -591,7 +658,7 @@ impl<S: Storage> Wal<S> {
         };
         loop {
             self.turn_ready(ticket).await?;
-            match self.append_turn(kind, payload, true) {
+            match self.append_turn(payload, true) {
                 // The file was claimed and the next one is not made yet:
                 // still our turn.
                 Err(WalError::SegmentPending) => continue,

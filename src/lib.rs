@@ -15,7 +15,7 @@
 //! | line protocol | [`line_protocol`] | lines → borrowed points with series hash; per-line errors |
 //! | schema | [`catalog`] | column kinds checked against one catalog shared by all shards |
 //! | route | [`route`], [`batch`] | points split by series hash into per-shard sub-batches (the WAL payload) |
-//! | WAL | [`wal`] | each shard appends its sub-batch to its own segment file |
+//! | WAL | [`packed`], [`wal`] | each shard packs its sub-batch (series keys and field layouts once per segment) and appends it to its own segment file |
 //! | fsync | [`group_commit`] | one `fdatasync` per batch of concurrent writers |
 //! | store | [`store`] | the synced rows enter the in-memory columnar store |
 //! | 204 | [`http::response`] | only after every involved shard synced and applied |
@@ -84,6 +84,7 @@ pub mod ingest;
 pub mod line_protocol;
 pub mod metrics;
 pub mod notify;
+pub mod packed;
 pub mod persist;
 pub mod persister;
 pub mod query;

@@ -253,7 +253,8 @@ fn main() -> ExitCode {
                 WalCommand::Verify { dir } => (dir, true),
             };
             let mut out = std::io::stdout().lock();
-            match ringest::wal::inspect_with(&dir, &mut out, ringest::shard::record_time_range) {
+            let mut times = ringest::shard::RecordTimes::default();
+            match ringest::wal::inspect_with(&dir, &mut out, |r| times.time_range(r)) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) if verify => ExitCode::FAILURE,
                 Ok(false) => ExitCode::SUCCESS,

@@ -900,13 +900,11 @@ fn replay(
         if refused.is_some() {
             return;
         }
-        if persisted.record_persisted(record.generation, record.shard, record.sequence.0) {
-            skipped += 1;
-            return;
-        }
-        if let Err(error) =
-            shard.replay_record(record.kind, record.payload, record.generation, persisted)
-        {
+        // A persisted record is still read for the definitions later
+        // records of its segment use ([`crate::packed`]), but keeps no row.
+        let done = persisted.record_persisted(record.generation, record.shard, record.sequence.0);
+        skipped += u64::from(done);
+        if let Err(error) = shard.replay_record(&record, done, persisted) {
             refused = Some(format!(
                 "replay: WAL directory {:?}, generation {}, sequence {}: {error} \
                  (start with wal.skip_corrupt = true to skip such records)",

@@ -29,6 +29,7 @@ use crate::catalog::{self, Catalog, Decision, Entry, Proposal};
 use crate::config::Config;
 use crate::gzip::Gunzip;
 use crate::metrics::{Gauges, ShardMetrics, Snapshot};
+use crate::packed::{Packer, Unpacker};
 use crate::persist::cache::FileCache;
 use crate::persist::manifest::{self, Commit, CommitOutcome, FileEntry, Manifest, WalState};
 use crate::persist::parquet::LoadRequest;
@@ -48,8 +49,42 @@ const SCAN_ATTEMPTS: usize = 8;
 /// WAL record kinds. Kind 1 was batch format 1 (rows without
 /// `tags_len`/`fields_len`, see [`crate::batch`]); no release wrote it, and
 /// replay refuses it (and every unknown kind) instead of dropping it.
+/// Kind 3 is a plain sub-batch: all a shard's WAL held before packing, and
+/// still written when packing would not make a record smaller. Kind 4 is
+/// a packed sub-batch ([`crate::packed`]).
 pub const RECORD_BATCH: u8 = 3;
 pub const RECORD_CATALOG: u8 = 2;
+pub const RECORD_PACKED: u8 = 4;
+
+/// A sub-batch as a WAL record: packed against the dictionary of the
+/// segment the log places it in ([`wal::Payload`]). The packer is borrowed
+/// only during an attempt (from the log's first ask to its settle, with no
+/// await between), never across the waits of [`Wal::append_ready_payload`].
+struct PackedRecord<'a> {
+    packer: &'a RefCell<Packer>,
+    held: Option<std::cell::RefMut<'a, Packer>>,
+    batch: &'a EncodedBatch,
+}
+
+impl wal::Payload for PackedRecord<'_> {
+    fn bytes_max(&self) -> usize {
+        self.batch.len()
+    }
+
+    fn record_for(&mut self, segment: u64) -> (u8, &[u8]) {
+        let packer = self.held.get_or_insert_with(|| self.packer.borrow_mut());
+        match packer.pack(segment, &self.batch.reader(), self.batch.len()) {
+            Some(packed) => (RECORD_PACKED, packed),
+            None => (RECORD_BATCH, self.batch.as_bytes()),
+        }
+    }
+
+    fn settle(&mut self, placed: bool) {
+        if let Some(mut packer) = self.held.take() {
+            packer.settle(placed);
+        }
+    }
+}
 
 /// How often each shard drops its expired in-memory rows (and forgets its
 /// expired files), and how often the catalog owner's persister deletes
@@ -87,6 +122,10 @@ pub struct Shard {
     pub authorizer: Authorizer,
     /// Synced-or-syncing sub-batches not yet applied to the store.
     apply_queue: RefCell<VecDeque<(Sequence, EncodedBatch)>>,
+    /// The dictionary of the WAL's open segment ([`crate::packed`]).
+    packer: RefCell<Packer>,
+    /// The dictionary of the WAL segment being replayed (at start only).
+    unpacker: RefCell<Unpacker>,
     /// The last WAL sequence applied to the store: the live store holds
     /// exactly the records up to it (and what was replayed at start).
     applied: Cell<u64>,
@@ -202,6 +241,8 @@ impl Shard {
             peers: parts.peers,
             authorizer: Authorizer::new(&config.auth),
             apply_queue: RefCell::new(VecDeque::new()),
+            packer: RefCell::new(Packer::new()),
+            unpacker: RefCell::new(Unpacker::new()),
             applied: Cell::new(0),
             files: RefCell::new(parts.files),
             files_version: Cell::new(0),
@@ -305,11 +346,15 @@ impl Shard {
                 cause: Overload::StoreMemory,
             });
         }
-        let sequence = self
-            .wal
-            .append_ready(RECORD_BATCH, payload.as_bytes())
-            .await
-            .map_err(remote_error)?;
+        let appended = {
+            let mut record = PackedRecord {
+                packer: &self.packer,
+                held: None,
+                batch: &payload,
+            };
+            self.wal.append_ready_payload(&mut record).await
+        };
+        let sequence = appended.map_err(remote_error)?;
         self.apply_queue.borrow_mut().push_back((sequence, payload));
         if let Err(error) = self.wal.synced(sequence).await {
             // Sub-batches of earlier, successful syncs may still be queued
@@ -372,38 +417,75 @@ impl Shard {
     /// and with an unchanged shard count each record is validated once,
     /// not once per shard (it was most of the replay's time: issue 14's
     /// restart measurements, `bench/RESULTS.md`).
+    /// A packed record ([`RECORD_PACKED`]) is read whole by every shard
+    /// (even when `persisted`: all records that keep no row), for the
+    /// definitions later records of its segment use; only the rows this
+    /// shard keeps become a sub-batch.
     pub fn replay_record(
         &self,
-        kind: u8,
-        payload: &[u8],
-        generation: u64,
+        record: &wal::RecordRef<'_>,
+        persisted_record: bool,
         persisted: &WalState,
     ) -> Result<(), String> {
+        let generation = record.generation;
         let by_row = persisted.has_runs_after(generation);
         let owned = |hash| {
-            route::owner(hash, self.count) == self.id
+            !persisted_record
+                && route::owner(hash, self.count) == self.id
                 && !(by_row && persisted.row_persisted(generation, hash))
         };
-        let kept = match kind {
-            RECORD_BATCH => batch::kept_rows(payload, owned).ok(),
+        if record.kind == RECORD_PACKED {
+            let segment = (generation, record.dir, record.segment);
+            let unpacked = self
+                .unpacker
+                .borrow_mut()
+                .unpack(segment, record.payload, owned);
+            return match unpacked {
+                Ok(unpacked) => match unpacked.kept {
+                    Some(bytes) => self.replay_batch(&bytes, Some(Kept::All), owned),
+                    None => Ok(()),
+                },
+                Err(error) => self.replay_refused(error.to_string()),
+            };
+        }
+        if persisted_record {
+            return Ok(());
+        }
+        let kept = match record.kind {
+            RECORD_BATCH => batch::kept_rows(record.payload, owned).ok(),
             _ => None,
         };
         if kept == Some(Kept::None) {
             return Ok(());
         }
-        let decoded = match kind {
-            RECORD_BATCH => BatchReader::new(payload).map_err(|e| e.to_string()),
-            other => Err(format!(
-                "record kind {other} is not one this build reads (batch kind {RECORD_BATCH})"
+        match record.kind {
+            RECORD_BATCH => self.replay_batch(record.payload, kept, owned),
+            other => self.replay_refused(format!(
+                "record kind {other} is not one this build reads (batch kinds {RECORD_BATCH} and {RECORD_PACKED})"
             )),
-        };
-        let reader = match decoded {
+        }
+    }
+
+    /// A replayed record that does not decode: stops start-up, unless
+    /// `wal.skip_corrupt`.
+    fn replay_refused(&self, error: String) -> Result<(), String> {
+        if self.config.wal.skip_corrupt {
+            tracing::error!(shard = self.id, %error, "WAL record skipped (wal.skip_corrupt)");
+            return Ok(());
+        }
+        Err(error)
+    }
+
+    /// Applies the rows of a replayed sub-batch that pass `owned`.
+    fn replay_batch(
+        &self,
+        payload: &[u8],
+        kept: Option<Kept>,
+        owned: impl Fn(u64) -> bool,
+    ) -> Result<(), String> {
+        let reader = match BatchReader::new(payload) {
             Ok(reader) => reader,
-            Err(error) if self.config.wal.skip_corrupt => {
-                tracing::error!(shard = self.id, %error, "WAL record skipped (wal.skip_corrupt)");
-                return Ok(());
-            }
-            Err(error) => return Err(error),
+            Err(error) => return self.replay_refused(error.to_string()),
         };
         if kept == Some(Kept::All) || reader.rows().all(|row| owned(row.series_hash)) {
             self.store.borrow_mut().apply(&reader);
@@ -1246,21 +1328,43 @@ fn remote_error(error: WalError) -> RemoteError {
     }
 }
 
-/// The (min, max) row timestamp of one WAL record, for `ringest wal
-/// inspect` ([`wal::inspect_with`]): batch records only; catalog records
-/// (and a batch that does not decode) have no time range.
-pub fn record_time_range(kind: u8, payload: &[u8]) -> Option<(i64, i64)> {
-    if kind != RECORD_BATCH {
-        return None;
+/// The (min, max) row timestamp of WAL records, for `ringest wal
+/// inspect` / `verify` ([`wal::inspect_with`]), given every record of a
+/// segment in order: sub-batch records (plain and packed) have a range,
+/// catalog records none; a sub-batch that does not decode, or a kind this
+/// build does not read, is an error (start-up would stop at it).
+#[derive(Debug, Default)]
+pub struct RecordTimes {
+    unpacker: Unpacker,
+}
+
+impl RecordTimes {
+    pub fn time_range(&mut self, record: wal::RecordRef<'_>) -> Result<Option<(i64, i64)>, String> {
+        let span = |range: Option<(i64, i64)>, t: i64| {
+            Some(match range {
+                None => (t, t),
+                Some((low, high)) => (low.min(t), high.max(t)),
+            })
+        };
+        match record.kind {
+            RECORD_BATCH => {
+                let reader = BatchReader::new(record.payload).map_err(|e| e.to_string())?;
+                Ok(reader
+                    .rows()
+                    .fold(None, |range, row| span(range, row.time_ns)))
+            }
+            RECORD_PACKED => {
+                let segment = (record.generation, record.dir, record.segment);
+                let unpacked = self
+                    .unpacker
+                    .unpack(segment, record.payload, |_| false)
+                    .map_err(|e| e.to_string())?;
+                Ok(unpacked.time_range)
+            }
+            RECORD_CATALOG => Ok(None),
+            other => Err(format!("record kind {other} is not one this build reads")),
+        }
     }
-    let reader = BatchReader::new(payload).ok()?;
-    reader.rows().fold(None, |range, row| {
-        let t = row.time_ns;
-        Some(match range {
-            None => (t, t),
-            Some((low, high)) => (low.min(t), high.max(t)),
-        })
-    })
 }
 
 /// Rebuilds the authoritative catalog from the catalog WAL (at start).

@@ -204,11 +204,23 @@ fn credentials() -> [(&'static str, &'static str); 2] {
 /// `count` lines of table `m`, hosts `h<first>…`, times now-relative (the
 /// default retention keeps them), value = index.
 fn lines(first: usize, count: usize) -> String {
+    padded_lines(first, count, 0)
+}
+
+/// [`lines`] with a string field `pad` of `pad` bytes on every line (when
+/// `pad > 0`): WAL records are packed (series and field names once per
+/// segment), so a test that needs WAL volume writes it as values.
+fn padded_lines(first: usize, count: usize, pad: usize) -> String {
     let base = common_now_ns() - 3_600_000_000_000;
+    let pad = if pad > 0 {
+        format!(",pad=\"{}\"", "p".repeat(pad))
+    } else {
+        String::new()
+    };
     (first..first + count)
         .map(|i| {
             format!(
-                "m,host=h{} v={i}i {}\n",
+                "m,host=h{} v={i}i{pad} {}\n",
                 i % 50,
                 base + i as i64 * 1_000_000
             )
@@ -341,14 +353,15 @@ fn store_away_keeps_the_wal_and_the_backlog_drains_when_it_returns() {
         &["--shards", "2", "--config", &config],
         &credentials(),
     );
-    write_ok(&server, &lines(0, 2000));
+    // Every line of this test carries 200 bytes of string: about 1 MB of
+    // WAL per 5000-line batch, several 128 KiB segments per shard.
+    write_ok(&server, &padded_lines(0, 2000, 200));
     wait_uploaded(&server);
     let released = segments(&data);
 
     relay.cut();
-    // About 1 MB of WAL per batch: several 128 KiB segments per shard.
     for batch in 0..4 {
-        write_ok(&server, &lines(2000 + batch * 5000, 5000));
+        write_ok(&server, &padded_lines(2000 + batch * 5000, 5000, 200));
     }
     server.wait_persisted(1);
     wait_for(Duration::from_secs(30), "the uploader notices", || {
@@ -364,7 +377,7 @@ fn store_away_keeps_the_wal_and_the_backlog_drains_when_it_returns() {
     // A crash while the store is away, and a start while it still is.
     server.kill9();
     server.restart();
-    write_ok(&server, &lines(22_000, 1000));
+    write_ok(&server, &padded_lines(22_000, 1000, 200));
     server.wait_persisted(1);
     assert!(
         segments(&data) >= kept,

@@ -289,9 +289,16 @@ fn wal_is_truncated_behind_persisted_rows() {
          [persist]\ninterval_ms = 50\n",
     );
     let server = Server::start_in(&data, &["--shards", "2", "--config", &config]);
+    // WAL records are packed (series and field names once per segment):
+    // the volume comes from a 64-byte string on every line.
+    let pad = "p".repeat(64);
     let mut written = 0;
     for _ in 0..100 {
-        write_ok(&server, "w", &lines(written, 1000, 13));
+        let body: String = lines(written, 1000, 13)
+            .lines()
+            .map(|line| line.replacen(' ', &format!(" s=\"{pad}\","), 1) + "\n")
+            .collect();
+        write_ok(&server, "w", &body);
         written += 1000;
     }
     let appended = server.metric("ringest_wal_bytes_total");

@@ -280,8 +280,9 @@ fn replay_order_across_generations_and_shards() {
     .expect("replay");
     assert_eq!(seen, expected);
     let mut out = Vec::new();
-    let clean = wal::inspect_with(&root.path, &mut out, |_, payload| {
-        Some((payload.len() as i64, payload.len() as i64))
+    let clean = wal::inspect_with(&root.path, &mut out, |record| {
+        let len = record.payload.len() as i64;
+        Ok(Some((len, len)))
     })
     .expect("inspect");
     let text = String::from_utf8(out).expect("utf8");

@@ -1078,7 +1078,14 @@ fn run(args: RunArgs) -> ExitCode {
         prepare_started.elapsed().as_secs_f64()
     );
 
+    // ringest's WAL bytes before and after: bytes per point (0: unknown).
+    let authorization = authorization_header(args.token.as_deref());
+    let wal_bytes = || query::metric(&target, &authorization, "ringest_wal_bytes_total");
+    let wal_before = wal_bytes();
     let outcome = load::run(&plan);
+    let wal_grown = wal_before
+        .zip(wal_bytes())
+        .map(|(a, b)| b.saturating_sub(a));
 
     let lines = args.lines;
     let elapsed_s = outcome.elapsed.as_secs_f64().max(1e-9);
@@ -1130,6 +1137,10 @@ fn run(args: RunArgs) -> ExitCode {
         missing_points: 0,
         unix_s: now.as_secs(),
         server_vmhwm_kib: 0,
+        wal_bytes_per_point: match wal_grown {
+            Some(bytes) if points_acked > 0 => bytes as f64 / points_acked as f64,
+            _ => 0.0,
+        },
     };
     println!(
         "result: {:.0} points/s ({:.0} values/s), {} points acknowledged in {:.2} s, {} requests, wire {:.1} MB/s, decompressed {:.1} MB/s",
@@ -1154,6 +1165,16 @@ fn run(args: RunArgs) -> ExitCode {
         record.p999_ms,
         record.max_ms
     );
+    if record.wal_bytes_per_point > 0.0 {
+        // Lines of the run: raw bytes per acknowledged point.
+        let line_bytes = outcome.raw_bytes as f64 / requests.max(1) as f64 / lines as f64;
+        println!(
+            "wal: {:.1} bytes per point ({:.3} of the {:.0} bytes of its line; ringest_wal_bytes_total)",
+            record.wal_bytes_per_point,
+            record.wal_bytes_per_point / line_bytes.max(1e-9),
+            line_bytes
+        );
+    }
     println!(
         "answers: {}",
         if answers.is_empty() {

@@ -733,6 +733,12 @@ pub fn cpu_load_plan(
 /// ringest's `ringest_store_bytes` summed over shards: bytes of rows not yet
 /// persisted. `None` when `/metrics` does not answer it (another server).
 fn store_bytes(target: &Target, authorization: &str) -> Option<u64> {
+    metric(target, authorization, "ringest_store_bytes")
+}
+
+/// Metric `name` of ringest's `/metrics`, summed over its samples; `None`
+/// when `/metrics` does not answer it (another server).
+pub fn metric(target: &Target, authorization: &str, name: &str) -> Option<u64> {
     let (status, body) = client::get_with_headers(
         target,
         "/metrics",
@@ -744,7 +750,7 @@ fn store_bytes(target: &Target, authorization: &str) -> Option<u64> {
     if !(200..300).contains(&status) {
         return None;
     }
-    metric_sum(&String::from_utf8_lossy(&body), "ringest_store_bytes")
+    metric_sum(&String::from_utf8_lossy(&body), name)
 }
 
 /// Polls `/metrics` until `ringest_store_bytes` sums to 0, at most `limit`.

@@ -49,16 +49,21 @@ pub struct RunRecord {
     /// Peak resident set of the server process (VmHWM) after this run and its
     /// verification, KiB; 0 when unknown (no `--server-pid`, older files).
     pub server_vmhwm_kib: u64,
+    /// Bytes ringest's WALs grew by (`ringest_wal_bytes_total`) per point
+    /// acknowledged in this run; 0 when unknown (another server, older
+    /// files).
+    pub wal_bytes_per_point: f64,
 }
 
-const COLUMNS: &str = "system,ack_synced,round,workload,mode,endpoint,gzip,series,lines_per_request,connections,offered_points_per_s,elapsed_s,requests,points_acked,points_per_s,wire_mb_per_s,raw_mb_per_s,p50_ms,p90_ms,p99_ms,p999_ms,max_ms,answers,behind_schedule,verify,missing_points,unix_s,server_vmhwm_kib";
-/// Files written before `server_vmhwm_kib` existed have one column less.
+const COLUMNS: &str = "system,ack_synced,round,workload,mode,endpoint,gzip,series,lines_per_request,connections,offered_points_per_s,elapsed_s,requests,points_acked,points_per_s,wire_mb_per_s,raw_mb_per_s,p50_ms,p90_ms,p99_ms,p999_ms,max_ms,answers,behind_schedule,verify,missing_points,unix_s,server_vmhwm_kib,wal_bytes_per_point";
+/// Files written before `server_vmhwm_kib` existed have two columns less,
+/// before `wal_bytes_per_point` one.
 const COLUMNS_BEFORE_VMHWM: usize = 27;
 
 impl RunRecord {
     fn to_row(&self) -> String {
         format!(
-"{},{},{},{},{},{},{},{},{},{},{:.0},{:.3},{},{},{:.0},{:.2},{:.2},{:.3},{:.3},{:.3},{:.3},{:.3},{},{},{},{},{},{}",
+"{},{},{},{},{},{},{},{},{},{},{:.0},{:.3},{},{},{:.0},{:.2},{:.2},{:.3},{:.3},{:.3},{:.3},{:.3},{},{},{},{},{},{},{:.1}",
             clean(&self.system),
             clean(&self.ack_synced),
             self.round,
@@ -87,12 +92,14 @@ impl RunRecord {
             self.missing_points,
             self.unix_s,
             self.server_vmhwm_kib,
+            self.wal_bytes_per_point,
         )
     }
 
     fn from_row(row: &str) -> Option<RunRecord> {
         let f: Vec<&str> = row.split(',').collect();
-        if f.len() != COLUMNS.split(',').count() && f.len() != COLUMNS_BEFORE_VMHWM {
+        let columns = COLUMNS.split(',').count();
+        if !(COLUMNS_BEFORE_VMHWM..=columns).contains(&f.len()) {
             return None;
         }
         Some(RunRecord {
@@ -126,6 +133,10 @@ impl RunRecord {
             server_vmhwm_kib: match f.get(27) {
                 Some(v) => v.parse().ok()?,
                 None => 0,
+            },
+            wal_bytes_per_point: match f.get(28) {
+                Some(v) => v.parse().ok()?,
+                None => 0.0,
             },
         })
     }
@@ -941,17 +952,24 @@ mod tests {
 
     /// Goal: a file written before the `server_vmhwm_kib` column still reads
     /// (the committed results of earlier runs stay reportable).
-    /// Method: drop the last column of a row; it parses, with 0 for the peak.
+    /// Method: drop the last column (WAL bytes) of a row, then the one
+    /// before (the peak); both parse, the second with 0 for the peak.
     #[test]
     fn csv_row_without_peak_memory_reads() {
         let record = RunRecord {
             system: "ringest".into(),
             server_vmhwm_kib: 4096,
+            wal_bytes_per_point: 0.0,
             ..RunRecord::default()
         };
         let row = record.to_row();
-        let old = &row[..row.rfind(',').unwrap()];
+        let without_wal = &row[..row.rfind(',').unwrap()];
+        let old = &without_wal[..without_wal.rfind(',').unwrap()];
         assert_eq!(RunRecord::from_row(&row).unwrap().server_vmhwm_kib, 4096);
+        assert_eq!(
+            RunRecord::from_row(without_wal).unwrap().server_vmhwm_kib,
+            4096
+        );
         assert_eq!(RunRecord::from_row(old).unwrap().server_vmhwm_kib, 0);
     }
 
@@ -976,6 +994,7 @@ mod tests {
                 p99_ms,
                 verify: "ok".into(),
                 server_vmhwm_kib: if profile == "small" { 10240 } else { 20480 },
+                wal_bytes_per_point: 0.0,
                 ..RunRecord::default()
             };
         let mut records = Vec::new();

@@ -1,6 +1,10 @@
 //! Write-ahead log: one per shard (`<data-dir>/wal/<shard>/`) plus one for the
 //! catalog (`<data-dir>/catalog/`). Payloads are opaque bytes with a one-byte
-//! caller-chosen `kind`.
+//! caller-chosen `kind`. A payload may depend on the segment it lands in
+//! ([`Payload`]: a shard's packed sub-batches refer to definitions earlier
+//! in their segment, [`crate::packed`]); the log asks for it once it knows
+//! the segment, and [`RecordRef::segment`] tells readers which one a record
+//! was in.
 //!
 //! Ownership: [`record`] is the byte format, [`segment`] one file's name,
 //! header and creation, [`storage`] the I/O seam, [`crate::group_commit`] the
@@ -183,7 +187,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use crate::group_commit::{Wal, WalStats};
+pub use crate::group_commit::{Payload, Wal, WalStats};
 pub use record::Sequence;
 pub use recovery::{
     inspect, inspect_with, next_generation, recover, replay, replay_before, Corruption,

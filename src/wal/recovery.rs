@@ -157,6 +157,9 @@ pub struct RecordRef<'a> {
     pub dir: &'a str,
     /// The directory name as a shard number, if it is one.
     pub shard: Option<u32>,
+    /// Index of the segment file within its generation: a packed record
+    /// refers to definitions earlier in its own segment ([`crate::packed`]).
+    pub segment: u64,
     pub sequence: Sequence,
     pub kind: u8,
     pub payload: &'a [u8],
@@ -696,7 +699,7 @@ pub fn replay_before(
     order.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
     let mut stats = ReplayStats::default();
     let mut buffer = Vec::new();
-    for (generation, _, _, dir, path) in order {
+    for (generation, _, index, dir, path) in order {
         read_into(path, &mut buffer)?;
         let Ok(header) = SegmentHeader::decode(&buffer) else {
             stats.segments_cut_short += 1;
@@ -716,6 +719,7 @@ pub fn replay_before(
                         generation,
                         dir: &dir.name,
                         shard,
+                        segment: index,
                         sequence: record.sequence,
                         kind: record.kind,
                         payload: record.payload,
@@ -742,20 +746,22 @@ pub fn replay_before(
 /// corruption that would stop start-up (a torn tail of a newest segment is
 /// reported but is not corruption: recovery truncates it).
 pub fn inspect(wal_root_or_dir: &Path, out: &mut impl Write) -> io::Result<bool> {
-    inspect_with(wal_root_or_dir, out, |_, _| None)
+    inspect_with(wal_root_or_dir, out, |_| Ok(None))
 }
 
 /// [`inspect`], also printing each segment's time range, as RFC 3339 UTC
 /// and as nanoseconds (`time <min>..=<max> (<min>..=<max> ns)`):
-/// `time_range(kind, payload)` returns the (min, max) timestamps of one
-/// record's rows, or `None` for records without rows. The caller decodes its
-/// own payloads (`ringest wal inspect` passes
-/// [`crate::shard::record_time_range`]), so this module knows no payload
-/// format. Segments without any such record print no range.
+/// `time_range(record)` returns the (min, max) timestamps of one record's
+/// rows, `Ok(None)` for records without rows, `Err` for a payload that does
+/// not decode (printed; the log is then not clean). It is given every
+/// record of a segment in order, from the first. The caller decodes its own
+/// payloads (`ringest wal inspect` passes a
+/// [`crate::shard::RecordTimes`]), so this module knows no payload format.
+/// Segments without any such record print no range.
 pub fn inspect_with(
     wal_root_or_dir: &Path,
     out: &mut impl Write,
-    mut time_range: impl FnMut(u8, &[u8]) -> Option<(i64, i64)>,
+    mut time_range: impl FnMut(RecordRef<'_>) -> Result<Option<(i64, i64)>, String>,
 ) -> io::Result<bool> {
     let dirs = log_dirs(wal_root_or_dir).map_err(|e| match e {
         RecoveryError::Io { error, .. } => error,
@@ -802,15 +808,34 @@ pub fn inspect_with(
                 }
                 let mut range: Option<(i64, i64)> = None;
                 let mut pos = SEGMENT_HEADER_BYTES;
+                let mut undecodable = None;
                 while pos < a.scan.valid_end {
                     let Decoded::Record(record) = decode(&bytes[pos..a.scan.valid_end]) else {
                         break;
                     };
-                    if let Some((low, high)) = time_range(record.kind, record.payload) {
-                        range = Some(match range {
-                            Some((l, h)) => (l.min(low), h.max(high)),
-                            None => (low, high),
-                        });
+                    let shard = match dir.key {
+                        DirKey(1, n, _) => u32::try_from(n).ok(),
+                        _ => None,
+                    };
+                    match time_range(RecordRef {
+                        generation: a.generation,
+                        dir: &dir.name,
+                        shard,
+                        segment: a.index,
+                        sequence: record.sequence,
+                        kind: record.kind,
+                        payload: record.payload,
+                    }) {
+                        Ok(Some((low, high))) => {
+                            range = Some(match range {
+                                Some((l, h)) => (l.min(low), h.max(high)),
+                                None => (low, high),
+                            });
+                        }
+                        Ok(None) => {}
+                        Err(error) => {
+                            undecodable.get_or_insert((record.sequence.0, error));
+                        }
                     }
                     pos += record.encoded_bytes();
                 }
@@ -820,6 +845,12 @@ pub fn inspect_with(
                         crate::clock::rfc3339_nanos(low),
                         crate::clock::rfc3339_nanos(high)
                     ));
+                }
+                if let Some((sequence, error)) = undecodable {
+                    // Framing and checksum hold, the payload does not
+                    // decode: start-up would stop at it.
+                    clean = false;
+                    line.push_str(&format!("  UNDECODABLE record seq {sequence}: {error}"));
                 }
             }
             let status = match &a.verdict {

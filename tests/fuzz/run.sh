@@ -19,7 +19,7 @@ cd "$(dirname "$0")/../.."
 
 seconds=${1:-600}
 shift || true
-all_targets=(http_head http_body line_protocol gzip wal_segment manifest influxql)
+all_targets=(http_head http_body line_protocol gzip wal_segment packed manifest influxql)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all_targets[@]}")
 rss_mb=${FUZZ_RSS_MB:-2048}
@@ -42,7 +42,7 @@ timeout_of() {
 # member with its header, a request with a body.
 max_len() {
   case $1 in
-    gzip | wal_segment) echo 16384 ;;
+    gzip | wal_segment | packed) echo 16384 ;;
     http_head | manifest) echo 8192 ;;
     *) echo 4096 ;;
   esac
@@ -53,12 +53,29 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   exit 2
 fi
 
-# Build every target first, so that build time is not fuzzing time.
+# Build every target first, so that build time is not fuzzing time. A
+# failed build is tried once more (a link that failed for a passing cause,
+# such as a full disk that the first failure's cleanup freed, succeeds the
+# second time; a real error fails twice). The linker's own messages follow
+# its one very long command line; they are printed again on their own,
+# with the free disk space, so that a CI log that cuts long lines still
+# shows why.
+build_log=$(mktemp)
+trap 'rm -f "$build_log"' EXIT
 for target in "${targets[@]}"; do
-  nice -n 19 cargo fuzz build --fuzz-dir tests/fuzz "$target" || {
-    echo "run.sh: build of $target failed" >&2
-    exit 1
-  }
+  for attempt in 1 2; do
+    # (pipefail, set above: the pipeline fails when the build does)
+    if nice -n 19 cargo fuzz build --fuzz-dir tests/fuzz "$target" 2>&1 | tee "$build_log"; then
+      break
+    fi
+    echo "run.sh: build of $target failed (attempt $attempt); the compiler's and linker's messages:" >&2
+    grep -vE '^ *= note: +"cc"' "$build_log" | grep -E 'error|ld:|undefined|No space|note:|collect2|killed' >&2 || true
+    df -h tests/fuzz "${TMPDIR:-/tmp}" >&2 || true
+    if [ "$attempt" = 2 ]; then
+      echo "run.sh: build of $target failed" >&2
+      exit 1
+    fi
+  done
 done
 
 logs=tests/fuzz/target/logs
