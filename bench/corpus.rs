@@ -30,8 +30,14 @@ pub fn tsbs_cpu(target_bytes: usize) -> String {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut body = String::with_capacity(target_bytes + 512);
     let mut time: i64 = 1_451_606_400_000_000_000;
+    // Hosts (series) the lines are drawn from: 4000, or `LP_BENCH_HOSTS`
+    // (the series-key cache's benefit depends on it).
+    let hosts: u64 = std::env::var("LP_BENCH_HOSTS")
+        .ok()
+        .and_then(|h| h.parse().ok())
+        .unwrap_or(4000);
     while body.len() < target_bytes {
-        let host = rng.below(4000);
+        let host = rng.below(hosts);
         let region = REGIONS[(host % 4) as usize];
         body.push_str(&format!(
             "cpu,hostname=host_{host},region={region},datacenter={region}{az},rack={rack},\

@@ -21,7 +21,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use ringest::line_protocol::{FieldValue, Lines, ParseOptions, Point, Precision};
+use ringest::line_protocol::{FieldValue, Lines, ParseOptions, Point, Precision, SeriesKeys};
 
 #[path = "corpus.rs"]
 mod corpus;
@@ -29,7 +29,31 @@ use corpus::{iot, thread_cpu_time, tsbs_cpu};
 
 /// Parses `body` with ringest; returns the number of accepted lines.
 fn ours(body: &str) -> usize {
-    let mut lines = Lines::new(body, ParseOptions::new(Precision::Nanoseconds, 0));
+    count(Lines::new(
+        body,
+        ParseOptions::new(Precision::Nanoseconds, 0),
+    ))
+}
+
+thread_local! {
+    /// One cache across rounds, as a shard keeps it across requests.
+    static KEYS: std::cell::RefCell<SeriesKeys> = std::cell::RefCell::new(SeriesKeys::new());
+}
+
+/// Parses `body` with ringest and the series-key cache (warm after the
+/// first round: the corpus repeats its series as real traffic does).
+fn ours_with_keys(body: &str) -> usize {
+    KEYS.with(|keys| {
+        let mut keys = keys.borrow_mut();
+        count(Lines::with_keys(
+            body,
+            ParseOptions::new(Precision::Nanoseconds, 0),
+            &mut keys,
+        ))
+    })
+}
+
+fn count(mut lines: Lines<'_, '_>) -> usize {
     let mut point = Point::default();
     let mut accepted = 0;
     let mut checksum = 0u64;
@@ -111,6 +135,12 @@ fn main() {
         let mut rows: Vec<(&str, Measured)> = Vec::new();
         if only.is_empty() || only == "ringest" {
             rows.push(("ringest", measure(&body, rounds, ours)));
+        }
+        if only.is_empty() || only == "ringest-keys" {
+            rows.push((
+                "ringest + series keys",
+                measure(&body, rounds, ours_with_keys),
+            ));
         }
         if only.is_empty() || only == "influx" {
             rows.push(("influxdb-line-protocol", measure(&body, rounds, theirs)));

@@ -342,7 +342,8 @@ fn route_lines(
     // the first line wins (the owner decides for the first proposal).
     let mut proposed: HashMap<String, HashSet<String>> = HashMap::new();
     let mut known_shape = KnownShape::default();
-    let mut lines = Lines::new(text, options);
+    let mut keys = shard.series_keys.borrow_mut();
+    let mut lines = Lines::with_keys(text, options, &mut keys);
     let mut point = Point::default();
     while let Some(result) = lines.next_into(&mut point) {
         if let Err(error) = result {

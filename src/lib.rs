@@ -12,7 +12,7 @@
 //! | HTTP | [`http::request`], [`http::body`] | request head parsed from borrowed bytes; `Content-Length` / chunked framing |
 //! | admission | [`backpressure`], [`auth`] | refuse at once (429/503) when a bound is reached; check the credential |
 //! | gunzip | [`gzip`] | libdeflate into a per-shard buffer whose size is the limit |
-//! | line protocol | [`line_protocol`] | lines → borrowed points with series hash; per-line errors |
+//! | line protocol | [`line_protocol`] | lines → borrowed points with series hash; per-line errors; recent series keys from a per-shard cache |
 //! | schema | [`catalog`] | column kinds checked against one catalog shared by all shards |
 //! | route | [`route`], [`batch`] | points split by series hash into per-shard sub-batches (the WAL payload) |
 //! | WAL | [`packed`], [`wal`] | each shard packs its sub-batch (series keys and field layouts once per segment) and appends it to its own segment file |

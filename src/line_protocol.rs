@@ -100,6 +100,9 @@ use std::fmt;
 
 use memchr::{memchr, memchr2, memchr3};
 
+mod keys;
+pub use keys::SeriesKeys;
+
 /// Default longest measurement, tag key, tag value or field key (unescaped).
 pub const NAME_BYTES_MAX_DEFAULT: usize = 64 * 1024;
 /// Default longest string field value (unescaped).
@@ -469,7 +472,7 @@ impl fmt::Display for LineError {
 }
 
 /// Iterator-like cursor over the lines of one body.
-pub struct Lines<'a> {
+pub struct Lines<'a, 'k> {
     body: &'a str,
     options: ParseOptions,
     /// Byte offset where the next line starts.
@@ -478,6 +481,8 @@ pub struct Lines<'a> {
     line_number: u32,
     /// State kept from line to line (no heap unless a line is unusual).
     scratch: Scratch,
+    /// Series keys parsed before, kept across bodies ([`SeriesKeys`]).
+    keys: Option<&'k mut SeriesKeys>,
 }
 
 /// What one line's parse leaves for the next.
@@ -504,8 +509,8 @@ struct TagOrder {
     order: [u8; TAG_ORDER_MAX],
 }
 
-impl<'a> Lines<'a> {
-    pub fn new(body: &'a str, options: ParseOptions) -> Lines<'a> {
+impl<'a> Lines<'a, 'static> {
+    pub fn new(body: &'a str, options: ParseOptions) -> Lines<'a, 'static> {
         Lines {
             body,
             options,
@@ -518,6 +523,28 @@ impl<'a> Lines<'a> {
                     order: [0; TAG_ORDER_MAX],
                 },
             },
+            keys: None,
+        }
+    }
+}
+
+impl<'a, 'k> Lines<'a, 'k> {
+    /// [`Lines::new`] that takes and leaves series keys in `keys` (the
+    /// result of every line is the same with or without).
+    pub fn with_keys(
+        body: &'a str,
+        options: ParseOptions,
+        keys: &'k mut SeriesKeys,
+    ) -> Lines<'a, 'k> {
+        keys.limits(options.name_bytes_max, options.tags_per_line_max);
+        let lines = Lines::new(body, options);
+        Lines {
+            body: lines.body,
+            options: lines.options,
+            position: lines.position,
+            line_number: lines.line_number,
+            scratch: lines.scratch,
+            keys: Some(keys),
         }
     }
 
@@ -555,7 +582,8 @@ impl<'a> Lines<'a> {
             // bytes, so they are char boundaries.
             let line = &body[trim.start..end];
             point.line_number = line_number;
-            return match parse_line(line, &self.options, point, &mut self.scratch) {
+            let keys = self.keys.as_deref_mut();
+            return match parse_line(line, &self.options, point, &mut self.scratch, keys) {
                 Ok(()) => Some(Ok(())),
                 Err((offset, kind)) => {
                     let column = trim.start - trim.physical_start + offset + 1;
@@ -886,11 +914,42 @@ fn parse_line<'a>(
     options: &ParseOptions,
     point: &mut Point<'a>,
     scratch: &mut Scratch,
+    mut keys: Option<&mut SeriesKeys>,
 ) -> LineResult<()> {
+    point.fields.clear();
+    // Measurement and tags: from the series-key cache when this section
+    // was parsed before, else parsed (and the series hash computed at the end).
+    let section = keys.as_mut().and_then(|keys| keys.section(line));
+    let cached = match (&mut keys, section) {
+        (Some(keys), Some(end)) => keys.fill(line, end, point),
+        _ => false,
+    };
+    let i = if cached {
+        section.expect("filled from a section")
+    } else {
+        parse_key(line, options, point, scratch)?
+    };
+    parse_fields(line, i, options, point, scratch)?;
+    if !cached {
+        point.series_hash = series_hash(&point.measurement, &point.tags);
+        if let (Some(keys), Some(end)) = (keys, section) {
+            keys.keep(line, end, point);
+        }
+    }
+    Ok(())
+}
+
+/// The measurement and the tags (sorted by key) of `line`; returns the
+/// offset after them.
+fn parse_key<'a>(
+    line: &'a str,
+    options: &ParseOptions,
+    point: &mut Point<'a>,
+    scratch: &mut Scratch,
+) -> LineResult<usize> {
     let bytes = line.as_bytes();
     let n = bytes.len();
     point.tags.clear();
-    point.fields.clear();
 
     // Measurement.
     let (measurement, mut i) = scan_name(line, 0, Component::Measurement, options.name_bytes_max)?;
@@ -950,6 +1009,19 @@ fn parse_line<'a>(
             },
         ));
     }
+    Ok(i)
+}
+
+/// Fields and timestamp of `line`, from offset `i` (after the tags).
+fn parse_fields<'a>(
+    line: &'a str,
+    mut i: usize,
+    options: &ParseOptions,
+    point: &mut Point<'a>,
+    scratch: &mut Scratch,
+) -> LineResult<()> {
+    let bytes = line.as_bytes();
+    let n = bytes.len();
 
     // One or more spaces, then the fields.
     if i >= n {
@@ -1041,7 +1113,6 @@ fn parse_line<'a>(
             .ok_or((timestamp_start, LineErrorKind::TimestampOutOfRange))?
     };
     point.timestamp_ns = scaled;
-    point.series_hash = series_hash(&point.measurement, &point.tags);
     Ok(())
 }
 

@@ -28,6 +28,7 @@ use crate::batch::{self, BatchEncoder, BatchReader, EncodedBatch, Kept};
 use crate::catalog::{self, Catalog, Decision, Entry, Proposal};
 use crate::config::Config;
 use crate::gzip::Gunzip;
+use crate::line_protocol::SeriesKeys;
 use crate::metrics::{Gauges, ShardMetrics, Snapshot};
 use crate::packed::{Packer, Unpacker};
 use crate::persist::cache::FileCache;
@@ -124,6 +125,8 @@ pub struct Shard {
     apply_queue: RefCell<VecDeque<(Sequence, EncodedBatch)>>,
     /// The dictionary of the WAL's open segment ([`crate::packed`]).
     packer: RefCell<Packer>,
+    /// Series keys of the lines this shard parsed ([`SeriesKeys`]).
+    pub series_keys: RefCell<SeriesKeys>,
     /// The dictionary of the WAL segment being replayed (at start only).
     unpacker: RefCell<Unpacker>,
     /// The last WAL sequence applied to the store: the live store holds
@@ -242,6 +245,7 @@ impl Shard {
             authorizer: Authorizer::new(&config.auth),
             apply_queue: RefCell::new(VecDeque::new()),
             packer: RefCell::new(Packer::new()),
+            series_keys: RefCell::new(SeriesKeys::new()),
             unpacker: RefCell::new(Unpacker::new()),
             applied: Cell::new(0),
             files: RefCell::new(parts.files),

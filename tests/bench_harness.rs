@@ -767,7 +767,19 @@ fn chaos_script_runs_at_tiny_size() {
         .find(|p| p.to_string_lossy().ends_with("-chaos.csv"))
         .expect("CSV written");
     let rows = std::fs::read_to_string(csv).expect("read CSV");
-    assert!(rows.lines().count() >= 5, "a row per second:\n{rows}");
+    // Sampling waits while a restart does (on a loaded machine a restart
+    // took 2.5 s in CI, and the 1-s samples of that time never came): the
+    // check is that samples were taken before the first restart and after
+    // one, not that there is one for every second.
+    let restarts: Vec<u64> = rows
+        .lines()
+        .skip(1)
+        .filter_map(|row| row.rsplit(',').next()?.parse().ok())
+        .collect();
+    assert!(
+        restarts.first() == Some(&0) && restarts.last().is_some_and(|&r| r >= 1),
+        "samples before and after a restart:\n{rows}"
+    );
 }
 
 /// Goal: the chaos check can fail: a "server" that loses its WAL at every

@@ -11,7 +11,9 @@
 use std::borrow::Cow;
 
 use proptest::prelude::*;
-use ringest::line_protocol::{Difference, LineErrorKind, Lines, ParseOptions, Point, Precision};
+use ringest::line_protocol::{
+    Difference, LineErrorKind, Lines, ParseOptions, Point, Precision, SeriesKeys,
+};
 
 #[path = "common/line_protocol_oracle.rs"]
 mod line_protocol_oracle;
@@ -192,6 +194,20 @@ fn body(max_edits: usize) -> impl Strategy<Value = String> {
     .prop_map(|lines| lines.join("\n"))
 }
 
+/// Every outcome of `body` with its series hash, parsed with `keys` (or
+/// without a cache).
+fn outcomes(body: &str, keys: Option<&mut SeriesKeys>) -> Vec<String> {
+    let options = ParseOptions::new(Precision::Nanoseconds, 7);
+    match keys {
+        Some(keys) => line_protocol_oracle::outcomes(Lines::with_keys(body, options, keys)),
+        None => line_protocol_oracle::outcomes(Lines::new(body, options)),
+    }
+}
+
+/// A measurement long enough that every line's section is looked up in
+/// the series-key cache.
+const LONG: &str = "a_measurement_name_long_enough_for_the_series_key_cache_to_look_it_up";
+
 proptest! {
     // `LP_CASES=100000 cargo test --release --test line_protocol_differential` for a soak.
     #![proptest_config(ProptestConfig::with_cases(
@@ -223,6 +239,42 @@ proptest! {
         let b = format!("{:?}", ours(&crlf));
         // Columns and excerpts are equal too: the `\r` is never inside a line.
         prop_assert_eq!(a, b);
+    }
+
+    /// Goal: the series-key cache changes no outcome (issue 15 item 2):
+    /// a line whose section was parsed before gives the same measurement,
+    /// tags, fields, time, series hash, borrowing and errors as a full
+    /// parse. Method: generated lines (some mutated) behind a long
+    /// measurement, parsed without a cache, then twice with one cache (the
+    /// second pass finds every section the first kept), and a third body
+    /// of the same sections with other fields.
+    #[test]
+    fn series_keys_change_no_outcome(body in body(3), other in body(0)) {
+        let long = |text: &str| -> String {
+            text.split('\n').map(|line| format!("{LONG}{line}")).collect::<Vec<_>>().join("\n")
+        };
+        let body = long(&body);
+        let expected = outcomes(&body, None);
+        // A full-size cache, and one of a single pair (every section
+        // competes for it: a hit must be the same bytes, not the same slot).
+        let mut tiny = SeriesKeys::with_slots(2);
+        prop_assert_eq!(&outcomes(&body, Some(&mut tiny)), &expected);
+        prop_assert_eq!(&outcomes(&body, Some(&mut tiny)), &expected);
+        let mut keys = SeriesKeys::new();
+        prop_assert_eq!(&outcomes(&body, Some(&mut keys)), &expected);
+        prop_assert_eq!(&outcomes(&body, Some(&mut keys)), &expected);
+        // Same sections, other fields and times.
+        let other: Vec<&str> = other.split('\n').collect();
+        let mixed: String = body
+            .split('\n')
+            .zip(other.iter().cycle())
+            .map(|(line, other)| {
+                let section = line.split_once(' ').map_or(line, |(s, _)| s);
+                let rest = other.split_once(' ').map_or("", |(_, r)| r);
+                format!("{section} {rest}\n")
+            })
+            .collect();
+        prop_assert_eq!(outcomes(&mixed, Some(&mut keys)), outcomes(&mixed, None));
     }
 
     /// Goal: no input makes the parser panic, and every error points inside

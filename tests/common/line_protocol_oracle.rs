@@ -283,3 +283,27 @@ pub fn compare(body: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Every outcome of a parse as text, with what [`ours`] leaves out: the
+/// series hash and whether the measurement was borrowed. For comparing a
+/// parse with the series-key cache against one without.
+pub fn outcomes(mut lines: Lines<'_, '_>) -> Vec<String> {
+    let mut point = Point::default();
+    let mut out = Vec::new();
+    while let Some(result) = lines.next_into(&mut point) {
+        out.push(match result {
+            Ok(()) => format!(
+                "{} {:?} {:?} {:?} {} {:x} {}",
+                point.line_number,
+                point.measurement,
+                point.tags,
+                point.fields,
+                point.timestamp_ns,
+                point.series_hash,
+                matches!(point.measurement, std::borrow::Cow::Borrowed(_))
+            ),
+            Err(error) => format!("{error:?}"),
+        });
+    }
+    out
+}

@@ -8,6 +8,9 @@
 //! default limits and nanosecond precision on bodies without `\r` (the
 //! oracle rejects every CRLF line, `Difference::CrLf`).
 //!
+//! Also: parsing with the series-key cache (`SeriesKeys`, kept across
+//! inputs) gives exactly the outcomes of a parse without it.
+//!
 //! Input: first byte picks the precision (and, with its top bit, small
 //! limits for the no-panic checks), the rest is the body (skipped unless
 //! valid UTF-8, as the write path checks UTF-8 before parsing).
@@ -15,7 +18,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringest::line_protocol::{Lines, ParseOptions, Point, Precision};
+use ringest::line_protocol::{Lines, ParseOptions, Point, Precision, SeriesKeys};
 
 #[path = "../../common/line_protocol_oracle.rs"]
 mod line_protocol_oracle;
@@ -28,6 +31,10 @@ const PRECISIONS: [Precision; 6] = [
     Precision::Minutes,
     Precision::Hours,
 ];
+
+thread_local! {
+    static KEYS: std::cell::RefCell<SeriesKeys> = std::cell::RefCell::new(SeriesKeys::with_slots(8));
+}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else {
@@ -46,6 +53,18 @@ fuzz_target!(|data: &[u8]| {
         options.fields_per_line_max = 3;
     }
     let physical_lines = body.bytes().filter(|&b| b == b'\n').count() + 1;
+    // The series-key cache changes no outcome: each body is parsed twice
+    // with one small cache (kept across inputs: sections of earlier
+    // inputs meet later ones) against a parse without.
+    let expected = line_protocol_oracle::outcomes(Lines::new(body, options.clone()));
+    KEYS.with(|keys| {
+        let mut keys = keys.borrow_mut();
+        for pass in 0..2 {
+            let with_keys =
+                line_protocol_oracle::outcomes(Lines::with_keys(body, options.clone(), &mut keys));
+            assert_eq!(with_keys, expected, "pass {pass} with the series-key cache");
+        }
+    });
     let mut lines = Lines::new(body, options);
     let mut point = Point::default();
     let mut previous = 0;
