@@ -608,7 +608,12 @@ impl<S: Storage> Wal<S> {
         let sequence = state.next_sequence;
         state.next_sequence += 1;
         let open = &mut state.open;
-        debug_assert_eq!(open.segment_index, segment);
+        // A record packed for another segment would refer to definitions
+        // that are not in its file: never place it.
+        assert_eq!(
+            open.segment_index, segment,
+            "invariant: a record lands in the segment it was made for"
+        );
         let at = open.fill;
         encode_into(
             &mut S::buffer_bytes_mut(&mut open.buffer)[at..at + bytes],

@@ -67,7 +67,12 @@
 //!   defines everything its records use.
 //! - A torn tail only cuts records off the end: no kept record refers to
 //!   a lost one. Damage inside a segment stops replay of that segment at
-//!   the damage (as before: `wal.skip_corrupt`).
+//!   the damage (as before: `wal.skip_corrupt`); a record whose checksum
+//!   holds but which does not unpack makes the unpacker refuse the rest of
+//!   its segment too (the dictionary lacks what it defined).
+//! - A record unpacks to at most [`UNPACKED_BYTES_MAX`] bytes, or is
+//!   refused: a crafted record cannot make a reader allocate or work
+//!   without bound by referring to a long name from many rows.
 //! - A record that packs larger than the sub-batch (possible only for odd
 //!   rows: large integers, one-row records of new series) is written as
 //!   the plain sub-batch instead (record kind [`crate::shard::RECORD_BATCH`]),
@@ -89,6 +94,10 @@ pub const SERIES_MAX: usize = 1 << 20;
 pub const LAYOUTS_MAX: usize = 1 << 16;
 /// Bytes of keys (tables, tags, field names) per segment dictionary.
 pub const DICTIONARY_BYTES_MAX: usize = 64 << 20;
+/// Most bytes one record unpacks to: a packed record is written only when
+/// smaller than its plain sub-batch, which is at most a WAL record's
+/// payload ([`crate::wal::record::RECORD_PAYLOAD_BYTES_MAX`]).
+pub const UNPACKED_BYTES_MAX: usize = crate::wal::record::RECORD_PAYLOAD_BYTES_MAX;
 
 const NONE: u32 = u32::MAX;
 
@@ -559,6 +568,8 @@ struct UnpackedSeries {
 #[derive(Clone, Copy, Debug)]
 struct UnpackedLayout {
     field_count: u16,
+    /// Bytes of the field names as sub-batch strings.
+    names_bytes: u32,
     /// Range of `fields`.
     fields: (u32, u32),
 }
@@ -572,10 +583,17 @@ struct UnpackedField {
 
 /// The reading side: the dictionary of the segment being read. One per
 /// reader; [`Unpacker::unpack`] is given every packed record of a segment
-/// in sequence order, from the first.
-#[derive(Debug, Default)]
+/// in sequence order, from the first. A record that does not decode
+/// leaves the dictionary short of its definitions, so every later record
+/// of its segment is refused too (replay of that segment stops there, as
+/// for any damage; with `wal.skip_corrupt` each is logged and skipped).
+#[derive(Debug)]
 pub struct Unpacker {
     segment: Option<(u64, String, u64)>,
+    /// A record of this segment did not decode: the rest is refused.
+    poisoned: bool,
+    /// Most bytes one record may unpack to ([`UNPACKED_BYTES_MAX`]).
+    bytes_max: usize,
     series: Vec<UnpackedSeries>,
     layouts: Vec<UnpackedLayout>,
     fields: Vec<UnpackedField>,
@@ -701,6 +719,22 @@ fn valid_tags(tags: &[u8], count: u16) -> bool {
     at == tags.len()
 }
 
+impl Default for Unpacker {
+    fn default() -> Unpacker {
+        Unpacker {
+            segment: None,
+            poisoned: false,
+            bytes_max: UNPACKED_BYTES_MAX,
+            series: Vec::new(),
+            layouts: Vec::new(),
+            fields: Vec::new(),
+            databases: Vec::new(),
+            arena: Vec::new(),
+            row_fields: Vec::new(),
+        }
+    }
+}
+
 impl Unpacker {
     pub fn new() -> Unpacker {
         Unpacker::default()
@@ -724,7 +758,26 @@ impl Unpacker {
             self.databases.clear();
             self.arena.clear();
             self.segment = Some((segment.0, segment.1.to_string(), segment.2));
+            self.poisoned = false;
         }
+        if self.poisoned {
+            // The dictionary lacks what the damaged record defined: nothing
+            // after it in this segment can be read with certainty.
+            return Err(PackedError {
+                offset: 0,
+                what: "an earlier record of this segment did not decode",
+            });
+        }
+        let unpacked = self.unpack_record(payload, keep);
+        self.poisoned = unpacked.is_err();
+        unpacked
+    }
+
+    fn unpack_record(
+        &mut self,
+        payload: &[u8],
+        keep: impl Fn(u64) -> bool,
+    ) -> Result<Unpacked, PackedError> {
         let mut reader = Reader {
             bytes: payload,
             at: 0,
@@ -744,6 +797,7 @@ impl Unpacker {
         let row_count = reader.varint()?;
         let row_count = u32::try_from(row_count).or_else(|_| reader.fail("row count past u32"))?;
         let mut kept = UncheckedBatch::new(database);
+        let mut unpacked_bytes = 0usize;
         let mut time = 0i64;
         let mut time_range: Option<(i64, i64)> = None;
         for _ in 0..row_count {
@@ -757,38 +811,78 @@ impl Unpacker {
                 None => (time, time),
                 Some((low, high)) => (low.min(time), high.max(time)),
             });
-            self.row_fields.clear();
+            // The row's size as a sub-batch row: every record this build
+            // wrote unpacks to at most its plain sub-batch, which is below
+            // `bytes_max`; a record that would unpack to more (a long name
+            // referred to by many rows) is damage, refused before it costs
+            // memory or time.
             let (start, end) = layout.fields;
+            let (series_bytes, names_bytes) = (
+                (series.table.1 - series.table.0 + series.tags.1 - series.tags.0) as usize,
+                layout.names_bytes as usize,
+            );
+            // Exactly the sub-batch row: its fixed fields, table, tags and
+            // names here; each value's kind byte and value below.
+            unpacked_bytes += 32 + series_bytes + names_bytes;
+            if unpacked_bytes > self.bytes_max {
+                return reader.fail("unpacks past the largest sub-batch");
+            }
+            let keeping = keep(series.hash);
+            self.row_fields.clear();
             for field in &self.fields[start as usize..end as usize] {
-                self.row_fields
-                    .extend_from_slice(slice(&self.arena, field.name));
-                self.row_fields.push(field.kind);
+                if keeping {
+                    self.row_fields
+                        .extend_from_slice(slice(&self.arena, field.name));
+                    self.row_fields.push(field.kind);
+                }
+                unpacked_bytes += match field.kind {
+                    KIND_STRING | KIND_BOOLEAN => 1,
+                    _ => 9,
+                };
                 match field.kind {
-                    KIND_FLOAT => self.row_fields.extend_from_slice(reader.take(8)?),
+                    KIND_FLOAT => {
+                        let value = reader.take(8)?;
+                        if keeping {
+                            self.row_fields.extend_from_slice(value);
+                        }
+                    }
                     KIND_INTEGER => {
                         let value = reader.zigzag()?;
-                        self.row_fields.extend_from_slice(&value.to_le_bytes());
+                        if keeping {
+                            self.row_fields.extend_from_slice(&value.to_le_bytes());
+                        }
                     }
                     KIND_UINTEGER => {
                         let value = reader.varint()?;
-                        self.row_fields.extend_from_slice(&value.to_le_bytes());
+                        if keeping {
+                            self.row_fields.extend_from_slice(&value.to_le_bytes());
+                        }
                     }
                     KIND_STRING => {
                         let text = reader.vstr()?;
-                        self.row_fields
-                            .extend_from_slice(&(text.len() as u32).to_le_bytes());
-                        self.row_fields.extend_from_slice(text);
+                        unpacked_bytes += 4 + text.len();
+                        if unpacked_bytes > self.bytes_max {
+                            return reader.fail("unpacks past the largest sub-batch");
+                        }
+                        if keeping {
+                            self.row_fields
+                                .extend_from_slice(&(text.len() as u32).to_le_bytes());
+                            self.row_fields.extend_from_slice(text);
+                        }
                     }
                     _ => {
                         let value = reader.u8()?;
+                        unpacked_bytes += 1;
                         if value > 1 {
                             return reader.fail("boolean is neither 0 nor 1");
                         }
-                        self.row_fields.push(value);
+                        if keeping {
+                            self.row_fields.push(value);
+                        }
                     }
                 }
             }
-            if keep(series.hash) {
+            if keeping {
                 let keys = if series.in_payload {
                     payload
                 } else {
@@ -925,8 +1019,13 @@ impl Unpacker {
                 kind,
             });
         }
+        let names_bytes = self.fields[first..]
+            .iter()
+            .map(|f| f.name.1 - f.name.0)
+            .sum();
         let layout = UnpackedLayout {
             field_count,
+            names_bytes,
             fields: range(first, self.fields.len()),
         };
         if numbered {
@@ -1207,6 +1306,63 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Goal: after a record that does not unpack, the rest of its segment
+    /// is refused (the dictionary lacks what it defined), and a new segment
+    /// reads again.
+    /// Method: A defines a series, B (damaged) would define another, C
+    /// refers to A's; C is refused in that segment, read in the next.
+    #[test]
+    fn a_record_that_does_not_unpack_stops_its_segment() {
+        let mut packer = Packer::new();
+        let a = place(&mut packer, 0, &batch("db", "cpu,host=a v=1 1")).unwrap();
+        let b = place(&mut packer, 0, &batch("db", "cpu,host=b v=2 2")).unwrap();
+        let c = place(&mut packer, 0, &batch("db", "cpu,host=a v=3 3")).unwrap();
+        let mut unpacker = Unpacker::new();
+        unpacker.unpack((1, "0", 0), &a, |_| true).unwrap();
+        unpacker
+            .unpack((1, "0", 0), &b[..b.len() - 1], |_| true)
+            .unwrap_err();
+        let refused = unpacker.unpack((1, "0", 0), &c, |_| true).unwrap_err();
+        assert_eq!(
+            refused.what,
+            "an earlier record of this segment did not decode"
+        );
+        let mut fresh = Packer::new();
+        let c_alone = place(&mut fresh, 1, &batch("db", "cpu,host=a v=3 3")).unwrap();
+        unpacker
+            .unpack((1, "0", 1), &c_alone, |_| true)
+            .expect("a new segment reads");
+    }
+
+    /// Goal: a record that would unpack to more than the largest sub-batch
+    /// (one long field name referred to by many rows) is refused before it
+    /// costs that much memory, with rows kept or not.
+    /// Method: one layout with a 1000-byte name, 1000 rows referring to it
+    /// (about 1 MB unpacked from about 6 KB); an unpacker bounded at 100 KB.
+    #[test]
+    fn unpacking_is_bounded() {
+        let name = "n".repeat(1000);
+        let text: String = (0..1000)
+            .map(|t| format!("cpu,host=a {name}=1i {t}\n"))
+            .collect();
+        let record = place(&mut Packer::new(), 0, &batch("db", &text)).unwrap();
+        assert!(record.len() < 10_000, "{}", record.len());
+        for keep in [true, false] {
+            let mut unpacker = Unpacker::new();
+            unpacker.bytes_max = 100_000;
+            let error = unpacker.unpack((1, "0", 0), &record, |_| keep).unwrap_err();
+            assert_eq!(error.what, "unpacks past the largest sub-batch");
+        }
+        let whole = Unpacker::new()
+            .unpack((1, "0", 0), &record, |_| true)
+            .unwrap();
+        assert_eq!(
+            whole.kept.unwrap().len(),
+            batch("db", &text).len(),
+            "unpacked = plain bytes"
+        );
     }
 
     /// Goal: the packed form of a TSBS cpu row whose series was defined

@@ -913,6 +913,7 @@ fn replay(
         }
     })
     .map_err(|e| format!("replay: {e}"))?;
+    shard.replay_done();
     if let Some(error) = refused {
         return Err(error);
     }

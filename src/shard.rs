@@ -470,6 +470,12 @@ impl Shard {
         }
     }
 
+    /// Replay is over: the last segment's dictionary (up to
+    /// [`crate::packed::DICTIONARY_BYTES_MAX`]) is freed.
+    pub fn replay_done(&self) {
+        *self.unpacker.borrow_mut() = Unpacker::new();
+    }
+
     /// A replayed record that does not decode: stops start-up, unless
     /// `wal.skip_corrupt`.
     fn replay_refused(&self, error: String) -> Result<(), String> {
