@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use common::{query_series, run_cli, Server, TempDir};
 use ringest::wal;
@@ -251,17 +252,10 @@ fn wal_inspect_shows_time_ranges() {
     );
 }
 
-/// Goal: a WAL record this build does not read (kind 1: batch format 1,
-/// without row lengths) stops start-up and names where it is, instead of
-/// being dropped with whatever acknowledged points it holds; with
-/// `wal.skip_corrupt` the server starts and serves everything else.
-/// Method: the real server writes points and stops; a kind-1 record is
-/// appended to shard 0's WAL in a later generation through the `Wal` API;
-/// start-up is refused naming the directory and sequence; with the flag it
-/// starts and the first points read back.
-#[test]
-fn unknown_wal_record_kind_stops_start_up() {
-    let dir = TempDir::new("server-wal-kind");
+/// A data directory where the real server wrote one point (`r,s=s1 v=7i 1`)
+/// and stopped, and then one record of `kind` holding `payload` was
+/// appended to shard 0's WAL in a later generation through the `Wal` API.
+fn data_with_appended_record(dir: &TempDir, kind: u8, payload: &'static [u8]) -> PathBuf {
     let data = dir.path.join("data");
     let mut server = Server::start_in(&data, &["--shards", "1"]);
     assert_eq!(
@@ -278,13 +272,28 @@ fn unknown_wal_record_kind_stops_start_up() {
             let log = wal::Wal::open(wal::WalOptions::new(shard_dir, generation))
                 .await
                 .expect("open WAL");
-            let sequence = log.append(1, b"batch format 1").expect("append");
+            let sequence = log.append(kind, payload).expect("append");
             log.synced(sequence).await.expect("sync");
             log.close().await;
         })
         .expect("spawn executor")
         .join()
         .expect("executor");
+    data
+}
+
+/// Goal: a WAL record this build does not read (kind 1: batch format 1,
+/// without row lengths) stops start-up and names where it is, instead of
+/// being dropped with whatever acknowledged points it holds; with
+/// `wal.skip_corrupt` the server starts and serves everything else.
+/// Method: the real server writes points and stops; a kind-1 record is
+/// appended to shard 0's WAL in a later generation through the `Wal` API;
+/// start-up is refused naming the directory and sequence; with the flag it
+/// starts and the first points read back.
+#[test]
+fn unknown_wal_record_kind_stops_start_up() {
+    let dir = TempDir::new("server-wal-kind");
+    let data = data_with_appended_record(&dir, 1, b"batch format 1");
 
     let refused = common::start_outcome(&data, &["--shards", "1"]).expect_err("start-up refused");
     assert!(
@@ -315,34 +324,14 @@ fn unknown_wal_record_kind_stops_start_up() {
 #[test]
 fn packed_record_with_an_undefined_reference_stops_start_up() {
     let dir = TempDir::new("server-wal-packed");
-    let data = dir.path.join("data");
-    let mut server = Server::start_in(&data, &["--shards", "1"]);
-    assert_eq!(
-        server.write_v1(&format!("db={DB}"), "r,s=s1 v=7i 1").status,
-        204
-    );
-    assert!(server.terminate().success());
-
-    let wal_root = data.join("wal");
-    let generation = wal::next_generation(&wal_root).expect("generation");
-    let shard_dir = wal_root.join("0");
     // format 1, database "db" (varint length), 1 row, series reference 6
     // (entry 5) in a segment whose dictionary is empty.
-    let payload = [1u8, 2, b'd', b'b', 1, 6];
-    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .spawn(move || async move {
-            let log = wal::Wal::open(wal::WalOptions::new(shard_dir, generation))
-                .await
-                .expect("open WAL");
-            let sequence = log
-                .append(ringest::shard::RECORD_PACKED, &payload)
-                .expect("append");
-            log.synced(sequence).await.expect("sync");
-            log.close().await;
-        })
-        .expect("spawn executor")
-        .join()
-        .expect("executor");
+    let data = data_with_appended_record(
+        &dir,
+        ringest::shard::RECORD_PACKED,
+        &[1, 2, b'd', b'b', 1, 6],
+    );
+    let wal_root = data.join("wal");
 
     let output = run_cli(&["wal", "verify", &wal_root.display().to_string()]);
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
